@@ -1,0 +1,18 @@
+"""Backdoor attacks: triggers (one module per family), a registry, and dataset poisoning."""
+from __future__ import annotations
+
+from .badnets import BadNets
+from .base import AdditiveTrigger, Trigger
+from .poison import PoisonedSet, poison
+
+#: Attack name -> trigger class. The CLI and the benchmark grid enumerate this.
+ATTACKS: dict[str, type[Trigger]] = {BadNets.name: BadNets}
+
+
+def make_trigger(name: str, **kwargs) -> Trigger:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(ATTACKS))}")
+    return ATTACKS[name](**kwargs)
+
+
+__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "PoisonedSet", "Trigger", "make_trigger", "poison"]

@@ -1,0 +1,94 @@
+"""Metrics of SPEC §4: ACC, ASR, RA, per-trigger ASR, DER, and the failure rule.
+
+Definitions (recorded with every result, see :data:`DEFINITIONS`):
+- ACC: top-1 accuracy on clean held-out test images (never the defender's clean set).
+- ASR: of the held-out images whose true label is not the target, stamped with the trigger, the fraction
+  classified as the target; all-to-all: the fraction classified as (y + 1) mod C.
+- RA: the same stamped images, fraction classified as their true label.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .attacks.base import Trigger
+
+DEFINITIONS = {
+    "acc": "top-1 accuracy on clean held-out test images, disjoint from the defender's clean set",
+    "asr": "fraction of triggered held-out images whose true label is not the target that are classified as the target (all-to-all: as (y+1) mod C)",
+    "ra": "fraction of the same triggered images classified as their true label",
+    "der": "(max(0, ASR_before - ASR_after) - max(0, ACC_before - ACC_after) + 1) / 2, as in BackdoorBench",
+    "failed": "ASR >= 20% or ACC drop > 10 points",
+}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device=None) -> torch.Tensor:
+    """Predicted classes for ``images``, in eval mode (the model's mode is restored afterwards)."""
+    dev = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        preds = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **kw) -> float:
+    return float((predict(model, images, **kw) == labels).float().mean())
+
+
+def _triggered(images, labels, trigger: Trigger):
+    keep = trigger.victims(labels)
+    if not keep.any():
+        raise ValueError("no held-out image has a label other than the attack target; ASR is undefined")
+    return trigger.apply(images[keep]), labels[keep]
+
+
+def attack_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger,
+                   num_classes: int, **kw) -> dict[str, float]:
+    """``{"asr", "ra"}`` for one trigger on held-out images."""
+    x, y = _triggered(images, labels, trigger)
+    pred = predict(model, x, **kw)
+    target = trigger.target_labels(y, num_classes)
+    return {"asr": float((pred == target).float().mean()), "ra": float((pred == y).float().mean())}
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger | None,
+             num_classes: int, **kw) -> dict[str, float]:
+    """``{"acc", "asr", "ra"}`` (ASR/RA only with a trigger)."""
+    out = {"acc": accuracy(model, images, labels, **kw)}
+    if trigger is not None:
+        out.update(attack_metrics(model, images, labels, trigger, num_classes, **kw))
+    return out
+
+
+def per_trigger_asr(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                    triggers: Iterable[Trigger], num_classes: int, **kw) -> dict[str, float]:
+    """ASR of each trigger (keyed by name, suffixed when repeated) and their mean under ``"mean"``."""
+    out: dict[str, float] = {}
+    for trig in triggers:
+        key, i = trig.name, 1
+        while key in out:
+            i += 1
+            key = f"{trig.name}_{i}"
+        out[key] = attack_metrics(model, images, labels, trig, num_classes, **kw)["asr"]
+    if not out:
+        raise ValueError("per_trigger_asr needs at least one trigger")
+    out["mean"] = sum(out.values()) / len(out)
+    return out
+
+
+def der(before: dict[str, float], after: dict[str, float]) -> float:
+    """Defense effectiveness rating (BackdoorBench): (max(0, ΔASR) − max(0, ΔACC) + 1) / 2, Δ = before − after."""
+    d_asr = before["asr"] - after["asr"]
+    d_acc = before["acc"] - after["acc"]
+    return (max(0.0, d_asr) - max(0.0, d_acc) + 1) / 2
+
+
+def failed(before: dict[str, float], after: dict[str, float]) -> bool:
+    """The paper's failure rule: ASR ≥ 20% or a clean-accuracy drop of more than 10 points."""
+    return after["asr"] >= 0.20 or (before["acc"] - after["acc"]) > 0.10

@@ -1,0 +1,23 @@
+"""Models: registry of architectures and safe model files."""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .vgg import Normalize, small_vgg
+
+#: Architecture name -> builder taking keyword arguments (num_classes, in_channels, input_size, mean, std).
+MODELS: dict[str, Callable[..., nn.Module]] = {"small_vgg": small_vgg}
+
+
+def build_model(arch: str, **kwargs) -> nn.Module:
+    """Build a registered architecture by name."""
+    if arch not in MODELS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(sorted(MODELS))}")
+    return MODELS[arch](**kwargs)
+
+
+from .io import ModelCard, load_model, save_model  # noqa: E402
+
+__all__ = ["MODELS", "ModelCard", "Normalize", "build_model", "load_model", "save_model", "small_vgg"]

@@ -1,0 +1,56 @@
+"""Plain supervised training and fine-tuning, shared by the demo, the attacks and the baselines."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data.arrays import ImageSet
+from .utils import resolve_device
+
+
+def iterate_batches(data: ImageSet, batch_size: int, generator: torch.Generator | None = None,
+                    shuffle: bool = True):
+    """Yield ``(images, labels)`` minibatches; shuffled with ``generator`` when given."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield data.images[idx], data.labels[idx]
+
+
+def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: float = 1e-3,
+                     batch_size: int = 128, seed: int = 0, device: str | None = None,
+                     weight_decay: float = 0.0, progress: bool = True, desc: str = "train",
+                     on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+    """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode.
+
+    ``on_epoch(epoch, mean_loss)`` is called after each epoch (for logging or checkpoints).
+    """
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    dev = resolve_device(device)
+    model.to(dev).train()
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    steps = epochs * ((len(data) + batch_size - 1) // batch_size)
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for x, y in iterate_batches(data, batch_size, gen):
+            x, y = x.to(dev), y.to(dev)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            bar.update(1)
+        bar.set_postfix(loss=f"{total / count:.3f}")
+        if on_epoch is not None:
+            on_epoch(epoch, total / count)
+    bar.close()
+    return model.eval()

@@ -1,0 +1,147 @@
+"""Every choice of I-BAU as one dataclass, with the paper's and the authors' code's presets."""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .solvers import SOLVERS
+
+_CHOICES = {
+    "norm": ("l2", "linf", "none"),
+    "inner_optimizer": ("sgd", "adam"),
+    "solver": tuple(SOLVERS),
+    "hyper_batch": ("first", "current"),
+    "outer_optimizer": ("adam", "sgd"),
+    "model_mode": ("eval", "train"),
+}
+
+
+@dataclass
+class IBAUConfig:
+    """Options of :func:`ibau.unlearn` (SPEC §1.1). Defaults are :meth:`reference` with ``rounds=3``...
+
+    One *round*: δ ← 0, then ``inner_steps`` ascent steps on H (δ only), then ``outer_steps`` θ steps with
+    the implicit hypergradient and δ fixed. ``None`` step counts mean one pass over the clean set.
+
+    δ (inner maximisation of H = CE(f(x+δ), labels) − inner_penalty·‖δ‖²):
+        norm: constraint on δ, ``"l2"`` ball, ``"linf"`` box or ``"none"`` (default "l2").
+        norm_bound: Cδ, radius of the constraint (default 10.0; ignored with norm "none").
+        clamp: clamp x+δ to the valid pixel range [0, 1] (default False, as the authors' CIFAR code).
+        inner_steps: T, ascent steps per round (default None: one per clean batch).
+        inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
+        inner_lr: step size of the ascent (default 10.0).
+        inner_penalty: λ of the −λ‖δ‖² term (default 0.001).
+        pseudo_labels: attack the model's own predictions instead of the true labels (default True).
+    Hypergradient (L_in = −H with true labels, on the hyper batch):
+        solver: ``"fixed_point"`` (Neumann) or ``"cg"`` (default "fixed_point").
+        solver_iters: K, Hessian-vector products per hypergradient (default 5).
+        fixed_point_lr: α of the map Φ(δ) = δ − α∇_δ L_in (default 0.1).
+        hyper_batch: L_in on the ``"first"`` batch of the round (authors) or the ``"current"`` one.
+        warm_start: start the solver from the previous step's solution (default False).
+    Outer minimisation (L_out = CE on a batch where a fraction of the images carry δ):
+        perturb_fraction: fraction of each outer batch that gets δ added (default 0.01; at least one image).
+        outer_optimizer: ``"adam"`` or ``"sgd"`` (default "adam"); outer_lr: its step size (default 1e-3).
+        outer_steps: θ steps per round (default None: one per clean batch).
+    Run:
+        rounds: number of rounds (default 3); batch_size: clean batch size (default 100).
+        model_mode: ``"eval"`` freezes BatchNorm statistics and dropout for the whole defense (authors),
+            ``"train"`` uses train mode in the θ steps; δ is always searched in eval mode (default "eval").
+        seed: seeds batch order (default 0); device: ``None`` uses the model's device.
+    """
+
+    rounds: int = 3
+    batch_size: int = 100
+    norm: str = "l2"
+    norm_bound: float = 10.0
+    clamp: bool = False
+    inner_steps: int | None = None
+    inner_optimizer: str = "sgd"
+    inner_lr: float = 10.0
+    inner_penalty: float = 0.001
+    pseudo_labels: bool = True
+    solver: str = "fixed_point"
+    solver_iters: int = 5
+    fixed_point_lr: float = 0.1
+    hyper_batch: str = "first"
+    warm_start: bool = False
+    perturb_fraction: float = 0.01
+    outer_optimizer: str = "adam"
+    outer_lr: float = 1e-3
+    outer_steps: int | None = None
+    model_mode: str = "eval"
+    seed: int = 0
+    device: str | None = None
+
+    def __post_init__(self):
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.norm != "none" and not self.norm_bound > 0:
+            raise ValueError(f"norm_bound (Cδ) must be > 0, got {self.norm_bound}; use norm='none' for no bound")
+        for name in ("rounds", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("inner_steps", "outer_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or None (one pass), got {value}")
+        if self.solver_iters < 0:
+            raise ValueError(f"solver_iters (K) must be >= 0, got {self.solver_iters}")
+        for name in ("inner_lr", "outer_lr", "fixed_point_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.inner_penalty < 0:
+            raise ValueError(f"inner_penalty must be >= 0, got {self.inner_penalty}")
+        if not 0 < self.perturb_fraction <= 1:
+            raise ValueError(f"perturb_fraction must be in (0, 1], got {self.perturb_fraction}")
+
+    # --- presets -------------------------------------------------------------------------------
+    @classmethod
+    def reference(cls, **overrides: Any) -> "IBAUConfig":
+        """The authors' public code (SPEC §1.1): pseudo-labels, SGD lr 10 with λ=0.001, no clamp; fixed-point
+        K=5 on the first batch; 1% of each outer batch perturbed; Adam 1e-3; eval mode."""
+        return cls(**{**_REFERENCE, **overrides})
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> "IBAUConfig":
+        """Algorithm 1 as written: δ ← 0, projected ascent on H with the true labels inside the ℓ2 ball
+        Cδ = 10 (no penalty), then θ descends ψ(θ) = H(δ, θ) (every image of the batch carries δ) with the
+        implicit hypergradient of the same H on the current batch."""
+        return cls(**{**_PAPER, **overrides})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "IBAUConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        return PRESETS[name](**overrides)
+
+    def replace(self, **changes: Any) -> "IBAUConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def make_solver(self):
+        kwargs = {"iters": self.solver_iters}
+        if self.solver == "fixed_point":
+            kwargs["lr"] = self.fixed_point_lr
+        return functools.partial(SOLVERS[self.solver], **kwargs)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+_REFERENCE: dict[str, Any] = dict(
+    rounds=3, batch_size=100, norm="l2", norm_bound=10.0, clamp=False, inner_steps=None,
+    inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True, solver="fixed_point",
+    solver_iters=5, fixed_point_lr=0.1, hyper_batch="first", warm_start=False, perturb_fraction=0.01,
+    outer_optimizer="adam", outer_lr=1e-3, outer_steps=None, model_mode="eval",
+)
+_PAPER: dict[str, Any] = {
+    **_REFERENCE, "inner_penalty": 0.0, "pseudo_labels": False, "hyper_batch": "current", "perturb_fraction": 1.0,
+}
+
+PRESETS = {"reference": IBAUConfig.reference, "paper": IBAUConfig.paper}

@@ -1,0 +1,210 @@
+"""The I-BAU round loop: :func:`unlearn`."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.arrays import check_images, check_labels
+from ..utils import resolve_device
+from .config import IBAUConfig
+from .hypergrad import implicit_hypergradient
+from .inner import objective, perturb, solve_delta
+
+
+@dataclass
+class RoundRecord:
+    """What happened in one round. ``extra`` holds whatever the callback returned (e.g. ACC/ASR)."""
+
+    round: int
+    inner_loss: float   # mean H(δ, θ) over the ascent steps
+    outer_loss: float   # mean L_out over the θ steps
+    delta_norm: float   # ‖δ‖₂ at the end of the ascent
+    seconds: float      # wall time of the round, callback excluded
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    delta: torch.Tensor               # the last round's δ (C×H×W, pixel space)
+    history: list[RoundRecord]
+    config: IBAUConfig
+    seconds: float                    # total wall time, callbacks excluded
+    interrupted: bool = False         # stopped by Ctrl-C; the model is the last finished round's
+
+
+Callback = Callable[[RoundRecord, nn.Module, torch.Tensor], "dict[str, Any] | bool | None"]
+
+
+def _as_tensors(clean_data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept an ImageSet, an ``(images, labels)`` pair of tensors, a Dataset, or an iterable of batches."""
+    if hasattr(clean_data, "images") and hasattr(clean_data, "labels"):
+        return clean_data.images, clean_data.labels
+    if isinstance(clean_data, (tuple, list)) and len(clean_data) == 2 and all(isinstance(t, torch.Tensor) for t in clean_data) \
+            and clean_data[0].dim() == 4:
+        return clean_data[0], clean_data[1]
+    if isinstance(clean_data, torch.utils.data.Dataset) and hasattr(clean_data, "__len__") and hasattr(clean_data, "__getitem__"):
+        items = [clean_data[i] for i in range(len(clean_data))]
+        if not items:
+            raise ValueError("the clean set is empty; give at least one image")
+        return torch.stack([torch.as_tensor(x) for x, _ in items]), torch.as_tensor([int(y) for _, y in items])
+    if isinstance(clean_data, Iterable):
+        xs, ys = [], []
+        for batch in clean_data:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                raise TypeError("clean_data batches must be (images, labels) pairs")
+            xs.append(torch.as_tensor(batch[0]))
+            ys.append(torch.as_tensor(batch[1]).reshape(-1))
+        if not xs:
+            raise ValueError("the clean set is empty; give at least one image")
+        return torch.cat(xs), torch.cat(ys)
+    raise TypeError(f"clean_data must be a Dataset, an (images, labels) pair or an iterable of batches, got {type(clean_data).__name__}")
+
+
+def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> int:
+    """Check the clean set against the model; returns the number of classes."""
+    check_images(x, "clean images")
+    check_labels(y, n=len(x), name="clean labels")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x[:1].to(device))
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[0][:200]
+        raise ValueError(f"clean images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
+                         "resize them or check the channel count") from None
+    finally:
+        model.train(was)
+    if out.dim() != 2:
+        raise ValueError(f"the model must return N×classes logits, got shape {tuple(out.shape)}")
+    num_classes = out.shape[1]
+    check_labels(y, num_classes=num_classes, name="clean labels")
+    return num_classes
+
+
+def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, callback: Callback | None = None,
+            inplace: bool = False, progress: bool = True) -> UnlearnResult:
+    """Remove a backdoor from ``model`` with I-BAU, using only clean labelled data.
+
+    Args:
+        model: any classifier returning logits for pixel-space images in [0, 1].
+        clean_data: the defender's clean set: an ``(images, labels)`` pair, an ``ImageSet``, a
+            ``Dataset`` of ``(image, label)`` or an iterable of ``(images, labels)`` batches. It is held in
+            memory (clean sets are small).
+        config: :class:`IBAUConfig` (default: ``IBAUConfig()``).
+        callback: ``callback(record, model, delta)`` after each round; a returned dict is stored in
+            ``record.extra``, ``True`` stops early. Its time is not counted in ``seconds``.
+        inplace: modify ``model`` itself instead of a copy (default False).
+        progress: show a progress bar (default True).
+
+    Returns:
+        :class:`UnlearnResult` with the unlearned model (eval mode), the last δ and a per-round history.
+        Ctrl-C ends the run after returning the last finished round (``interrupted=True``).
+
+    >>> result = unlearn(model, (clean_x, clean_y), IBAUConfig.reference(rounds=1))  # doctest: +SKIP
+    """
+    cfg = config or IBAUConfig()
+    if not isinstance(cfg, IBAUConfig):
+        raise TypeError(f"config must be an IBAUConfig, got {type(cfg).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
+    net = model if inplace else copy.deepcopy(model)
+    net.to(device)
+    x_all, y_all = _as_tensors(clean_data)
+    _validate(net, x_all, y_all, device)
+    x_all, y_all = x_all.to(device, torch.float32), y_all.to(device, torch.int64)
+
+    n, bs = len(x_all), cfg.batch_size
+    batches_per_pass = (n + bs - 1) // bs
+    inner_steps = batches_per_pass if cfg.inner_steps is None else cfg.inner_steps
+    outer_steps = batches_per_pass if cfg.outer_steps is None else cfg.outer_steps
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def batches():
+        order = torch.randperm(n, generator=gen).to(device)
+        for start in range(0, n, bs):
+            idx = order[start:start + bs]
+            yield x_all[idx], y_all[idx]
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
+    opt = opt_cls(params, lr=cfg.outer_lr)
+    solver = cfg.make_solver()
+    history: list[RoundRecord] = []
+    delta = torch.zeros(x_all.shape[1:], device=device)
+    snapshot = copy.deepcopy(net.state_dict())
+    interrupted, total_seconds = False, 0.0
+    bar = tqdm(total=cfg.rounds * (inner_steps + outer_steps), desc="I-BAU", disable=not progress, leave=False)
+
+    try:
+        for r in range(cfg.rounds):
+            t0 = time.perf_counter()
+            net.eval()  # δ is always searched against the deployed (eval-mode) model
+            delta, inner_loss = solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
+                                            on_step=lambda *_: bar.update(1))
+            net.train(cfg.model_mode == "train")
+            outer_loss = _outer_pass(net, params, opt, solver, batches, delta, cfg, outer_steps,
+                                     on_step=lambda *_: bar.update(1))
+            net.eval()
+            record = RoundRecord(r + 1, inner_loss, outer_loss, float(delta.norm()), time.perf_counter() - t0)
+            total_seconds += record.seconds
+            history.append(record)
+            snapshot = copy.deepcopy(net.state_dict())
+            bar.set_postfix(delta=f"{record.delta_norm:.2f}", outer=f"{outer_loss:.3f}")
+            if callback is not None:
+                answer = callback(record, net, delta)
+                if isinstance(answer, dict):
+                    record.extra.update(answer)
+                elif answer is True:
+                    break
+    except KeyboardInterrupt:
+        interrupted = True
+        net.load_state_dict(snapshot)
+    finally:
+        bar.close()
+    net.eval()
+    return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
+
+
+def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps: int, on_step) -> float:
+    """``steps`` θ updates with the implicit hypergradient; δ stays fixed. Returns the mean L_out."""
+    total, done, v = 0.0, 0, None
+    hyper = None
+    source = batches()
+    while done < steps:
+        try:
+            x, y = next(source)
+        except StopIteration:
+            source = batches()
+            continue
+        if hyper is None or cfg.hyper_batch == "current":
+            hyper = (x, y)
+        xh, yh = hyper
+        k = max(1, round(cfg.perturb_fraction * len(x)))
+
+        def inner_loss(d, xh=xh, yh=yh):  # L_in = −H with true labels
+            return -objective(net, xh, yh, d, cfg)
+
+        def outer_loss(d, x=x, y=y, k=k):  # CE with δ on the first k images (batches are shuffled)
+            mixed = torch.cat([perturb(x[:k], d, cfg.clamp), x[k:]])
+            return F.cross_entropy(net(mixed), y)
+
+        grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
+                                                    x0=v if cfg.warm_start else None)
+        v = v_new
+        for p, g in zip(params, grads):
+            p.grad = g
+        opt.step()
+        total += float(loss)
+        done += 1
+        on_step()
+    return total / max(done, 1)
