@@ -47,9 +47,8 @@ def _as_tensors(clean_data) -> tuple[torch.Tensor, torch.Tensor]:
     """Accept an ImageSet, an ``(images, labels)`` pair of tensors, a Dataset, or an iterable of batches."""
     if hasattr(clean_data, "images") and hasattr(clean_data, "labels"):
         return clean_data.images, clean_data.labels
-    if isinstance(clean_data, (tuple, list)) and len(clean_data) == 2 and all(isinstance(t, torch.Tensor) for t in clean_data) \
-            and clean_data[0].dim() == 4:
-        return clean_data[0], clean_data[1]
+    if isinstance(clean_data, (tuple, list)) and len(clean_data) == 2 and all(isinstance(t, torch.Tensor) for t in clean_data):
+        return clean_data[0], clean_data[1]  # an (images, labels) pair; a list of batches holds tuples
     if isinstance(clean_data, torch.utils.data.Dataset) and hasattr(clean_data, "__len__") and hasattr(clean_data, "__getitem__"):
         items = [clean_data[i] for i in range(len(clean_data))]
         if not items:

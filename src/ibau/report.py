@@ -1,0 +1,74 @@
+"""Run reports: metrics.json, a markdown before/after table, δ and curve plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .metrics import DEFINITIONS  # noqa: E402
+
+
+def write_json(path: Path, record: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp.replace(path)  # atomic: an interrupted write never leaves half a file
+    return path
+
+
+def _img(t: torch.Tensor):
+    return t.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+
+
+def plot_delta(delta: torch.Tensor, trigger_image: torch.Tensor | None, path: Path) -> Path:
+    """Recovered δ (magnitude, normalised) beside the true trigger stamped on a black image."""
+    panels = [("recovered δ (|δ|, scaled)", _img(delta.abs() / max(float(delta.abs().max()), 1e-12)))]
+    if trigger_image is not None:
+        panels.insert(0, ("true trigger", _img(trigger_image)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
+    for ax, (title, im) in zip(axes if len(panels) > 1 else [axes], panels):
+        ax.imshow(im, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curve(points: list[dict[str, float]], path: Path) -> Path:
+    """ACC and ASR (%) after each round; round 0 is the model before the defense."""
+    rounds = [p["round"] for p in points]
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(rounds, [100 * p["acc"] for p in points], "o-", label="ACC (clean)")
+    ax.plot(rounds, [100 * p["asr"] for p in points], "s-", label="ASR (triggered)")
+    ax.axhline(20, color="grey", lw=0.8, ls="--", label="ASR fail line (20%)")
+    ax.set_xlabel("I-BAU round")
+    ax.set_ylabel("%")
+    ax.set_ylim(-3, 103)
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def markdown_report(title: str, before: dict, after: dict, seconds: dict, extra_lines: list[str]) -> str:
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    rows = [
+        f"# {title}", "",
+        "| model | ACC % | ASR % | RA % | seconds |", "|---|---:|---:|---:|---:|",
+        f"| before (poisoned) | {pct(before['acc'])} | {pct(before['asr'])} | {pct(before['ra'])} | {seconds.get('train', 0):.1f} (training) |",
+        f"| after I-BAU | {pct(after['acc'])} | {pct(after['asr'])} | {pct(after['ra'])} | {seconds.get('defense', 0):.1f} (defense) |",
+        "", *extra_lines, "", "## Metric definitions", "",
+    ]
+    rows += [f"- **{k.upper()}**: {v}" for k, v in DEFINITIONS.items()]
+    rows += ["", "![recovered delta](delta.png) ![ACC/ASR per round](curve.png)", ""]
+    return "\n".join(rows)

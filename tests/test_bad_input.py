@@ -1,0 +1,81 @@
+"""Bad input: one line naming the problem, ValueError/TypeError from the API, exit 2 from the CLI."""
+import pytest
+import torch
+
+from ibau import IBAUConfig, unlearn
+from ibau.cli import main
+
+
+def _one_line(msg: str):
+    assert "\n" not in msg and len(msg) < 300, msg
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda x, y: (x, y + 10), "contain class 13 but the model has 4 classes"),
+    (lambda x, y: (x, y - 5), "class indices start at 0"),
+    (lambda x, y: (x[:, :1], y), r"do not fit the model"),
+    (lambda x, y: (x[0], y), r"must be shaped N×C×H×W"),
+    (lambda x, y: (x[:0], y[:0]), "is empty"),
+    (lambda x, y: (x.masked_fill(x > 0.99, float("nan")), y), "NaN or infinite"),
+    (lambda x, y: (x.masked_fill(x > 0.99, float("inf")), y), "NaN or infinite"),
+    (lambda x, y: (x, y[:-1]), "give one label per image"),
+    (lambda x, y: ((x * 255).to(torch.uint8), y), "floating point"),
+    (lambda x, y: (x, y.float()), "integer class indices"),
+])
+def test_unlearn_rejects_bad_clean_data(tiny_task, make, match):
+    model, x, y = tiny_task
+    with pytest.raises((ValueError, TypeError), match=match) as info:
+        unlearn(model, make(x, y), IBAUConfig(rounds=1), progress=False)
+    _one_line(str(info.value))
+
+
+def test_empty_iterable_and_wrong_types(tiny_task):
+    model, x, y = tiny_task
+    with pytest.raises(ValueError, match="empty"):
+        unlearn(model, [], progress=False)
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        unlearn("model.pt", (x, y), progress=False)
+    with pytest.raises(TypeError, match="must be an IBAUConfig"):
+        unlearn(model, (x, y), config={"rounds": 1}, progress=False)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"norm_bound": 0.0}, "norm_bound"), ({"norm_bound": -1.0}, "norm_bound"), ({"norm": "l3"}, "norm must be one of"),
+    ({"solver": "newton"}, "solver must be one of"), ({"rounds": 0}, "rounds must be >= 1"),
+    ({"perturb_fraction": 0.0}, "perturb_fraction"), ({"inner_lr": 0.0}, "inner_lr"),
+])
+def test_impossible_options(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        IBAUConfig(**kwargs)
+    _one_line(str(info.value))
+
+
+def test_no_bound_needed_without_a_norm():
+    assert IBAUConfig(norm="none", norm_bound=0.0).norm == "none"
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: reference, paper"):
+        IBAUConfig.preset("fast")
+
+
+def test_cli_error_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["presets", "fast"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown preset 'fast'") and "Traceback" not in err
+    _one_line(err.strip())
+
+
+def test_cli_debug_shows_the_exception():
+    with pytest.raises(ValueError, match="unknown preset"):
+        main(["--debug", "presets", "fast"])
+
+
+def test_cli_demo_rejects_unknown_preset_before_work(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--preset", "fast", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
