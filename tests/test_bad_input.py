@@ -55,7 +55,7 @@ def test_no_bound_needed_without_a_norm():
 
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: reference, paper"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: reference, paper, default"):
         IBAUConfig.preset("fast")
 
 

@@ -49,9 +49,9 @@ def presets(name: Optional[str] = typer.Argument(None, help="Show one preset (de
 
     Example: ibau presets reference
     """
-    from .unlearn import PRESETS, IBAUConfig
+    from .unlearn import PRESETS
 
-    table = {"default": IBAUConfig().to_dict(), **{k: f().to_dict() for k, f in PRESETS.items()}}
+    table = {k: f().to_dict() for k, f in PRESETS.items()}
     if name is not None:
         if name not in table:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(table)}")

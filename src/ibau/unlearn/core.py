@@ -27,6 +27,7 @@ class RoundRecord:
     outer_loss: float   # mean L_out over the θ steps
     delta_norm: float   # ‖δ‖₂ at the end of the ascent
     seconds: float      # wall time of the round, callback excluded
+    inner_seconds: float = 0.0  # of which: the search for δ
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,6 +143,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     delta = torch.zeros(x_all.shape[1:], device=device)
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
+    flushing = cfg.flush_denormal and torch.set_flush_denormal(True)  # False where the CPU lacks support
     bar = tqdm(total=cfg.rounds * (inner_steps + outer_steps), desc="I-BAU", disable=not progress, leave=False)
 
     try:
@@ -150,11 +152,13 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
             net.eval()  # δ is always searched against the deployed (eval-mode) model
             delta, inner_loss = solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
                                             on_step=lambda *_: bar.update(1))
+            inner_seconds = time.perf_counter() - t0
             net.train(cfg.model_mode == "train")
             outer_loss = _outer_pass(net, params, opt, solver, batches, delta, cfg, outer_steps,
                                      on_step=lambda *_: bar.update(1))
             net.eval()
-            record = RoundRecord(r + 1, inner_loss, outer_loss, float(delta.norm()), time.perf_counter() - t0)
+            record = RoundRecord(r + 1, inner_loss, outer_loss, float(delta.norm()), time.perf_counter() - t0,
+                                 inner_seconds)
             total_seconds += record.seconds
             history.append(record)
             snapshot = copy.deepcopy(net.state_dict())
@@ -170,6 +174,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         net.load_state_dict(snapshot)
     finally:
         bar.close()
+        if flushing:
+            torch.set_flush_denormal(False)  # PyTorch's default; the setting is process-wide
     net.eval()
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
 
@@ -188,6 +194,8 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
         if hyper is None or cfg.hyper_batch == "current":
             hyper = (x, y)
         xh, yh = hyper
+        if cfg.hyper_batch_size is not None:
+            xh, yh = xh[:cfg.hyper_batch_size], yh[:cfg.hyper_batch_size]
         k = max(1, round(cfg.perturb_fraction * len(x)))
 
         def inner_loss(d, xh=xh, yh=yh):  # L_in = −H with true labels

@@ -57,7 +57,7 @@ def solve_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
             source = batches()
             continue
         if cfg.pseudo_labels:
-            with torch.no_grad():
+            with torch.no_grad():  # not inference_mode: the labels feed a differentiated loss
                 y = model(x).argmax(1)
         h = objective(model, x, y, delta, cfg)
         (grad,) = torch.autograd.grad(-h, delta)

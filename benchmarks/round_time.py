@@ -1,0 +1,94 @@
+"""Time one I-BAU round against one plain fine-tuning epoch, side by side in one run.
+
+Setting (issue 2): 5,000 clean CIFAR-10 test images, batch 100, small VGG. With --model (a BadNets model
+from benchmarks/make_cifar_badnets.py) it also reports held-out ACC/ASR after the round, so a speed-up
+that loses the effect shows.
+
+    python benchmarks/round_time.py --npz ../shared/data/cifar10.npz --model runs/cifar_badnets/model.safetensors
+
+Configurations are NAME=preset[,key=value...] as in compare_presets.py. The fine-tuning epoch is timed
+before and after the I-BAU rounds; ratios use their mean.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from compare_presets import parse_config  # noqa: E402
+
+from ibau import unlearn  # noqa: E402
+from ibau.attacks import BadNets  # noqa: E402
+from ibau.data import defender_split, load_npz  # noqa: E402
+from ibau.metrics import evaluate  # noqa: E402
+from ibau.models import load_model, small_vgg  # noqa: E402
+from ibau.training import iterate_batches  # noqa: E402
+from ibau.utils import environment  # noqa: E402
+
+DEFAULT = ["reference=reference", "default=default"]
+
+
+def finetune_epoch(model, clean, batch_size=100, flush_denormal=True) -> float:
+    """One Adam epoch over the clean set, under the same subnormal-float setting as I-BAU's default."""
+    torch.set_flush_denormal(flush_denormal)
+    net = copy.deepcopy(model).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    t0 = time.perf_counter()
+    for x, y in iterate_batches(clean, batch_size, torch.Generator().manual_seed(0)):
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    seconds = time.perf_counter() - t0
+    torch.set_flush_denormal(False)
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--npz", required=True)
+    ap.add_argument("--model", help="BadNets model (safetensors + card); default: an untrained small VGG")
+    ap.add_argument("--clean-size", type=int, default=5000)
+    ap.add_argument("--out", help="write the measurements as JSON here")
+    ap.add_argument("configs", nargs="*", default=DEFAULT)
+    args = ap.parse_args()
+
+    _, test = load_npz(args.npz, train_limit=1)
+    clean, held = defender_split(test, args.clean_size, seed=0)
+    model = load_model(args.model)[0] if args.model else small_vgg(10).eval()
+    trigger = BadNets(target=8)
+    plain = finetune_epoch(model, clean, flush_denormal=False)
+    rows, ft = [], [finetune_epoch(model, clean)]
+    print(f"fine-tuning epoch: {ft[0]:.1f}s (without flushing subnormals: {plain:.1f}s)", flush=True)
+    for spec in args.configs:
+        name, cfg = parse_config(spec if "=" in spec else f"{spec}={spec}", {"rounds": 1, "batch_size": 100})
+        res = unlearn(model, clean, cfg, progress=False)
+        m = evaluate(res.model, held.images, held.labels, trigger, 10) if args.model else {}
+        rows.append({"name": name, "seconds": res.seconds, "inner_seconds": res.history[0].inner_seconds, **m,
+                     "config": cfg.to_dict()})
+        print(f"{name}: {res.seconds:.1f}s (δ search {res.history[0].inner_seconds:.1f}s)" + (f"  ACC {100 * m['acc']:.2f} ASR {100 * m['asr']:.2f}" if m else ""), flush=True)
+    ft.append(finetune_epoch(model, clean))
+    ft_mean = sum(ft) / len(ft)
+    before = evaluate(model, held.images, held.labels, trigger, 10) if args.model else None
+    print(f"\nfine-tuning epoch: {ft[0]:.1f}s before, {ft[1]:.1f}s after (mean {ft_mean:.1f}s)")
+    if before:
+        print(f"before I-BAU: ACC {100 * before['acc']:.2f} ASR {100 * before['asr']:.2f}")
+    print(f"{'config':>16} {'round s':>8} {'x FT epoch':>10} {'ACC %':>7} {'ASR %':>7}")
+    for r in rows:
+        acc = f"{100 * r['acc']:7.2f}" if "acc" in r else "      –"
+        asr = f"{100 * r['asr']:7.2f}" if "asr" in r else "      –"
+        print(f"{r['name']:>16} {r['seconds']:8.1f} {r['seconds'] / ft_mean:10.2f} {acc} {asr}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"finetune_epoch": ft, "before": before, "rows": rows,
+                                              "env": environment()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The embedded demo end to end, at a size CI can afford (the full demo is `make demo`)."""
+import json
+
+from ibau.cli import main
+from ibau.demo import demo_config, run_demo
+
+
+def test_demo_writes_reproducible_report(tmp_path):
+    kw = dict(seed=1, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False, log=lambda m: None)
+    rec = run_demo(tmp_path / "a", **kw)
+    for name in ("metrics.json", "report.md", "delta.png", "curve.png", "poisoned.safetensors", "unlearned.safetensors"):
+        assert (tmp_path / "a" / name).stat().st_size > 0, name
+    stored = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert stored["seed"] == 1 and set(stored["before"]) == {"acc", "asr", "ra"}
+    assert stored["environment"]["torch"] and "asr" in stored["definitions"]
+    assert len(stored["rounds"]) == 1 and {"acc", "asr", "delta_norm"} <= set(stored["rounds"][0])
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert "| before (poisoned) |" in report and "| after I-BAU |" in report
+    again = run_demo(tmp_path / "b", **kw)
+    assert again["before"] == rec["before"] and again["after"] == rec["after"]
+    assert again["rounds"][0]["delta_norm"] == rec["rounds"][0]["delta_norm"]
+
+
+def test_cli_demo_runs(tmp_path, capsys):
+    main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert "[4/4] after:" in out and (tmp_path / "metrics.json").exists()
