@@ -37,15 +37,16 @@ def parse_config(spec: str, base: dict) -> tuple[str, IBAUConfig]:
 
 def load_task(args):
     if args.task == "digits":
-        from ibau.demo import NUM_CLASSES, split_digits
+        from ibau.demo import NUM_CLASSES, demo_config, demo_trigger, split_digits
         from ibau.models import load_model
 
-        path = Path("runs/demo/poisoned.safetensors")
+        path = Path(args.model or "runs/demo/poisoned.safetensors")
         if not path.exists():
-            raise SystemExit("run `ibau demo` first: it writes runs/demo/poisoned.safetensors")
+            raise SystemExit(f"{path} is missing: run `ibau demo --seed N --out DIR` first, then pass --model DIR/poisoned.safetensors --split-seed N")
         model, _ = load_model(path)
-        _, clean, held = split_digits(0)
-        return model, clean, held, BadNets(size=3, target=8), NUM_CLASSES, {"batch_size": 25}
+        _, clean, held = split_digits(args.split_seed)
+        base = {k: v for k, v in demo_config().to_dict().items() if k in ("batch_size", "outer_lr")}
+        return model, clean, held, demo_trigger(), NUM_CLASSES, base
     from ibau.data import defender_split, load_npz
     from ibau.models import load_model
 
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--npz")
     ap.add_argument("--model")
     ap.add_argument("--clean-size", type=int, default=5000)
+    ap.add_argument("--split-seed", type=int, default=0, help="digits: the demo seed the model was made with")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", default="runs/compare")
@@ -68,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, clean, held, trigger, num_classes, base = load_task(args)
-    base["rounds"] = args.rounds
+    base["rounds"] = args.rounds  # the task's batch size (and the demo's outer lr) apply to every preset
     before = evaluate(model, held.images, held.labels, trigger, num_classes)
     print(f"before: ACC {100 * before['acc']:.2f} ASR {100 * before['asr']:.2f}", flush=True)
     out = Path(args.out) / args.task
@@ -86,7 +88,7 @@ def main() -> None:
             rec = {"name": name, "seed": seed, "config": cfg.to_dict(), "before": before, "curve": curve,
                    "seconds": res.seconds, "seconds_per_round": [h.seconds for h in res.history], "wall": wall,
                    "env": environment()}
-            (out / f"{name}_seed{seed}.json").write_text(json.dumps(rec, indent=2))
+            (out / f"{name}_split{args.split_seed}_seed{seed}.json").write_text(json.dumps(rec, indent=2))
 
 
 if __name__ == "__main__":

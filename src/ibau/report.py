@@ -26,15 +26,16 @@ def _img(t: torch.Tensor):
     return t.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
 
 
-def plot_delta(delta: torch.Tensor, trigger_image: torch.Tensor | None, path: Path) -> Path:
-    """Recovered δ (magnitude, normalised) beside the true trigger stamped on a black image."""
-    panels = [("recovered δ (|δ|, scaled)", _img(delta.abs() / max(float(delta.abs().max()), 1e-12)))]
-    if trigger_image is not None:
-        panels.insert(0, ("true trigger", _img(trigger_image)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-    for ax, (title, im) in zip(axes if len(panels) > 1 else [axes], panels):
+def plot_delta(deltas: dict[str, torch.Tensor], trigger_image: torch.Tensor | None, path: Path) -> Path:
+    """The true trigger (stamped on a black image) beside recovered δs, each shown as |δ| scaled to [0, 1]."""
+    panels = [("true trigger", _img(trigger_image))] if trigger_image is not None else []
+    for title, delta in deltas.items():
+        panels.append((f"{title} (|δ| scaled, ‖δ‖₂={float(delta.norm()):.1f})",
+                       _img(delta.abs() / max(float(delta.abs().max()), 1e-12))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3), squeeze=False)
+    for ax, (title, im) in zip(axes[0], panels):
         ax.imshow(im, interpolation="nearest")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

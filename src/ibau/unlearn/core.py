@@ -28,6 +28,7 @@ class RoundRecord:
     delta_norm: float   # ‖δ‖₂ at the end of the ascent
     seconds: float      # wall time of the round, callback excluded
     inner_seconds: float = 0.0  # of which: the search for δ
+    delta: torch.Tensor | None = field(default=None, repr=False)  # this round's δ (CPU)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -158,7 +159,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                      on_step=lambda *_: bar.update(1))
             net.eval()
             record = RoundRecord(r + 1, inner_loss, outer_loss, float(delta.norm()), time.perf_counter() - t0,
-                                 inner_seconds)
+                                 inner_seconds, delta.detach().cpu())
             total_seconds += record.seconds
             history.append(record)
             snapshot = copy.deepcopy(net.state_dict())
