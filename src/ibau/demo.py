@@ -37,8 +37,8 @@ def demo_trigger() -> BadNets:
 
 def demo_config(**overrides: Any) -> IBAUConfig:
     """The default I-BAU configuration, with a batch size and outer step size suited to the 400-image
-    clean set (16 θ steps a round, Adam 2e-4), and 3 rounds. Chosen in docs/presets.md."""
-    return IBAUConfig(**{"batch_size": 25, "outer_lr": 2e-4, "rounds": 3, **overrides})
+    clean set (16 θ steps a round, Adam 2e-4), and 5 rounds. Chosen in docs/presets.md."""
+    return IBAUConfig(**{"batch_size": 25, "outer_lr": 2e-4, "rounds": 5, **overrides})
 
 
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int = 12, config: IBAUConfig | None = None,
