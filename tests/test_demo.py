@@ -22,6 +22,10 @@ def test_demo_writes_reproducible_report(tmp_path):
 
 
 def test_cli_demo_runs(tmp_path, capsys):
-    main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"])
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:  # the console entry point exits like a command
+        main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"])
+    assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "[4/4] after:" in out and (tmp_path / "metrics.json").exists()
