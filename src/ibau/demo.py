@@ -9,7 +9,7 @@ import torch
 
 from .attacks import BadNets, poison
 from .data import ImageSet, load_digits
-from .metrics import DEFINITIONS, evaluate
+from .metrics import DEFINITIONS, der, evaluate
 from .models import ModelCard, save_model, small_vgg
 from .report import markdown_report, plot_curve, plot_delta, write_json
 from .training import train_classifier
@@ -90,7 +90,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int = 12, con
         "task": f"demo: digits {IMAGE_SIZE}x{IMAGE_SIZE}, BadNets 4x4 -> 8, 20% poison, small VGG",
         "seed": seed, "device": str(dev), "interrupted": result.interrupted,
         "sizes": {"train": len(train), "clean": len(clean), "held_out": len(held)},
-        "before": before, "after": after,
+        "before": before, "after": after, "der": der(before, after),
         "seconds": {"train": train_seconds, "defense": result.seconds},
         "rounds": [{"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
                     "delta_norm": h.delta_norm, "seconds": h.seconds, **h.extra} for h in result.history],

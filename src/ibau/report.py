@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from .metrics import DEFINITIONS  # noqa: E402
+from .metrics import DEFINITIONS, der, failed  # noqa: E402
 
 
 def write_json(path: Path, record: dict[str, Any]) -> Path:
@@ -68,6 +68,8 @@ def markdown_report(title: str, before: dict, after: dict, seconds: dict, extra_
         "| model | ACC % | ASR % | RA % | seconds |", "|---|---:|---:|---:|---:|",
         f"| before (poisoned) | {pct(before['acc'])} | {pct(before['asr'])} | {pct(before['ra'])} | {seconds.get('train', 0):.1f} (training) |",
         f"| after I-BAU | {pct(after['acc'])} | {pct(after['asr'])} | {pct(after['ra'])} | {seconds.get('defense', 0):.1f} (defense) |",
+        "", f"DER {der(before, after):.3f}; the defense "
+        + ("**failed** (ASR ≥ 20% or ACC drop > 10 points)." if failed(before, after) else "succeeded by the paper's rule."),
         "", *extra_lines, "", "## Metric definitions", "",
     ]
     rows += [f"- **{k.upper()}**: {v}" for k, v in DEFINITIONS.items()]
