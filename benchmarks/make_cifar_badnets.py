@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ibau.attacks import BadNets, poison
-from ibau.data import defender_split, load_npz
+from ibau.data import ImageSet, defender_split, load_npz
 from ibau.metrics import evaluate
 from ibau.models import ModelCard, save_model, small_vgg
 from ibau.training import train_classifier
@@ -38,7 +38,6 @@ def main() -> None:
     train, test = load_npz(args.npz, train_limit=args.train_size)
     trigger = BadNets(target=args.target)
     poisoned = poison(train.images, train.labels, trigger, args.ratio, num_classes=10, seed=args.seed)
-    from ibau.data import ImageSet
     model = small_vgg(10, mean=CIFAR_MEAN, std=CIFAR_STD)
     t0 = time.time()
     out = Path(args.out)

@@ -88,7 +88,6 @@ def test_memory_meter_sees_an_unrolled_path(tiny_task):
         kept = []
         for _ in range(10):
             kept.append(model(x[:20] + delta).sum())
-    assert meter.peak >= 9 * (meter.peak / 10)  # grows linearly
     with SavedBytes() as single:
         model(x[:20] + delta).sum()
     assert meter.peak > 5 * single.peak

@@ -22,7 +22,7 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for metrics.json, report.md, delta.png, curve.png."),
     seed: int = typer.Option(0, help="Seed for the split, poisoning, training and I-BAU."),
     epochs: int = typer.Option(12, help="Training epochs of the poisoned model."),
-    rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default: the default preset's)."),
+    rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default 5)."),
     preset: str = typer.Option("default", help="I-BAU preset: default, reference or paper."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -32,11 +32,8 @@ def demo(
     Example: ibau demo --seed 1 --out runs/demo1
     """
     from .demo import demo_config, run_demo
-    from .unlearn import IBAUConfig
 
-    overrides = {} if rounds is None else {"rounds": rounds}
-    cfg = demo_config(**overrides) if preset == "default" else \
-        IBAUConfig.preset(preset, **{"batch_size": 25, **overrides})
+    cfg = demo_config(preset, **({} if rounds is None else {"rounds": rounds}))
     record = run_demo(out, seed=seed, epochs=epochs, config=cfg, device=device, progress=progress,
                       log=lambda m: typer.echo(m, err=False))
     typer.echo(f"wrote {out}/metrics.json, report.md, delta.png, curve.png"

@@ -35,10 +35,10 @@ def demo_trigger() -> BadNets:
     return BadNets(size=4, margin=1, target=8)
 
 
-def demo_config(**overrides: Any) -> IBAUConfig:
-    """The default I-BAU configuration, with a batch size and outer step size suited to the 400-image
-    clean set (16 θ steps a round, Adam 2e-4), and 5 rounds. Chosen in docs/presets.md."""
-    return IBAUConfig(**{"batch_size": 25, "outer_lr": 2e-4, "rounds": 5, **overrides})
+def demo_config(preset: str = "default", **overrides: Any) -> IBAUConfig:
+    """An I-BAU preset with a batch size and outer step size suited to the 400-image clean set (16 θ steps
+    a round, Adam 2e-4), and 5 rounds. Chosen in docs/presets.md."""
+    return IBAUConfig.preset(preset, **{"batch_size": 25, "outer_lr": 2e-4, "rounds": 5, **overrides})
 
 
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int = 12, config: IBAUConfig | None = None,
