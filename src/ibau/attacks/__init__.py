@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from .badnets import BadNets
 from .base import AdditiveTrigger, Trigger
+from .blend import Blend
 from .poison import PoisonedSet, poison
 
 #: Attack name -> trigger class. The CLI and the benchmark grid enumerate this.
-ATTACKS: dict[str, type[Trigger]] = {BadNets.name: BadNets}
+ATTACKS: dict[str, type[Trigger]] = {cls.name: cls for cls in (BadNets, Blend)}
 
 
 def make_trigger(name: str, **kwargs) -> Trigger:
@@ -15,4 +16,4 @@ def make_trigger(name: str, **kwargs) -> Trigger:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "PoisonedSet", "Trigger", "make_trigger", "poison"]
+__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "PoisonedSet", "Trigger", "make_trigger", "poison"]
