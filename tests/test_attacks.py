@@ -18,6 +18,7 @@ def test_registry_walk(name):
     assert not torch.equal(out, x)
     assert torch.equal(make_trigger(name).apply(x), out)
     assert repr(trig).startswith(type(trig).__name__ + "(") and "target=" in repr(trig)
+    assert torch.equal(make_trigger(**trig.spec()).apply(x), out)  # the spec rebuilds the same trigger
     y = torch.tensor([0, 1, 2, 3])
     assert trig.target_labels(y, 10).tolist() == [trig.target] * 4
     a2a = make_trigger(name, all_to_all=True)

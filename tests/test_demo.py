@@ -28,4 +28,4 @@ def test_cli_demo_runs(tmp_path, capsys):
         main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "[4/4] after:" in out and (tmp_path / "metrics.json").exists()
+    assert "after:  ACC" in out and "[4/4] wrote" in out and (tmp_path / "metrics.json").exists()

@@ -34,10 +34,75 @@ def demo(
     from .demo import demo_config, run_demo
 
     cfg = demo_config(preset, **({} if rounds is None else {"rounds": rounds}))
-    record = run_demo(out, seed=seed, epochs=epochs, config=cfg, device=device, progress=progress,
-                      log=lambda m: typer.echo(m, err=False))
-    typer.echo(f"wrote {out}/metrics.json, report.md, delta.png, curve.png"
-               + (" (interrupted: partial rounds)" if record["interrupted"] else ""))
+    run_demo(out, seed=seed, epochs=epochs, config=cfg, device=device, progress=progress, log=typer.echo)
+
+
+@app.command()
+def defend(
+    model: Path = typer.Option(..., help="Model file: .safetensors with its .json card, or a plain state dict (.pt/.pth) with --arch."),
+    dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),
+    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (npz: the file)."),
+    download: bool = typer.Option(False, help="Download cifar10/gtsrb (needs internet)."),
+    clean_size: int = typer.Option(5000, help="Clean test images given to the defense; the rest are held out."),
+    method: str = typer.Option("ibau", help="Defense method (ibau)."),
+    preset: str = typer.Option("default", help="I-BAU preset: default, reference or paper."),
+    rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default: the preset's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Clean batch size (default: the preset's, 100)."),
+    attack_from: Optional[Path] = typer.Option(None, help="Run folder or model whose card names the trigger (default: this model's card)."),
+    arch: Optional[str] = typer.Option(None, help="Architecture of a plain checkpoint without a card (e.g. small_vgg)."),
+    out: Path = typer.Option(Path("runs/defend"), help="Folder for model.safetensors, metrics.json, report.md, delta.png, curve.png."),
+    seed: int = typer.Option(0, help="Seed for the clean/held-out split and I-BAU."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Remove a backdoor from a model file with I-BAU and report ACC/ASR/RA on held-out images.
+
+    Example: ibau defend --model runs/demo/poisoned.safetensors --dataset digits --clean-size 400
+    """
+    from .defend import defend_with_ibau, load_for_dataset, trigger_for, write_report
+    from .models import save_model
+    from .unlearn import IBAUConfig
+    from .utils import resolve_device
+
+    if method != "ibau":
+        raise ValueError(f"unknown defense method {method!r}; available: ibau")
+    overrides = {k: v for k, v in {"rounds": rounds, "batch_size": batch_size}.items() if v is not None}
+    cfg = IBAUConfig.preset(preset, seed=seed, device=str(resolve_device(device)), **overrides)
+    net, card, clean, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
+    trigger = trigger_for(card, attack_from)
+    result, curve = defend_with_ibau(net, clean, held, trigger, card.num_classes, cfg, progress=progress, log=typer.echo)
+    card.metadata = {**card.metadata, "defense": "ibau", "defended_from": str(model), "after": curve[-1]}
+    save_model(result.model, out / "model.safetensors", card)
+    write_report(out, f"ibau defend: {Path(model).name} on {dataset}", result, curve, trigger, tuple(held.shape), {},
+                 f"{len(clean)} clean images from the {dataset} test split for the defense (seed {seed}); "
+                 f"{len(held)} other test images for every metric.",
+                 {"model": str(model), "dataset": dataset, "seed": seed, "device": cfg.device,
+                  "sizes": {"clean": len(clean), "held_out": len(held)}})
+    typer.echo(f"wrote {out}/model.safetensors, metrics.json, report.md, delta.png" + (", curve.png" if trigger else ""))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Path = typer.Option(..., help="Model file (.safetensors with card, or plain state dict with --arch)."),
+    dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),
+    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (npz: the file)."),
+    download: bool = typer.Option(False, help="Download cifar10/gtsrb (needs internet)."),
+    clean_size: int = typer.Option(5000, help="Test images reserved for the defender; metrics use the rest."),
+    attack_from: Optional[Path] = typer.Option(None, help="Run folder or model whose card names the trigger."),
+    arch: Optional[str] = typer.Option(None, help="Architecture of a plain checkpoint without a card."),
+    seed: int = typer.Option(0, help="Seed of the clean/held-out split (use the defense's)."),
+) -> None:
+    """Print ACC (and ASR/RA when the trigger is known) of a model on held-out test images as JSON.
+
+    Example: ibau evaluate --model runs/defend/model.safetensors --dataset digits --clean-size 400
+    """
+    from .defend import load_for_dataset, trigger_for
+    from .metrics import evaluate
+
+    net, card, _, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
+    trigger = trigger_for(card, attack_from)
+    metrics = evaluate(net, held.images, held.labels, trigger, card.num_classes)
+    typer.echo(json.dumps({"model": str(model), "dataset": dataset, "held_out": len(held), **metrics}, indent=2))
 
 
 @app.command()

@@ -9,12 +9,11 @@ import torch
 
 from .attacks import BadNets, poison
 from .data import ImageSet, load_digits
-from .metrics import DEFINITIONS, der, evaluate
+from .defend import defend_with_ibau, write_report
 from .models import ModelCard, save_model, small_vgg
-from .report import markdown_report, plot_curve, plot_delta, write_json
 from .training import train_classifier
-from .unlearn import IBAUConfig, unlearn
-from .utils import environment, resolve_device, seed_everything
+from .unlearn import IBAUConfig
+from .utils import resolve_device, seed_everything
 
 #: The demo's protocol on the 1,797 digits: sizes of the poisoned-training and defender's clean sets;
 #: the remaining images are the held-out test set.
@@ -60,55 +59,22 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int = 12, con
     train_seconds = time.perf_counter() - t0
     save_model(model, out / "poisoned.safetensors", _card(model, "poisoned", trigger, seed))
 
-    def measure(net) -> dict[str, float]:
-        return evaluate(net, held.images, held.labels, trigger, NUM_CLASSES)
-
-    before = measure(model)
-    log(f"[2/4] before: ACC {100 * before['acc']:.1f}%  ASR {100 * before['asr']:.1f}%  RA {100 * before['ra']:.1f}%")
-    log(f"[3/4] I-BAU with {len(clean)} clean images, {cfg.rounds} rounds")
-    curve = [{"round": 0, **before}]
-
-    def on_round(record, net, delta):
-        m = measure(net)
-        curve.append({"round": record.round, **m})
-        return m
-
-    result = unlearn(model, clean, cfg, callback=on_round, progress=progress)
-    after = curve[-1]
-    log(f"[4/4] after:  ACC {100 * after['acc']:.1f}%  ASR {100 * after['asr']:.1f}%  RA {100 * after['ra']:.1f}%"
-        f"  ({result.seconds:.1f}s)")
+    log(f"[2/4] evaluating on {len(held)} held-out digits; [3/4] I-BAU")
+    result, curve = defend_with_ibau(model, clean, held, trigger, NUM_CLASSES, cfg, progress=progress,
+                                     log=lambda m: log("      " + m))
     save_model(result.model, out / "unlearned.safetensors", _card(result.model, "unlearned by I-BAU", trigger, seed))
-
-    shape = tuple(held.images.shape[1:])
-    trigger_image = trigger.apply(torch.zeros(1, *shape))[0]
-    deltas = {"δ, round 1": result.history[0].delta} if result.history else {}
-    if len(result.history) > 1:
-        deltas[f"δ, round {len(result.history)}"] = result.history[-1].delta
-    plot_delta(deltas, trigger_image, out / "delta.png")
-    plot_curve(curve, out / "curve.png")
-    record = {
-        "task": f"demo: digits {IMAGE_SIZE}x{IMAGE_SIZE}, BadNets 4x4 -> 8, 20% poison, small VGG",
-        "seed": seed, "device": str(dev), "interrupted": result.interrupted,
-        "sizes": {"train": len(train), "clean": len(clean), "held_out": len(held)},
-        "before": before, "after": after, "der": der(before, after),
-        "seconds": {"train": train_seconds, "defense": result.seconds},
-        "rounds": [{"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
-                    "delta_norm": h.delta_norm, "seconds": h.seconds, **h.extra} for h in result.history],
-        "config": cfg.to_dict(), "attack": repr(trigger), "epochs": epochs,
-        "definitions": DEFINITIONS, "environment": environment(),
-    }
-    write_json(out / "metrics.json", record)
-    lines = [f"Seed {seed}; {len(train)} training digits (20% BadNets poison), {len(clean)} clean digits for the "
-             f"defender, {len(held)} held-out digits for every metric. I-BAU config: "
-             f"`{cfg.to_dict()}`.", "", "| round | ACC % | ASR % | ‖δ‖₂ |", "|---:|---:|---:|---:|"]
-    lines += [f"| {p['round']} | {100 * p['acc']:.2f} | {100 * p['asr']:.2f} | "
-              + (f"{result.history[p['round'] - 1].delta_norm:.2f}" if p["round"] else "–") + " |" for p in curve]
-    (out / "report.md").write_text(markdown_report("ibau demo: BadNets on digits", before, after,
-                                                   record["seconds"], lines))
+    description = (f"Seed {seed}; {len(train)} training digits (20% BadNets poison), {len(clean)} clean digits for "
+                   f"the defender, {len(held)} held-out digits for every metric.")
+    record = write_report(out, "ibau demo: BadNets on digits", result, curve, trigger, tuple(held.shape),
+                          {"train": train_seconds}, description,
+                          {"task": f"demo: digits {IMAGE_SIZE}x{IMAGE_SIZE}, BadNets 4x4 -> 8, 20% poison, small VGG",
+                           "seed": seed, "device": str(dev), "epochs": epochs,
+                           "sizes": {"train": len(train), "clean": len(clean), "held_out": len(held)}})
+    log(f"[4/4] wrote {out}/metrics.json, report.md, delta.png, curve.png")
     return record
 
 
 def _card(model, what: str, trigger, seed: int) -> ModelCard:
     return ModelCard("small_vgg", NUM_CLASSES, [3, IMAGE_SIZE, IMAGE_SIZE],
-                     metadata={"model": what, "attack": repr(trigger), "poison_ratio": 0.2, "seed": seed,
+                     metadata={"model": what, "attack": trigger.spec(), "poison_ratio": 0.2, "seed": seed,
                                "dataset": f"sklearn digits {IMAGE_SIZE}x{IMAGE_SIZE}"})

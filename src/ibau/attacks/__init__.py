@@ -11,6 +11,7 @@ ATTACKS: dict[str, type[Trigger]] = {cls.name: cls for cls in (BadNets, Blend)}
 
 
 def make_trigger(name: str, **kwargs) -> Trigger:
+    """Build a registered trigger by name; ``make_trigger(**trigger.spec())`` rebuilds ``trigger``."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(ATTACKS))}")
     return ATTACKS[name](**kwargs)

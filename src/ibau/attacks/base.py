@@ -49,7 +49,12 @@ class Trigger:
         return y != self.target
 
     def _params(self) -> dict:
+        """Constructor arguments that rebuild this trigger (also shown by ``repr``)."""
         return {"target": self.target} if not self.all_to_all else {"all_to_all": True}
+
+    def spec(self) -> dict:
+        """A JSON-able description: ``make_trigger(**spec)`` rebuilds the same trigger."""
+        return {"name": self.name, **self._params()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self._params().items())

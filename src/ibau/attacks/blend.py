@@ -55,7 +55,13 @@ class Blend(AdditiveTrigger):
         return torch.full(shape, self.alpha)
 
     def _params(self) -> dict:
-        return {"alpha": self.alpha, "pattern": self.source, "seed": self.seed, **super()._params()}
+        image = None if self.source == "noise" else self.source
+        return {"alpha": self.alpha, "image": image, "seed": self.seed, **super()._params()}
+
+    def spec(self) -> dict:
+        if self.source == "tensor":
+            raise ValueError("a Blend trigger built from a tensor cannot be written down; save the image and pass its path")
+        return super().spec()
 
 
 def _read_image(path: str | Path) -> torch.Tensor:
