@@ -45,7 +45,7 @@ def main() -> None:
 
     _, held_out = defender_split(test, 5000, seed=args.seed)
 
-    def log(epoch, loss):
+    def log(epoch, loss, state):
         m = evaluate(model, held_out.images, held_out.labels, trigger, 10)
         model.train()
         print(f"epoch {epoch + 1}/{args.epochs} loss {loss:.3f} acc {m['acc']:.4f} asr {m['asr']:.4f} "

@@ -38,6 +38,41 @@ def demo(
 
 
 @app.command()
+def attack(
+    dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),
+    attack_name: str = typer.Option(..., "--attack", help="Attack: badnets, blend."),
+    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (npz: the file)."),
+    download: bool = typer.Option(False, help="Download cifar10/gtsrb (needs internet)."),
+    target: Optional[int] = typer.Option(None, help="Target class (default: the attack's paper target)."),
+    all_to_all: bool = typer.Option(False, "--all-to-all", help="Relabel y to (y+1) mod C instead of one target."),
+    poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled."),
+    epochs: int = typer.Option(50, help="Training epochs."),
+    arch: str = typer.Option("small_vgg", help="Architecture: small_vgg, preact_resnet18, resnet18, googlenet, densenet121."),
+    train_limit: Optional[int] = typer.Option(None, help="Use only this many training images (CPU budgets)."),
+    batch_size: int = typer.Option(128, help="Training batch size."),
+    lr: float = typer.Option(1e-3, help="Adam learning rate."),
+    out: Path = typer.Option(Path("runs/attack"), help="Folder for model.safetensors, trigger.png, train.log, metrics.json."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch in --out."),
+    seed: int = typer.Option(0, help="Seed for poisoning and training."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train a backdoored model: poison a fraction of the training set with a trigger and train on it.
+
+    Example: ibau attack --dataset cifar10 --data-dir data --attack badnets --poison-ratio 0.2 --epochs 50 --out runs/badnets
+    """
+    from .attack import train_poisoned
+    from .attacks import make_trigger
+
+    kwargs = {"all_to_all": True} if all_to_all else ({} if target is None else {"target": target})
+    trigger = make_trigger(attack_name, **kwargs)
+    train_poisoned(dataset, trigger, out, data_dir=data_dir, download=download, poison_ratio=poison_ratio,
+                   epochs=epochs, arch=arch, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed,
+                   device=device, resume=resume, progress=progress, log=typer.echo)
+    typer.echo(f"wrote {out}/model.safetensors (+ card), trigger.png, trigger.json, train.log, metrics.json")
+
+
+@app.command()
 def defend(
     model: Path = typer.Option(..., help="Model file: .safetensors with its .json card, or a plain state dict (.pt/.pth) with --arch."),
     dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),

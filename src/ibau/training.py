@@ -25,10 +25,12 @@ def iterate_batches(data: ImageSet, batch_size: int, generator: torch.Generator 
 def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 128, seed: int = 0, device: str | None = None,
                      weight_decay: float = 0.0, progress: bool = True, desc: str = "train",
-                     on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+                     on_epoch: Callable[..., None] | None = None, resume: dict | None = None) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode.
 
-    ``on_epoch(epoch, mean_loss)`` is called after each epoch (for logging or checkpoints).
+    ``on_epoch(epoch, mean_loss, state)`` is called after each epoch; ``state`` (next epoch, optimizer
+    state, shuffling generator and CPU RNG states) is what ``resume`` takes back, together with the model's weights,
+    so an interrupted run continues exactly where it stopped.
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -36,9 +38,15 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    steps = epochs * ((len(data) + batch_size - 1) // batch_size)
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
-    for epoch in range(epochs):
+    start = 0
+    if resume is not None:
+        opt.load_state_dict(resume["optimizer"])
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["rng"])  # dropout masks continue as in an uninterrupted run
+        start = int(resume["epoch"])
+    steps = (epochs - start) * ((len(data) + batch_size - 1) // batch_size)
+    bar = tqdm(total=max(steps, 0), desc=desc, disable=not progress, leave=False)
+    for epoch in range(start, epochs):
         total, count = 0.0, 0
         for x, y in iterate_batches(data, batch_size, gen):
             x, y = x.to(dev), y.to(dev)
@@ -51,6 +59,8 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
             bar.update(1)
         bar.set_postfix(loss=f"{total / count:.3f}")
         if on_epoch is not None:
-            on_epoch(epoch, total / count)
+            state = {"epoch": epoch + 1, "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                     "rng": torch.get_rng_state()}
+            on_epoch(epoch, total / count, state)
     bar.close()
     return model.eval()

@@ -1,0 +1,54 @@
+"""`ibau attack`: a poisoned model with its card and trigger files, and an exact resume."""
+import json
+
+import pytest
+import torch
+
+from ibau.attack import train_poisoned
+from ibau.attacks import BadNets
+from ibau.cli import main
+from ibau.models import load_model
+
+
+def test_attack_writes_model_card_and_trigger(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--dataset", "digits", "--attack", "badnets", "--epochs", "2", "--train-limit", "400",
+              "--out", str(tmp_path), "--no-progress", "--device", "cpu"])
+    assert exc.value.code == 0
+    model, card = load_model(tmp_path / "model.safetensors")
+    meta = card.metadata
+    assert meta["attack"] == {"name": "badnets", "size": 4, "margin": 1, "value": 1.0, "target": 8}
+    assert len(meta["poisoned_indices"]) == 80 and set(meta["test"]) == {"acc", "asr", "ra"}
+    assert card.normalization and len(card.normalization["mean"]) == 3
+    assert (tmp_path / "trigger.png").stat().st_size > 0 and not (tmp_path / "checkpoint.pt").exists()
+    assert json.loads((tmp_path / "trigger.json").read_text())["name"] == "badnets"
+    assert (tmp_path / "train.log").read_text().count("epoch") == 2
+
+
+def test_resume_continues_exactly(tmp_path, monkeypatch):
+    kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False, log=lambda m: None)
+    train_poisoned("digits", BadNets(), tmp_path / "straight", epochs=3, **kw)
+
+    real_save = torch.save
+    saves = []
+
+    def killed_while_writing_second_checkpoint(obj, path, *a, **k):
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # the process dies while epoch 2's checkpoint is being written
+        real_save(obj, path, *a, **k)
+
+    monkeypatch.setattr(torch, "save", killed_while_writing_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train_poisoned("digits", BadNets(), tmp_path / "cut", epochs=3, **kw)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert len(saves) == 2 and (tmp_path / "cut" / "checkpoint.pt").exists()
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["train"]["epoch"] == 1
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+
+    train_poisoned("digits", BadNets(), tmp_path / "cut", epochs=3, resume=True, **kw)
+    straight, _ = load_model(tmp_path / "straight" / "model.safetensors")
+    resumed, _ = load_model(tmp_path / "cut" / "model.safetensors")
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert (tmp_path / "cut" / "train.log").read_text().count("epoch") == 3  # epochs 1, 2, 3: none lost or repeated
