@@ -30,8 +30,10 @@ def parse_config(spec: str, base: dict) -> tuple[str, IBAUConfig]:
     overrides = dict(base)
     for pair in pairs:
         key, _, value = pair.partition("=")
-        overrides[key] = json.loads(value) if value not in ("sgd", "adam", "l2", "linf", "none", "cg", "fixed_point",
-                                                             "first", "current", "eval", "train") else value
+        try:
+            overrides[key] = json.loads(value)  # numbers, true/false, null
+        except json.JSONDecodeError:
+            overrides[key] = value  # choices such as cg, linf, current
     return name, IBAUConfig.preset(preset, **overrides)
 
 

@@ -41,7 +41,7 @@ def finetune_epoch(model, clean, batch_size=100, flush_denormal=True) -> float:
     net = copy.deepcopy(model).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     t0 = time.perf_counter()
-    for x, y in iterate_batches(clean, batch_size, torch.Generator().manual_seed(0)):
+    for x, y in iterate_batches(clean.images, clean.labels, batch_size, torch.Generator().manual_seed(0)):
         loss = F.cross_entropy(net(x), y)
         opt.zero_grad()
         loss.backward()

@@ -12,6 +12,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Remove backdoors from image classifiers with I-BAU, and measure it.")
 
 
+# Options shared by the commands that read a dataset or a model file (one definition, one help text).
+def _dataset_opt():
+    return typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder.")
+
+
+def _data_dir_opt():
+    return typer.Option(None, help="Dataset folder (npz: the file).")
+
+
+def _download_opt():
+    return typer.Option(False, help="Download cifar10/gtsrb (needs internet).")
+
+
+def _model_opt():
+    return typer.Option(..., help="Model file: .safetensors with its .json card, or a plain state dict (.pt/.pth) with --arch.")
+
+
+def _attack_from_opt():
+    return typer.Option(None, help="Run folder or model whose card names the trigger (default: this model's card).")
+
+
+def _arch_opt():
+    return typer.Option(None, help="Architecture of a plain checkpoint without a card (e.g. small_vgg).")
+
+
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     """Remove backdoors from image classifiers with I-BAU, and measure it."""
@@ -39,10 +64,10 @@ def demo(
 
 @app.command()
 def attack(
-    dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),
+    dataset: str = _dataset_opt(),
     attack_name: str = typer.Option(..., "--attack", help="Attack: badnets, blend."),
-    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (npz: the file)."),
-    download: bool = typer.Option(False, help="Download cifar10/gtsrb (needs internet)."),
+    data_dir: Optional[str] = _data_dir_opt(),
+    download: bool = _download_opt(),
     target: Optional[int] = typer.Option(None, help="Target class (default: the attack's paper target)."),
     all_to_all: bool = typer.Option(False, "--all-to-all", help="Relabel y to (y+1) mod C instead of one target."),
     poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled."),
@@ -74,17 +99,17 @@ def attack(
 
 @app.command()
 def defend(
-    model: Path = typer.Option(..., help="Model file: .safetensors with its .json card, or a plain state dict (.pt/.pth) with --arch."),
-    dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),
-    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (npz: the file)."),
-    download: bool = typer.Option(False, help="Download cifar10/gtsrb (needs internet)."),
+    model: Path = _model_opt(),
+    dataset: str = _dataset_opt(),
+    data_dir: Optional[str] = _data_dir_opt(),
+    download: bool = _download_opt(),
     clean_size: int = typer.Option(5000, help="Clean test images given to the defense; the rest are held out."),
     method: str = typer.Option("ibau", help="Defense method (ibau)."),
     preset: str = typer.Option("default", help="I-BAU preset: default, reference or paper."),
     rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default: the preset's)."),
     batch_size: Optional[int] = typer.Option(None, help="Clean batch size (default: the preset's, 100)."),
-    attack_from: Optional[Path] = typer.Option(None, help="Run folder or model whose card names the trigger (default: this model's card)."),
-    arch: Optional[str] = typer.Option(None, help="Architecture of a plain checkpoint without a card (e.g. small_vgg)."),
+    attack_from: Optional[Path] = _attack_from_opt(),
+    arch: Optional[str] = _arch_opt(),
     out: Path = typer.Option(Path("runs/defend"), help="Folder for model.safetensors, metrics.json, report.md, delta.png, curve.png."),
     seed: int = typer.Option(0, help="Seed for the clean/held-out split and I-BAU."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
@@ -118,13 +143,13 @@ def defend(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: Path = typer.Option(..., help="Model file (.safetensors with card, or plain state dict with --arch)."),
-    dataset: str = typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder."),
-    data_dir: Optional[str] = typer.Option(None, help="Dataset folder (npz: the file)."),
-    download: bool = typer.Option(False, help="Download cifar10/gtsrb (needs internet)."),
+    model: Path = _model_opt(),
+    dataset: str = _dataset_opt(),
+    data_dir: Optional[str] = _data_dir_opt(),
+    download: bool = _download_opt(),
     clean_size: int = typer.Option(5000, help="Test images reserved for the defender; metrics use the rest."),
-    attack_from: Optional[Path] = typer.Option(None, help="Run folder or model whose card names the trigger."),
-    arch: Optional[str] = typer.Option(None, help="Architecture of a plain checkpoint without a card."),
+    attack_from: Optional[Path] = _attack_from_opt(),
+    arch: Optional[str] = _arch_opt(),
     seed: int = typer.Option(0, help="Seed of the clean/held-out split (use the defense's)."),
 ) -> None:
     """Print ACC (and ASR/RA when the trigger is known) of a model on held-out test images as JSON.

@@ -119,8 +119,7 @@ def trigger_for(card, attack_from: str | Path | None) -> Trigger | None:
     spec = card.metadata.get("attack")
     if attack_from is not None:
         path = Path(attack_from)
-        source = path / "model.safetensors" if path.is_dir() else path
-        candidates = [source, path / "poisoned.safetensors"] if path.is_dir() else [source]
+        candidates = [path / "model.safetensors", path / "poisoned.safetensors"] if path.is_dir() else [path]
         found = next((c for c in candidates if c.with_suffix(".json").exists()), None)
         if found is None:
             raise ValueError(f"no model card found at {attack_from}; give a run folder or a .safetensors file with its card")

@@ -12,14 +12,14 @@ from .data.arrays import ImageSet
 from .utils import resolve_device
 
 
-def iterate_batches(data: ImageSet, batch_size: int, generator: torch.Generator | None = None,
-                    shuffle: bool = True):
-    """Yield ``(images, labels)`` minibatches; shuffled with ``generator`` when given."""
-    n = len(data)
+def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                    generator: torch.Generator | None = None, shuffle: bool = True):
+    """Yield ``(images, labels)`` minibatches (on the tensors' device); shuffled with ``generator``."""
+    n = len(labels)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        yield data.images[idx], data.labels[idx]
+        idx = order[start:start + batch_size].to(images.device)
+        yield images[idx], labels[idx]
 
 
 def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: float = 1e-3,
@@ -48,7 +48,7 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     bar = tqdm(total=max(steps, 0), desc=desc, disable=not progress, leave=False)
     for epoch in range(start, epochs):
         total, count = 0.0, 0
-        for x, y in iterate_batches(data, batch_size, gen):
+        for x, y in iterate_batches(data.images, data.labels, batch_size, gen):
             x, y = x.to(dev), y.to(dev)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)

@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
+from ..training import iterate_batches
 from ..utils import resolve_device
 from .config import IBAUConfig
 from .hypergrad import implicit_hypergradient
@@ -131,10 +132,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batches():
-        order = torch.randperm(n, generator=gen).to(device)
-        for start in range(0, n, bs):
-            idx = order[start:start + bs]
-            yield x_all[idx], y_all[idx]
+        return iterate_batches(x_all, y_all, bs, gen)
 
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
