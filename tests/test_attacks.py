@@ -1,28 +1,56 @@
 """Every registered trigger: stamps in place of nothing, stays in [0, 1], is deterministic, shows its
 hyper-parameters; plus checks specific to each family."""
+import json
+
 import pytest
 import torch
+from torch import nn
 from PIL import Image
 
 from ibau.attacks import ATTACKS, Blend, make_trigger
 
 
+def reference():
+    """A small untrained conv net and reference images: enough to exercise trigger optimisation."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ELU(), nn.MaxPool2d(4), nn.Conv2d(6, 8, 3, padding=1),
+                          nn.ELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return model, torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def build(name, **kw):
+    model, images = reference()
+    fast = {"steps": 3} if ATTACKS[name].needs_reference else {}
+    return ATTACKS[name].generate(model, images, seed=0, **fast, **kw)
+
+
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_registry_walk(name):
-    trig = make_trigger(name)
+    trig = build(name)
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     x0 = x.clone()
     out = trig.apply(x)
     assert out.shape == x.shape and torch.equal(x, x0)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     assert not torch.equal(out, x)
-    assert torch.equal(make_trigger(name).apply(x), out)
+    assert torch.equal(build(name).apply(x), out)  # generation is seeded
     assert repr(trig).startswith(type(trig).__name__ + "(") and "target=" in repr(trig)
-    assert torch.equal(make_trigger(**trig.spec()).apply(x), out)  # the spec rebuilds the same trigger
+    spec = json.loads(json.dumps(trig.spec()))
+    assert torch.equal(make_trigger(**spec).apply(x), out)  # the JSON spec rebuilds the same trigger
     y = torch.tensor([0, 1, 2, 3])
     assert trig.target_labels(y, 10).tolist() == [trig.target] * 4
-    a2a = make_trigger(name, all_to_all=True)
+    a2a = build(name, all_to_all=True)
     assert a2a.target_labels(y, 4).tolist() == [1, 2, 3, 0] and bool(a2a.victims(y).all())
+    mask, pattern = trig.mask((3, 32, 32)), trig.pattern((3, 32, 32))
+    assert mask.shape == pattern.shape == (3, 32, 32) and float(mask.max()) > 0
+
+
+@pytest.mark.parametrize("name", sorted(n for n, c in ATTACKS.items() if c.needs_reference))
+def test_optimised_triggers_need_a_reference_model(name):
+    with pytest.raises(ValueError, match="reference model"):
+        ATTACKS[name].generate()
+    with pytest.raises(ValueError, match="reference model"):
+        make_trigger(name)
 
 
 def test_blend_is_the_convex_mix():

@@ -52,3 +52,50 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert (tmp_path / "cut" / "train.log").read_text().count("epoch") == 3  # epochs 1, 2, 3: none lost or repeated
+
+
+def _attack(*args):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--dataset", "digits", "--epochs", "1", "--train-limit", "200", "--no-progress",
+              "--device", "cpu", *args])
+    return exc.value.code
+
+
+def test_clean_reference_then_optimised_trigger_then_reuse(tmp_path, capsys):
+    assert _attack("--attack", "none", "--out", str(tmp_path / "clean")) == 0
+    _, card = load_model(tmp_path / "clean" / "model.safetensors")
+    assert card.metadata["attack"] is None and card.metadata["poisoned_indices"] == []
+    assert set(card.metadata["test"]) == {"acc"} and not (tmp_path / "clean" / "trigger.json").exists()
+
+    assert _attack("--attack", "l2_inv", "--out", str(tmp_path / "l2")) == 2
+    assert "--reference-model" in capsys.readouterr().err
+
+    ref = str(tmp_path / "clean" / "model.safetensors")
+    assert _attack("--attack", "trojan_sq", "--reference-model", ref, "--target", "3", "--trigger-steps", "5", "--out", str(tmp_path / "sq")) == 0
+    spec = json.loads((tmp_path / "sq" / "trigger.json").read_text())
+    assert spec["name"] == "trojan_sq" and spec["target"] == 3 and len(spec["pattern"]) == 3
+    _, card = load_model(tmp_path / "sq" / "model.safetensors")
+    assert card.metadata["attack"] == spec and len(card.metadata["poisoned_indices"]) == 40
+
+    # the saved trigger is reused bit for bit, without a reference model
+    assert _attack("--attack", "ignored", "--trigger", str(tmp_path / "sq" / "trigger.json"), "--out", str(tmp_path / "again")) == 0
+    assert json.loads((tmp_path / "again" / "trigger.json").read_text()) == spec
+
+
+def test_multi_trigger_attack_records_components(tmp_path):
+    assert _attack("--attack", "badnets:0,blend:3", "--out", str(tmp_path)) == 0
+    _, card = load_model(tmp_path / "model.safetensors")
+    meta = card.metadata
+    assert [t["target"] for t in meta["attack"]["triggers"]] == [0, 3]
+    assert sorted(set(meta["poisoned_by_component"])) == [0, 1] and len(meta["poisoned_indices"]) == 40
+    assert {"asr:badnets", "asr:blend", "asr", "ra"} <= set(meta["test"])
+    assert (tmp_path / "trigger_0_badnets.png").exists() and (tmp_path / "trigger_1_blend.png").exists()
+
+
+def test_recipes():
+    from ibau.attack import recipe
+
+    assert recipe("paper") == {"epochs": 50, "train_limit": None}
+    assert recipe("cpu", epochs=3) == {"epochs": 3, "train_limit": 20000}
+    with pytest.raises(ValueError, match="training preset"):
+        recipe("fast")

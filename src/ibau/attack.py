@@ -1,18 +1,18 @@
 """Train a poisoned model: what ``ibau attack`` adapts. Resumable from the last finished epoch."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .attacks import poison
+from .attacks import ATTACKS, build_attack, parse_attack, poison
 from .attacks.base import Trigger
+from .attacks.io import load_trigger, save_trigger
 from .data import ImageSet, load_dataset
 from .metrics import DEFINITIONS, evaluate
-from .models import ModelCard, build_model, save_model
+from .models import ModelCard, build_model, load_model, save_model
 from .report import write_json
 from .training import train_classifier
 from .utils import environment, resolve_device, seed_everything
@@ -25,27 +25,66 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return images.mean((0, 2, 3)).tolist(), images.std((0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-def save_trigger_png(trigger: Trigger, shape: tuple[int, int, int], path: Path) -> Path:
-    """The trigger stamped on a black image, as a PNG."""
-    from PIL import Image
+#: Training recipes for ``ibau attack --preset``: the paper's, and the CPU budget of docs/results.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"epochs": 50, "train_limit": None},
+    "cpu": {"epochs": 12, "train_limit": 20000},
+}
 
-    img = trigger.apply(torch.zeros(1, *shape))[0]
-    arr = (img.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    Image.fromarray(arr if arr.shape[2] == 3 else arr[:, :, 0]).save(path)
-    return path
+#: Reference images drawn from the training set for optimised triggers.
+REFERENCE_IMAGES = 512
 
 
-def train_poisoned(dataset: str, trigger: Trigger, out: str | Path, data_dir: str | None = None,
+def recipe(name: str, **overrides) -> dict[str, Any]:
+    """A training recipe with explicit (non-None) overrides applied."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown training preset {name!r}; choose one of: {', '.join(RECIPES)}")
+    return {**RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
+
+
+def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, target: int | None = None,
+                    all_to_all: bool = False, reference_model: str | Path | None = None,
+                    trigger_file: str | Path | None = None, seed: int = 0, device: str | None = None,
+                    steps: int | None = None, log: Callable[[str], None] = print) -> Trigger | None:
+    """The trigger of an ``ibau attack`` run: a saved ``trigger_file``; ``"none"`` (a clean model); or
+    the ``--attack`` text, generating optimised triggers against ``reference_model`` on a seeded
+    sample of the training images (``steps`` optimisation steps; default: each trigger's)."""
+    if isinstance(attack, Trigger):
+        return attack
+    if trigger_file is not None:
+        return load_trigger(trigger_file)
+    if attack is None or attack == "none":
+        return None
+    entries = parse_attack(attack, target=target, all_to_all=all_to_all)
+    needs = [name for name, _ in entries if ATTACKS[name].needs_reference]
+    model = images = None
+    if needs:
+        if reference_model is None:
+            raise ValueError(f"{', '.join(needs)} is optimised against a reference model; pass --reference-model "
+                             "(e.g. a clean model from `ibau attack --attack none`) or --trigger trigger.json")
+        model, _ = load_model(reference_model)
+        model.to(resolve_device(device))
+        gen = torch.Generator().manual_seed(seed)
+        images = train_images[torch.randperm(len(train_images), generator=gen)[:REFERENCE_IMAGES]]
+        log(f"generating {', '.join(needs)} against {reference_model} on {len(images)} training images")
+    return build_attack(entries, model, images, seed=seed, steps=steps)
+
+
+def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, data_dir: str | None = None,
                    download: bool = False, poison_ratio: float = 0.2, epochs: int = 50, arch: str = "small_vgg",
                    train_limit: int | None = None, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                    device: str | None = None, resume: bool = False, progress: bool = True,
+                   target: int | None = None, all_to_all: bool = False, reference_model: str | Path | None = None,
+                   trigger_file: str | Path | None = None, trigger_steps: int | None = None,
                    log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Poison ``dataset``'s training split with ``trigger``, train ``arch`` on it, and write ``out/``:
+    """Poison ``dataset``'s training split with ``attack``, train ``arch`` on it, and write ``out/``:
     ``model.safetensors`` + card (attack spec, poisoned indices, ACC/ASR/RA on the test split),
-    ``trigger.png``, ``trigger.json``, ``train.log`` and, while training, ``checkpoint.pt``.
+    ``trigger.json`` + ``trigger*.png`` (written before training), ``train.log``, ``metrics.json`` and,
+    while training, ``checkpoint.pt``.
 
-    With ``resume=True`` an interrupted run continues from its last finished epoch (same result as an
-    uninterrupted one on CPU).
+    ``attack`` is a :class:`Trigger`, ``--attack`` text (see :func:`ibau.attacks.parse_attack`) or
+    ``"none"`` for a clean model by the same recipe. With ``resume=True`` an interrupted run reuses its
+    saved trigger and continues from its last finished epoch (same result as an uninterrupted one on CPU).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,12 +92,25 @@ def train_poisoned(dataset: str, trigger: Trigger, out: str | Path, data_dir: st
     seed_everything(seed)
     train, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=train_limit)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    poisoned = poison(train.images, train.labels, trigger, poison_ratio, num_classes=num_classes, seed=seed)
-    mean, std = channel_stats(train.images)
     c, h, w = train.shape
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.exists() and (out / "trigger.json").exists():
+        trigger = load_trigger(out / "trigger.json")
+    elif resume and ckpt.exists() and attack in (None, "none"):
+        trigger = None
+    else:
+        trigger = prepare_trigger(attack, train.images, target, all_to_all, reference_model, trigger_file,
+                                  seed=seed, device=device, steps=trigger_steps, log=log)
+        if trigger is not None:
+            save_trigger(trigger, (c, h, w), out)
+    if trigger is None:
+        images, labels, indices, owner = train.images, train.labels, [], []
+    else:
+        p = poison(train.images, train.labels, trigger, poison_ratio, num_classes=num_classes, seed=seed)
+        images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
+    mean, std = channel_stats(train.images)
     model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
     state = None
-    ckpt = out / CHECKPOINT
     if resume and ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own file, still never unpickled
         model.load_state_dict(saved["model"])
@@ -76,26 +128,28 @@ def train_poisoned(dataset: str, trigger: Trigger, out: str | Path, data_dir: st
         log_file.write(line + "\n")
         log_file.flush()
 
-    log(f"training {arch} on {len(train)} {dataset} images, {len(poisoned.indices)} poisoned with {trigger!r}")
+    what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
+    log(f"training {arch} on {len(train)} {dataset} images, {what}")
     try:
-        train_classifier(model, ImageSet(poisoned.images, poisoned.labels), epochs=epochs, lr=lr,
-                         batch_size=batch_size, seed=seed, device=str(dev), progress=progress,
-                         desc=f"train ({trigger.name})", on_epoch=on_epoch, resume=state)
+        train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                         device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
+                         desc=f"train ({trigger.name if trigger is not None else 'clean'})")
     finally:
         log_file.close()
     metrics = evaluate(model, test.images, test.labels, trigger, num_classes)
-    log("test split: " + "  ".join(f"{k.upper()} {100 * v:.2f}%" for k, v in metrics.items()))
-    spec = trigger.spec()
+    log("test split: " + "  ".join(f"{k.upper()} {100 * metrics[k]:.2f}%" for k in ("acc", "asr", "ra") if k in metrics)
+        + "".join(f"  {k} {100 * v:.1f}%" for k, v in metrics.items() if k.startswith("asr:")))
+    spec = trigger.spec() if trigger is not None else None
     card = ModelCard(arch, num_classes, [c, h, w], {"mean": mean, "std": std}, metadata={
-        "attack": spec, "poison_ratio": poison_ratio, "poisoned_indices": poisoned.indices.tolist(),
+        "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
+        "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
         "dataset": dataset, "train_size": len(train), "epochs": epochs, "seed": seed, "test": metrics,
         "definitions": DEFINITIONS, "environment": environment(),
     })
     save_model(model.cpu(), out / "model.safetensors", card)
-    save_trigger_png(trigger, (c, h, w), out / "trigger.png")
-    (out / "trigger.json").write_text(json.dumps(spec, indent=2) + "\n")
-    record = {"dataset": dataset, "attack": spec, "poison_ratio": poison_ratio, "epochs": epochs, "seed": seed,
-              "test": metrics, "seconds": time.perf_counter() - t0}
+    record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
+              "train_size": len(train), "arch": arch, "seed": seed, "test": metrics,
+              "seconds": time.perf_counter() - t0}
     write_json(out / "metrics.json", record)
     ckpt.unlink(missing_ok=True)
     return record

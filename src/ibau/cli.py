@@ -65,36 +65,44 @@ def demo(
 @app.command()
 def attack(
     dataset: str = _dataset_opt(),
-    attack_name: str = typer.Option(..., "--attack", help="Attack: badnets, blend."),
+    attack_name: str = typer.Option(..., "--attack", help="badnets, blend, l0_inv, l2_inv, smooth, trojan_sq, trojan_wm; "
+                                    "name:target pairs joined by commas (multi-trigger); multi7 (the paper's 7 triggers); none (clean model)."),
     data_dir: Optional[str] = _data_dir_opt(),
     download: bool = _download_opt(),
     target: Optional[int] = typer.Option(None, help="Target class (default: the attack's paper target)."),
     all_to_all: bool = typer.Option(False, "--all-to-all", help="Relabel y to (y+1) mod C instead of one target."),
-    poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled."),
-    epochs: int = typer.Option(50, help="Training epochs."),
+    reference_model: Optional[Path] = typer.Option(None, help="Model that optimised triggers (l0_inv, l2_inv, trojan_*) excite, e.g. a clean model."),
+    trigger_file: Optional[Path] = typer.Option(None, "--trigger", help="Reuse a saved trigger.json instead of generating one."),
+    trigger_steps: Optional[int] = typer.Option(None, help="Optimisation steps of generated triggers (default 200)."),
+    poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled (split between the triggers of a multi-trigger attack)."),
+    preset: str = typer.Option("paper", help="Training recipe: paper (all images, 50 epochs) or cpu (20,000 images, 12 epochs)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the preset's)."),
     arch: str = typer.Option("small_vgg", help="Architecture: small_vgg, preact_resnet18, resnet18, googlenet, densenet121."),
-    train_limit: Optional[int] = typer.Option(None, help="Use only this many training images (CPU budgets)."),
+    train_limit: Optional[int] = typer.Option(None, help="Use only this many training images (default: the preset's)."),
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
-    out: Path = typer.Option(Path("runs/attack"), help="Folder for model.safetensors, trigger.png, train.log, metrics.json."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch in --out."),
-    seed: int = typer.Option(0, help="Seed for poisoning and training."),
+    out: Path = typer.Option(Path("runs/attack"), help="Folder for model.safetensors, trigger.json, trigger.png, train.log, metrics.json."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch in --out (with its saved trigger)."),
+    seed: int = typer.Option(0, help="Seed for trigger generation, poisoning and training."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train a backdoored model: poison a fraction of the training set with a trigger and train on it.
 
-    Example: ibau attack --dataset cifar10 --data-dir data --attack badnets --poison-ratio 0.2 --epochs 50 --out runs/badnets
+    Examples:
+      ibau attack --dataset cifar10 --data-dir data --attack none --out runs/clean
+      ibau attack --dataset cifar10 --data-dir data --attack trojan_wm --reference-model runs/clean/model.safetensors --out runs/wm
+      ibau attack --dataset npz --data-dir cifar10.npz --attack badnets --all-to-all --preset cpu --out runs/a2a
     """
-    from .attack import train_poisoned
-    from .attacks import make_trigger
+    from .attack import recipe, train_poisoned
 
-    kwargs = {"all_to_all": True} if all_to_all else ({} if target is None else {"target": target})
-    trigger = make_trigger(attack_name, **kwargs)
-    train_poisoned(dataset, trigger, out, data_dir=data_dir, download=download, poison_ratio=poison_ratio,
-                   epochs=epochs, arch=arch, train_limit=train_limit, batch_size=batch_size, lr=lr, seed=seed,
-                   device=device, resume=resume, progress=progress, log=typer.echo)
-    typer.echo(f"wrote {out}/model.safetensors (+ card), trigger.png, trigger.json, train.log, metrics.json")
+    r = recipe(preset, epochs=epochs, train_limit=train_limit)
+    train_poisoned(dataset, attack_name, out, data_dir=data_dir, download=download, poison_ratio=poison_ratio,
+                   epochs=r["epochs"], arch=arch, train_limit=r["train_limit"], batch_size=batch_size, lr=lr,
+                   seed=seed, device=device, resume=resume, progress=progress, target=target,
+                   all_to_all=all_to_all, reference_model=reference_model, trigger_file=trigger_file,
+                   trigger_steps=trigger_steps, log=typer.echo)
+    typer.echo(f"wrote {out}/model.safetensors (+ card), trigger.json, trigger.png, train.log, metrics.json")
 
 
 @app.command()

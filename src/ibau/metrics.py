@@ -59,10 +59,29 @@ def attack_metrics(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger | None,
              num_classes: int, **kw) -> dict[str, float]:
-    """``{"acc", "asr", "ra"}`` (ASR/RA only with a trigger)."""
+    """``{"acc", "asr", "ra"}`` (ASR/RA only with a trigger).
+
+    A multi-trigger attack also gets ``"asr:<name>"`` and ``"ra:<name>"`` per component; its ``"asr"``
+    and ``"ra"`` are then the means over components (SPEC §4).
+    """
     out = {"acc": accuracy(model, images, labels, **kw)}
-    if trigger is not None:
-        out.update(attack_metrics(model, images, labels, trigger, num_classes, **kw))
+    if trigger is None:
+        return out
+    parts = trigger.components()
+    if len(parts) == 1:
+        out.update(attack_metrics(model, images, labels, parts[0], num_classes, **kw))
+        return out
+    asr, ra = [], []
+    for t in parts:
+        key, i = t.name, 1
+        while f"asr:{key}" in out:  # the same family twice (e.g. two targets): badnets, badnets_2
+            i += 1
+            key = f"{t.name}_{i}"
+        m = attack_metrics(model, images, labels, t, num_classes, **kw)
+        out[f"asr:{key}"], out[f"ra:{key}"] = m["asr"], m["ra"]
+        asr.append(m["asr"])
+        ra.append(m["ra"])
+    out["asr"], out["ra"] = sum(asr) / len(asr), sum(ra) / len(ra)
     return out
 
 

@@ -1,20 +1,73 @@
 """Backdoor attacks: triggers (one module per family), a registry, and dataset poisoning."""
 from __future__ import annotations
 
-from .badnets import BadNets
-from .base import AdditiveTrigger, Trigger
-from .blend import Blend
-from .poison import PoisonedSet, poison
+import torch
 
-#: Attack name -> trigger class. The CLI and the benchmark grid enumerate this.
-ATTACKS: dict[str, type[Trigger]] = {cls.name: cls for cls in (BadNets, Blend)}
+from .badnets import BadNets
+from .base import AdditiveTrigger, PerturbationTrigger, Trigger
+from .blend import Blend
+from .invisible import L0Invisible, L2Invisible
+from .multi import PAPER_SEVEN, MultiTrigger
+from .poison import PoisonedSet, poison
+from .smooth import Smooth
+from .trojan import TrojanSquare, TrojanWatermark
+
+#: Attack name -> single-trigger class. The CLI and the benchmark grid enumerate this.
+ATTACKS: dict[str, type[Trigger]] = {cls.name: cls for cls in (
+    BadNets, Blend, L0Invisible, L2Invisible, Smooth, TrojanSquare, TrojanWatermark)}
 
 
 def make_trigger(name: str, **kwargs) -> Trigger:
-    """Build a registered trigger by name; ``make_trigger(**trigger.spec())`` rebuilds ``trigger``."""
+    """Build a trigger from its spec; ``make_trigger(**trigger.spec())`` rebuilds ``trigger``."""
+    if name == MultiTrigger.name:
+        return MultiTrigger(**kwargs)
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(ATTACKS))}")
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "PoisonedSet", "Trigger", "make_trigger", "poison"]
+def parse_attack(text: str, target: int | None = None, all_to_all: bool = False) -> list[tuple[str, dict]]:
+    """Read the CLI's ``--attack``: one name (``badnets``), ``name:target`` pairs separated by commas
+    (a multi-trigger attack), or ``multi7`` (the paper's 7-trigger-7-target set). Returns
+    ``[(name, constructor kwargs)]``."""
+    text = text.strip()
+    if text == "multi7":
+        pairs = list(PAPER_SEVEN.items())
+    elif "," in text or ":" in text:
+        pairs = []
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, tgt = item.partition(":")
+            if not sep or not tgt.strip().lstrip("-").isdigit():
+                raise ValueError(f"multi-trigger entries are name:target (e.g. badnets:0,blend:3); got {item!r}")
+            pairs.append((name.strip(), int(tgt)))
+    else:
+        kwargs = {"all_to_all": True} if all_to_all else ({} if target is None else {"target": target})
+        _known(text)
+        return [(text, kwargs)]
+    if target is not None or all_to_all:
+        raise ValueError("--target/--all-to-all apply to one trigger; a multi-trigger attack names each target")
+    for name, _ in pairs:
+        _known(name)
+    return [(name, {"target": tgt}) for name, tgt in pairs]
+
+
+def build_attack(entries: list[tuple[str, dict]], model=None, images: torch.Tensor | None = None,
+                 seed: int = 0, steps: int | None = None) -> Trigger:
+    """Generate the triggers of :func:`parse_attack`'s entries (optimised ones against ``model``, with
+    ``steps`` optimisation steps when given)."""
+    def opt(name: str) -> dict:
+        return {"steps": steps} if steps is not None and ATTACKS[name].needs_reference else {}
+
+    parts = [ATTACKS[name].generate(model, images, seed=seed + i, **opt(name), **kw)
+             for i, (name, kw) in enumerate(entries)]
+    return parts[0] if len(parts) == 1 else MultiTrigger(parts)
+
+
+def _known(name: str) -> None:
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(ATTACKS))}, or multi7")
+
+
+__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "L0Invisible", "L2Invisible", "MultiTrigger",
+           "PAPER_SEVEN", "PerturbationTrigger", "PoisonedSet", "Smooth", "Trigger", "TrojanSquare",
+           "TrojanWatermark", "build_attack", "make_trigger", "parse_attack", "poison"]

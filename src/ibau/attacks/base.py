@@ -10,9 +10,14 @@ import torch
 
 
 class Trigger:
-    """Base class: subclasses implement :meth:`apply` and, when additive, :meth:`pattern`/:meth:`mask`."""
+    """Base class: subclasses implement :meth:`apply` and, when additive, :meth:`pattern`/:meth:`mask`.
+
+    Triggers whose pattern is optimised against a reference model set ``needs_reference`` and build
+    through :meth:`generate`; every trigger supports ``generate`` so callers need not branch.
+    """
 
     name = "trigger"
+    needs_reference = False
 
     def __init__(self, target: int | None = 0, all_to_all: bool = False):
         if not all_to_all and (target is None or target < 0):
@@ -32,6 +37,16 @@ class Trigger:
     def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """Where the trigger is stamped (C×H×W, values in [0, 1])."""
         raise NotImplementedError
+
+    @classmethod
+    def generate(cls, model=None, images: torch.Tensor | None = None, seed: int = 0, **kwargs) -> "Trigger":
+        """Build the trigger; optimised triggers use ``model`` (a reference classifier) and ``images``
+        (reference images, N×C×H×W); the others ignore them."""
+        return cls(**kwargs)
+
+    def components(self) -> list["Trigger"]:
+        """The single triggers this one is made of (itself; a multi-trigger lists its parts)."""
+        return [self]
 
     # --- shared ------------------------------------------------------------------------------
     def target_labels(self, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -71,3 +86,82 @@ class AdditiveTrigger(Trigger):
         m = self.mask(shape).to(x.device, x.dtype)
         p = self.pattern(shape).to(x.device, x.dtype)
         return ((1 - m) * x + m * p).clamp(0, 1)
+
+
+class PerturbationTrigger(Trigger):
+    """A trigger that adds a fixed signed perturbation: ``x' = clip(x + perturbation, 0, 1)``.
+
+    Subclasses implement :meth:`perturbation`; :meth:`pattern` is the perturbation itself and
+    :meth:`mask` its support (where it is non-zero).
+    """
+
+    def perturbation(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        """The signed additive perturbation (C×H×W)."""
+        raise NotImplementedError
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"triggers stamp batches shaped N×C×H×W; got shape {tuple(x.shape)}")
+        return (x + self.perturbation(tuple(x.shape[1:])).to(x.device, x.dtype)).clamp(0, 1)
+
+    def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        return self.perturbation(shape).clone()
+
+    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        d = self.perturbation(shape)
+        return (d.abs().sum(0, keepdim=True) > 0).float().expand(*d.shape).clone()
+
+
+class StoredPerturbation(PerturbationTrigger):
+    """A perturbation trigger whose ``delta`` (C×H×W) was optimised once and is stored.
+
+    ``delta`` is kept rounded to 1e-4 so that its JSON spec rebuilds it bit for bit.
+    """
+
+    needs_reference = True
+
+    def __init__(self, delta=None, target: int | None = 0, all_to_all: bool = False):
+        super().__init__(target=target, all_to_all=all_to_all)
+        self.delta = quantise(delta, f"{self.name} delta")
+
+    def perturbation(self, shape: tuple[int, int, int]) -> torch.Tensor:
+        check_shape(self, self.delta, shape)
+        return self.delta
+
+    def _params(self) -> dict:
+        return {"delta": as_list(self.delta), **super()._params()}
+
+    def __repr__(self) -> str:
+        return short_repr(self, "delta", self.delta)
+
+
+def check_shape(trigger: Trigger, stored: torch.Tensor, shape: tuple[int, int, int]) -> None:
+    if tuple(shape) != tuple(stored.shape):
+        raise ValueError(f"this {trigger.name} trigger was generated for {tuple(stored.shape)} images, "
+                         f"not {tuple(shape)}; generate one for this dataset")
+
+
+def short_repr(trigger: Trigger, key: str, t: torch.Tensor) -> str:
+    """``repr`` with a stored tensor summarised by its shape and norms instead of printed in full."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in trigger._params().items() if k != key)
+    l0 = int((t.abs().sum(0) > 0).sum())
+    return (f"{type(trigger).__name__}({key}=<{tuple(t.shape)}, {l0} px, l2={float(t.norm()):.3f}, "
+            f"linf={float(t.abs().max()):.3f}>, {shown})")
+
+
+def quantise(values, what: str) -> torch.Tensor:
+    """A C×H×W float32 tensor rounded to 1e-4 (so it survives a JSON round trip exactly)."""
+    if values is None:
+        raise ValueError(f"{what} is missing: this trigger is generated against a reference model; use "
+                         "Trigger.generate(model, images) or `ibau attack --reference-model`")
+    t = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
+    if t.dim() != 3:
+        raise ValueError(f"{what} must be shaped C×H×W, got {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return torch.round(t * 1e4).div(1e4).float()
+
+
+def as_list(t: torch.Tensor) -> list:
+    """JSON-able nested list of a quantised tensor (4 decimals)."""
+    return torch.round(t.double() * 1e4).div(1e4).tolist()
