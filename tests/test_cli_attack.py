@@ -99,3 +99,15 @@ def test_recipes():
     assert recipe("cpu", epochs=3) == {"epochs": 3, "train_limit": 20000}
     with pytest.raises(ValueError, match="training preset"):
         recipe("fast")
+
+
+def test_blend_with_a_user_image(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(tmp_path / "red.png")
+    assert _attack("--attack", "blend", "--trigger-option", f"image={tmp_path / 'red.png'}", "--trigger-option",
+                   "alpha=0.3", "--out", str(tmp_path / "run")) == 0
+    spec = json.loads((tmp_path / "run" / "trigger.json").read_text())
+    assert spec["alpha"] == 0.3 and spec["image"].endswith("red.png")
+    assert _attack("--attack", "blend", "--trigger-option", "colour=1", "--out", str(tmp_path / "bad")) == 2
+    assert "no option colour" in capsys.readouterr().err

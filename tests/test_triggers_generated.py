@@ -176,3 +176,21 @@ def test_trigger_files_round_trip(tmp_path):
         load_trigger(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="no trigger file"):
         load_trigger(tmp_path / "missing.json")
+
+
+def test_trigger_options():
+    from ibau.attacks import parse_options
+
+    opts = parse_options(["alpha=0.1", "image=cat.png", "size=3", "flag=true", "x=none"])
+    assert opts == {"alpha": 0.1, "image": "cat.png", "size": 3, "flag": True, "x": None}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_options(["alpha"])
+    trig = build_attack(parse_attack("badnets", target=1, options={"size": 3}))
+    assert trig.size == 3 and trig.target == 1
+    with pytest.raises(ValueError, match="no option colour; its options are: .*size"):
+        build_attack(parse_attack("badnets", options={"colour": 1}))
+    with pytest.raises(ValueError, match="one trigger"):
+        parse_attack("multi7", options={"size": 3})
+    model, images = reference()
+    l0 = build_attack(parse_attack("l0_inv", options={"pixels": 3, "region": "last_row"}), model, images, steps=4)
+    assert int((l0.delta.abs().sum(0) > 0).sum()) == 3

@@ -45,7 +45,8 @@ def recipe(name: str, **overrides) -> dict[str, Any]:
 def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, target: int | None = None,
                     all_to_all: bool = False, reference_model: str | Path | None = None,
                     trigger_file: str | Path | None = None, seed: int = 0, device: str | None = None,
-                    steps: int | None = None, log: Callable[[str], None] = print) -> Trigger | None:
+                    steps: int | None = None, options: dict | None = None,
+                    log: Callable[[str], None] = print) -> Trigger | None:
     """The trigger of an ``ibau attack`` run: a saved ``trigger_file``; ``"none"`` (a clean model); or
     the ``--attack`` text, generating optimised triggers against ``reference_model`` on a seeded
     sample of the training images (``steps`` optimisation steps; default: each trigger's)."""
@@ -55,7 +56,7 @@ def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, ta
         return load_trigger(trigger_file)
     if attack is None or attack == "none":
         return None
-    entries = parse_attack(attack, target=target, all_to_all=all_to_all)
+    entries = parse_attack(attack, target=target, all_to_all=all_to_all, options=options)
     needs = [name for name, _ in entries if ATTACKS[name].needs_reference]
     model = images = None
     if needs:
@@ -76,7 +77,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
                    device: str | None = None, resume: bool = False, progress: bool = True,
                    target: int | None = None, all_to_all: bool = False, reference_model: str | Path | None = None,
                    trigger_file: str | Path | None = None, trigger_steps: int | None = None,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   trigger_options: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Poison ``dataset``'s training split with ``attack``, train ``arch`` on it, and write ``out/``:
     ``model.safetensors`` + card (attack spec, poisoned indices, ACC/ASR/RA on the test split),
     ``trigger.json`` + ``trigger*.png`` (written before training), ``train.log``, ``metrics.json`` and,
@@ -100,7 +101,8 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         trigger = None
     else:
         trigger = prepare_trigger(attack, train.images, target, all_to_all, reference_model, trigger_file,
-                                  seed=seed, device=device, steps=trigger_steps, log=log)
+                                  seed=seed, device=device, steps=trigger_steps,
+                                  options=trigger_options, log=log)
         if trigger is not None:
             save_trigger(trigger, (c, h, w), out)
     if trigger is None:

@@ -74,6 +74,7 @@ def attack(
     reference_model: Optional[Path] = typer.Option(None, help="Model that optimised triggers (l0_inv, l2_inv, trojan_*) excite, e.g. a clean model."),
     trigger_file: Optional[Path] = typer.Option(None, "--trigger", help="Reuse a saved trigger.json instead of generating one."),
     trigger_steps: Optional[int] = typer.Option(None, help="Optimisation steps of generated triggers (default 200)."),
+    trigger_option: list[str] = typer.Option([], help="KEY=VALUE for the trigger, repeatable: e.g. image=cat.png alpha=0.1 (blend), size=3 (badnets), pixels=8 region=last_row (l0_inv)."),
     poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled (split between the triggers of a multi-trigger attack)."),
     preset: str = typer.Option("paper", help="Training recipe: paper (all images, 50 epochs) or cpu (20,000 images, 12 epochs)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the preset's)."),
@@ -95,13 +96,14 @@ def attack(
       ibau attack --dataset npz --data-dir cifar10.npz --attack badnets --all-to-all --preset cpu --out runs/a2a
     """
     from .attack import recipe, train_poisoned
+    from .attacks import parse_options
 
     r = recipe(preset, epochs=epochs, train_limit=train_limit)
     train_poisoned(dataset, attack_name, out, data_dir=data_dir, download=download, poison_ratio=poison_ratio,
                    epochs=r["epochs"], arch=arch, train_limit=r["train_limit"], batch_size=batch_size, lr=lr,
                    seed=seed, device=device, resume=resume, progress=progress, target=target,
                    all_to_all=all_to_all, reference_model=reference_model, trigger_file=trigger_file,
-                   trigger_steps=trigger_steps, log=typer.echo)
+                   trigger_steps=trigger_steps, trigger_options=parse_options(trigger_option), log=typer.echo)
     typer.echo(f"wrote {out}/model.safetensors (+ card), trigger.json, trigger.png, train.log, metrics.json")
 
 

@@ -1,6 +1,8 @@
 """Backdoor attacks: triggers (one module per family), a registry, and dataset poisoning."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .badnets import BadNets
@@ -26,11 +28,15 @@ def make_trigger(name: str, **kwargs) -> Trigger:
     return ATTACKS[name](**kwargs)
 
 
-def parse_attack(text: str, target: int | None = None, all_to_all: bool = False) -> list[tuple[str, dict]]:
+def parse_attack(text: str, target: int | None = None, all_to_all: bool = False,
+                 options: dict | None = None) -> list[tuple[str, dict]]:
     """Read the CLI's ``--attack``: one name (``badnets``), ``name:target`` pairs separated by commas
-    (a multi-trigger attack), or ``multi7`` (the paper's 7-trigger-7-target set). Returns
-    ``[(name, constructor kwargs)]``."""
+    (a multi-trigger attack), or ``multi7`` (the paper's 7-trigger-7-target set). ``options`` are extra
+    keyword arguments of a single trigger's constructor or ``generate`` (e.g. ``{"alpha": 0.1}``).
+    Returns ``[(name, kwargs)]``."""
     text = text.strip()
+    if options and ("," in text or ":" in text or text == "multi7"):
+        raise ValueError("--trigger-option applies to one trigger; build a multi-trigger attack in Python to tune its parts")
     if text == "multi7":
         pairs = list(PAPER_SEVEN.items())
     elif "," in text or ":" in text:
@@ -43,7 +49,7 @@ def parse_attack(text: str, target: int | None = None, all_to_all: bool = False)
     else:
         kwargs = {"all_to_all": True} if all_to_all else ({} if target is None else {"target": target})
         _known(text)
-        return [(text, kwargs)]
+        return [(text, {**(options or {}), **kwargs})]
     if target is not None or all_to_all:
         raise ValueError("--target/--all-to-all apply to one trigger; a multi-trigger attack names each target")
     for name, _ in pairs:
@@ -58,9 +64,41 @@ def build_attack(entries: list[tuple[str, dict]], model=None, images: torch.Tens
     def opt(name: str) -> dict:
         return {"steps": steps} if steps is not None and ATTACKS[name].needs_reference else {}
 
-    parts = [ATTACKS[name].generate(model, images, seed=seed + i, **opt(name), **kw)
-             for i, (name, kw) in enumerate(entries)]
+    parts = []
+    for i, (name, kw) in enumerate(entries):
+        cls = ATTACKS[name]
+        known = _accepted(cls.__init__) | _accepted(cls.generate)
+        unknown = sorted(set(kw) - known)
+        if unknown:
+            raise ValueError(f"{name} has no option {', '.join(unknown)}; its options are: "
+                             f"{', '.join(sorted(known - {'self', 'cls', 'model', 'images', 'kwargs'}))}")
+        parts.append(cls.generate(model, images, seed=seed + i, **opt(name), **kw))
     return parts[0] if len(parts) == 1 else MultiTrigger(parts)
+
+
+def parse_options(items: list[str]) -> dict:
+    """``["alpha=0.1", "image=cat.png"]`` -> ``{"alpha": 0.1, "image": "cat.png"}`` (numbers, true/false,
+    none are converted; anything else stays a string)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"trigger options are KEY=VALUE (e.g. alpha=0.1); got {item!r}")
+        low = raw.strip().lower()
+        value: object = {"true": True, "false": False, "none": None}.get(low, raw.strip())
+        if isinstance(value, str):
+            for conv in (int, float):
+                try:
+                    value = conv(value)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = value
+    return out
+
+
+def _accepted(fn) -> set[str]:
+    return set(inspect.signature(fn).parameters)
 
 
 def _known(name: str) -> None:
@@ -70,4 +108,4 @@ def _known(name: str) -> None:
 
 __all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "L0Invisible", "L2Invisible", "MultiTrigger",
            "PAPER_SEVEN", "PerturbationTrigger", "PoisonedSet", "Smooth", "Trigger", "TrojanSquare",
-           "TrojanWatermark", "build_attack", "make_trigger", "parse_attack", "poison"]
+           "TrojanWatermark", "build_attack", "make_trigger", "parse_attack", "parse_options", "poison"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import AdditiveTrigger, as_list, check_shape, quantise, short_repr
+from .base import AdditiveTrigger, as_list, check_shape, quantise
 from .excite import excite
 
 
@@ -57,7 +57,9 @@ class _Trojan(AdditiveTrigger):
         return {"pattern": as_list(self.stored), "alpha": self.alpha, **super()._params()}
 
     def __repr__(self) -> str:
-        return short_repr(self, "pattern", self.stored)
+        shown = ", ".join(f"{k}={v!r}" for k, v in self._params().items() if k != "pattern")
+        footprint = int(self.shape_mask(*self.stored.shape[1:]).sum())
+        return f"{type(self).__name__}(pattern=<{tuple(self.stored.shape)} in a {footprint}-px mask>, {shown})"
 
 
 class TrojanSquare(_Trojan):
