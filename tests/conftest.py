@@ -17,3 +17,26 @@ def tiny_task():
     y = torch.randint(0, 4, (60,), generator=g)
     torch.manual_seed(0)
     return tiny_net(4).eval(), x, y
+
+
+@pytest.fixture(scope="session")
+def digits_backdoor():
+    """A BadNets-poisoned small VGG on the embedded digits (the demo's protocol), trained once per test
+    session and shared by the defense tests. Copy ``model`` before changing it."""
+    from ibau.attacks import poison
+    from ibau.data import ImageSet
+    from ibau.demo import demo_trigger, split_digits
+    from ibau.metrics import evaluate
+    from ibau.models import small_vgg
+    from ibau.training import train_classifier
+
+    train, clean, held = split_digits(0)
+    trigger = demo_trigger()
+    p = poison(train.images, train.labels, trigger, ratio=0.2, num_classes=10, seed=0)
+    torch.manual_seed(0)
+    model = small_vgg(10, mean=[0.5] * 3, std=[0.25] * 3)
+    train_classifier(model, ImageSet(p.images, p.labels), epochs=6, lr=1e-3, batch_size=64, seed=0,
+                     device="cpu", progress=False)
+    before = evaluate(model, held.images, held.labels, trigger, 10)
+    return {"model": model.eval(), "clean": clean, "held": held, "trigger": trigger, "num_classes": 10,
+            "train": ImageSet(p.images, p.labels), "poisoned_indices": p.indices, "before": before}

@@ -21,6 +21,7 @@ DEFINITIONS = {
     "ra": "fraction of the same triggered images classified as their true label",
     "der": "(max(0, ASR_before - ASR_after) - max(0, ACC_before - ACC_after) + 1) / 2, as in BackdoorBench",
     "failed": "ASR >= 20% or ACC drop > 10 points",
+    "time_to_effect": "defense wall time (evaluation excluded) until held-out ASR first falls below 20%",
 }
 
 
@@ -111,3 +112,27 @@ def der(before: dict[str, float], after: dict[str, float]) -> float:
 def failed(before: dict[str, float], after: dict[str, float]) -> bool:
     """The paper's failure rule: ASR ≥ 20% or a clean-accuracy drop of more than 10 points."""
     return after["asr"] >= 0.20 or (before["acc"] - after["acc"]) > 0.10
+
+
+class EffectMonitor:
+    """The shared evaluation callback of every defense: ``monitor(model, seconds)`` measures held-out
+    ACC/ASR and remembers the defense time at which ASR first fell below ``threshold`` (time-to-effect,
+    SPEC §4) and the ACC then. Defenses call it with their clock paused, so evaluation is not counted.
+
+    >>> m = EffectMonitor(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), None, 10)
+    >>> m.time_to_effect is None
+    True
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger | None, num_classes: int,
+                 threshold: float = 0.20):
+        self.images, self.labels, self.trigger, self.num_classes = images, labels, trigger, num_classes
+        self.threshold = threshold
+        self.time_to_effect: float | None = None
+        self.acc_at_effect: float | None = None
+
+    def __call__(self, model: nn.Module, seconds: float) -> dict[str, float]:
+        m = evaluate(model, self.images, self.labels, self.trigger, self.num_classes)
+        if self.time_to_effect is None and "asr" in m and m["asr"] < self.threshold:
+            self.time_to_effect, self.acc_at_effect = seconds, m["acc"]
+        return m

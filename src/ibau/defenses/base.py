@@ -1,0 +1,130 @@
+"""The interface every defense implements.
+
+A defense is built from a config dataclass (``Defense(config)`` or ``Defense(**overrides)``) and run as
+``defense.run(model, clean, callback=None) -> DefenseResult``. The base class owns the cross-cutting
+work: it copies the model (the caller's is never modified), resolves the device, keeps the clock, and
+calls ``callback(model, seconds)`` at the defense's checkpoints (after an epoch, a round, a pruning
+step) with the clock paused, so evaluation never counts as defense time. Pass
+:class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..data.arrays import ImageSet
+from ..utils import resolve_device
+
+#: ``callback(model, seconds) -> dict | None``; a returned dict is stored in the history.
+Callback = Callable[[nn.Module, float], Any]
+
+
+@dataclass
+class DefenseResult:
+    """What a defense returns.
+
+    Attributes:
+        model: the sanitised model (a copy; eval mode).
+        history: one dict per checkpoint: ``{"step", "seconds", **what the callback returned}``.
+        seconds: wall time of the defense, callbacks excluded.
+        flagged: classes a trigger-synthesis defense flagged as backdoor targets (else None).
+        triggers: per class, the synthesised trigger (``{"mask", "pattern"}`` tensors or ``{"delta"}``).
+        anomaly: per class anomaly index (trigger-synthesis defenses).
+        time_to_effect: seconds until held-out ASR first fell below the threshold (EffectMonitor), else None.
+        acc_at_effect: clean ACC at that moment.
+        extra: anything else worth recording (e.g. pruned channels).
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    flagged: list[int] | None = None
+    triggers: dict[int, dict[str, torch.Tensor]] | None = None
+    anomaly: dict[int, float] | None = None
+    time_to_effect: float | None = None
+    acc_at_effect: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able fields (tensors left out)."""
+        return {"seconds": self.seconds, "flagged": self.flagged, "anomaly": self.anomaly,
+                "time_to_effect": self.time_to_effect, "acc_at_effect": self.acc_at_effect,
+                "history": self.history, "extra": self.extra}
+
+
+class Defense:
+    """Base class. Subclasses set ``name``, ``config_class`` and implement :meth:`_run`."""
+
+    name = "defense"
+    config_class: type = object
+    #: True when the defense needs the poisoned training set rather than (only) the clean set.
+    needs_training_data = False
+
+    def __init__(self, config=None, **overrides):
+        if config is None:
+            config = self.config_class(**overrides)
+        elif overrides:
+            config = dataclasses.replace(config, **overrides)
+        if not isinstance(config, self.config_class):
+            raise ValueError(f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+
+    def run(self, model: nn.Module, clean: ImageSet, callback: Callback | None = None,
+            progress: bool = True) -> DefenseResult:
+        """Defend a copy of ``model`` with the clean labelled images ``clean``."""
+        if len(clean) == 0:
+            raise ValueError(f"{self.name} needs clean images; the clean set is empty")
+        self._device = resolve_device(getattr(self.config, "device", None))
+        self._callback, self._history = callback, []
+        self._start, self._paused = time.perf_counter(), 0.0
+        net = copy.deepcopy(model).to(self._device)
+        result = self._run(net, clean, progress)
+        result.seconds = self.elapsed()
+        result.history = self._history
+        result.model.eval()
+        if hasattr(callback, "time_to_effect"):
+            result.time_to_effect, result.acc_at_effect = callback.time_to_effect, callback.acc_at_effect
+        return result
+
+    def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
+        raise NotImplementedError
+
+    # --- helpers for subclasses ----------------------------------------------------------------
+    def elapsed(self) -> float:
+        """Seconds since :meth:`run` started, callbacks excluded."""
+        return time.perf_counter() - self._start - self._paused
+
+    def checkpoint(self, model: nn.Module, step: Any) -> None:
+        """Report progress to the callback with the clock paused; recorded in the history."""
+        seconds = self.elapsed()
+        entry: dict[str, Any] = {"step": step, "seconds": seconds}
+        if self._callback is not None:
+            t0 = time.perf_counter()
+            was_training = model.training
+            answer = self._callback(model, seconds)
+            model.train(was_training)
+            self._paused += time.perf_counter() - t0
+            if isinstance(answer, dict):
+                entry.update(answer)
+        self._history.append(entry)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
+        return f"{type(self).__name__}({fields})"
+
+
+def num_classes_of(model: nn.Module, clean: ImageSet) -> int:
+    """Output width of ``model`` (probed on one clean image)."""
+    dev = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        n = int(model(clean.images[:1].to(dev)).shape[1])
+    model.train(was_training)
+    return n

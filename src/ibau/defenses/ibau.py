@@ -1,0 +1,36 @@
+"""I-BAU as a :class:`Defense`: a thin wrapper of :func:`ibau.unlearn.unlearn`.
+
+Zeng et al., "Adversarial Unlearning of Backdoors via Implicit Hypergradient", ICLR 2022,
+https://arxiv.org/abs/2110.03735. The configuration is :class:`ibau.unlearn.IBAUConfig` (presets:
+``default``, ``reference``, ``paper``; see docs/presets.md).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..data.arrays import ImageSet
+from ..unlearn import IBAUConfig, unlearn
+from .base import Defense, DefenseResult
+
+
+class IBAU(Defense):
+    """Implicit Backdoor Adversarial Unlearning. Checkpoints after every round.
+
+    >>> IBAU(rounds=1).config.rounds
+    1
+    """
+
+    name = "ibau"
+    config_class = IBAUConfig
+
+    def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
+        cfg = self.config if self.config.device is not None else self.config.replace(device=str(self._device))
+
+        def on_round(record, net, delta):
+            self.checkpoint(net, record.round)
+
+        result = unlearn(model, clean, cfg, callback=on_round, inplace=True, progress=progress)
+        return DefenseResult(model=result.model, triggers={-1: {"delta": result.delta}},
+                             extra={"interrupted": result.interrupted, "rounds": [
+                                 {"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
+                                  "delta_norm": h.delta_norm, "seconds": h.seconds} for h in result.history]})
