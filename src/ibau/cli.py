@@ -114,10 +114,11 @@ def defend(
     data_dir: Optional[str] = _data_dir_opt(),
     download: bool = _download_opt(),
     clean_size: int = typer.Option(5000, help="Clean test images given to the defense; the rest are held out."),
-    method: str = typer.Option("ibau", help="Defense method (ibau)."),
+    method: str = typer.Option("ibau", help="Defense: ibau, finetune, fine_pruning, neural_cleanse, tabor, deepinspect, nad, dp, uap_at."),
     preset: str = typer.Option("default", help="I-BAU preset: default, reference or paper."),
     rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default: the preset's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Clean batch size (default: the preset's, 100)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size of the defense (default: its config's; I-BAU: 100)."),
+    defense_option: list[str] = typer.Option([], help="KEY=VALUE setting of the defense's config, repeatable (e.g. epochs=5)."),
     attack_from: Optional[Path] = _attack_from_opt(),
     arch: Optional[str] = _arch_opt(),
     out: Path = typer.Option(Path("runs/defend"), help="Folder for model.safetensors, metrics.json, report.md, delta.png, curve.png."),
@@ -125,28 +126,31 @@ def defend(
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Remove a backdoor from a model file with I-BAU and report ACC/ASR/RA on held-out images.
+    """Remove a backdoor from a model file (I-BAU or a baseline) and report ACC/ASR/RA on held-out images.
 
-    Example: ibau defend --model runs/demo/poisoned.safetensors --dataset digits --clean-size 400
+    Examples:
+      ibau defend --model runs/demo/poisoned.safetensors --dataset digits --clean-size 400
+      ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data --method neural_cleanse
+      ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data --method finetune --defense-option epochs=5
     """
-    from .defend import defend_with_ibau, load_for_dataset, trigger_for, write_report
+    from .attacks import parse_options
+    from .defend import build_defense, load_for_dataset, run_defense, trigger_for, write_report
     from .models import save_model
-    from .unlearn import IBAUConfig
-    from .utils import resolve_device
 
-    if method != "ibau":
-        raise ValueError(f"unknown defense method {method!r}; available: ibau")
-    overrides = {k: v for k, v in {"rounds": rounds, "batch_size": batch_size}.items() if v is not None}
-    cfg = IBAUConfig.preset(preset, seed=seed, device=str(resolve_device(device)), **overrides)
     net, card, clean, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
+    defense = build_defense(method, card, preset=preset, seed=seed, device=device, rounds=rounds,
+                            batch_size=batch_size, options=parse_options(defense_option), data_dir=data_dir,
+                            download=download, log=typer.echo)
     trigger = trigger_for(card, attack_from)
-    result, curve = defend_with_ibau(net, clean, held, trigger, card.num_classes, cfg, progress=progress, log=typer.echo)
-    card.metadata = {**card.metadata, "defense": "ibau", "defended_from": str(model), "after": curve[-1]}
+    result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=progress,
+                                        log=typer.echo)
+    card.metadata = {**card.metadata, "defense": method, "defended_from": str(model), "after": after}
     save_model(result.model, out / "model.safetensors", card)
-    write_report(out, f"ibau defend: {Path(model).name} on {dataset}", result, curve, trigger, tuple(held.shape), {},
+    write_report(out, f"ibau defend --method {method}: {Path(model).name} on {dataset}", defense, result, before,
+                 after, trigger, tuple(held.shape), {},
                  f"{len(clean)} clean images from the {dataset} test split for the defense (seed {seed}); "
                  f"{len(held)} other test images for every metric.",
-                 {"model": str(model), "dataset": dataset, "seed": seed, "device": cfg.device,
+                 {"model": str(model), "dataset": dataset, "seed": seed, "device": str(defense._device),
                   "sizes": {"clean": len(clean), "held_out": len(held)}})
     typer.echo(f"wrote {out}/model.safetensors, metrics.json, report.md, delta.png" + (", curve.png" if trigger else ""))
 

@@ -1,10 +1,12 @@
-"""Run I-BAU on a model with per-round evaluation and write the run's report files.
+"""Run a defense on a model with held-out evaluation at every checkpoint, and write the run's report.
 
 Shared by ``ibau demo`` and ``ibau defend``: ``metrics.json`` (one fixed-key record), ``report.md``,
-``delta.png`` (recovered δ beside the true trigger) and ``curve.png`` (ACC/ASR after each round).
+``delta.png`` (what the defense recovered beside the true trigger) and ``curve.png`` (ACC/ASR against
+defense time).
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,70 +15,95 @@ from torch import nn
 
 from .attacks.base import Trigger
 from .data.arrays import ImageSet
-from .metrics import DEFINITIONS, der, evaluate
+from .defenses import Defense, DefenseResult
+from .metrics import DEFINITIONS, EffectMonitor, der, evaluate, failed
 from .report import markdown_report, plot_curve, plot_delta, write_json
-from .unlearn import IBAUConfig, UnlearnResult, unlearn
 from .utils import environment
 
 
-def defend_with_ibau(model: nn.Module, clean: ImageSet, held: ImageSet, trigger: Trigger | None,
-                     num_classes: int, cfg: IBAUConfig, progress: bool = True,
-                     log: Callable[[str], None] = print) -> tuple[UnlearnResult, list[dict[str, float]]]:
-    """Unlearn with ``clean``; evaluate on ``held`` before and after every round. Returns the result and
-    the curve (round 0 = before)."""
-    def measure(net) -> dict[str, float]:
-        return evaluate(net, held.images, held.labels, trigger, num_classes)
-
-    before = measure(model)
+def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: ImageSet, trigger: Trigger | None,
+                num_classes: int, progress: bool = True,
+                log: Callable[[str], None] = print) -> tuple[DefenseResult, dict[str, float], dict[str, float]]:
+    """Run ``defense`` on ``model`` with ``clean``; held-out ACC/ASR/RA before, at every checkpoint
+    (clock paused) and after. Returns ``(result, before, after)``; ``result.time_to_effect`` is set."""
+    before = evaluate(model, held.images, held.labels, trigger, num_classes)
     log("before: " + _fmt(before))
-    log(f"I-BAU with {len(clean)} clean images, {cfg.rounds} rounds")
-    curve = [{"round": 0, **before}]
-
-    def on_round(record, net, delta):
-        m = measure(net)
-        curve.append({"round": record.round, **m})
-        return m
-
-    result = unlearn(model, clean, cfg, callback=on_round, progress=progress)
-    log("after:  " + _fmt(curve[-1]) + f"  ({result.seconds:.1f}s)"
-        + (" — interrupted, last finished round kept" if result.interrupted else ""))
-    return result, curve
+    log(f"{defense.name} with {len(clean)} clean images")
+    monitor = EffectMonitor(held.images, held.labels, trigger, num_classes)
+    result = defense.run(model, clean, callback=monitor, progress=progress)
+    after = evaluate(result.model, held.images, held.labels, trigger, num_classes)
+    effect = ("" if trigger is None else "; ASR < 20% " + (f"after {result.time_to_effect:.1f}s" if
+                                                            result.time_to_effect is not None else "never reached"))
+    log("after:  " + _fmt(after) + f"  ({result.seconds:.1f}s{effect})"
+        + (" — interrupted, last finished round kept" if result.extra.get("interrupted") else ""))
+    return result, before, after
 
 
 def _fmt(m: dict[str, float]) -> str:
     return "  ".join(f"{k.upper()} {100 * m[k]:.1f}%" for k in ("acc", "asr", "ra") if k in m)
 
 
-def write_report(out: Path, title: str, result: UnlearnResult, curve: list[dict[str, float]],
-                 trigger: Trigger | None, shape: tuple[int, int, int], seconds: dict[str, float],
-                 description: str, extra: dict[str, Any]) -> dict[str, Any]:
+def _config(defense: Defense) -> dict[str, Any]:
+    cfg = defense.config
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+
+
+def _pictures(result: DefenseResult) -> dict[str, torch.Tensor]:
+    """What the defense recovered, for delta.png: I-BAU's δ, UAP's δ, synthesised triggers of flagged classes."""
+    pics: dict[str, torch.Tensor] = {}
+    for cls, found in (result.triggers or {}).items():
+        if cls != -1 and result.flagged is not None and cls not in result.flagged:
+            continue
+        for key, t in found.items():
+            if key == "delta" or key.startswith("delta_"):
+                pics[f"{key.replace('_', ' ')}" + (f", class {cls}" if cls != -1 else "")] = t
+        if "mask" in found and "pattern" in found:
+            pics[f"trigger of class {cls} (mask·pattern)"] = found["mask"] * found["pattern"]
+    return pics
+
+
+def write_report(out: Path, title: str, defense: Defense, result: DefenseResult, before: dict[str, float],
+                 after: dict[str, float], trigger: Trigger | None, shape: tuple[int, int, int],
+                 seconds: dict[str, float], description: str, extra: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.json, report.md, delta.png and curve.png into ``out``; returns the record."""
     out.mkdir(parents=True, exist_ok=True)
-    before, after = ({k: v for k, v in point.items() if k != "round"} for point in (curve[0], curve[-1]))
-    trigger_image = trigger.apply(torch.zeros(1, *shape))[0] if trigger is not None else None
-    deltas = {"δ, round 1": result.history[0].delta} if result.history else {}
-    if len(result.history) > 1:
-        deltas[f"δ, round {len(result.history)}"] = result.history[-1].delta
-    plot_delta(deltas, trigger_image, out / "delta.png")
     has_asr = "asr" in before
-    if has_asr:
-        plot_curve(curve, out / "curve.png")
+    rounds = [{**r, **next((h for h in result.history if h["step"] == r["round"]), {})}
+              for r in result.extra.get("rounds", [])]
+    for r in rounds:
+        r.pop("step", None)
     record = {
-        **extra, "interrupted": result.interrupted,
+        **extra, "method": defense.name, "interrupted": bool(result.extra.get("interrupted", False)),
         "before": before, "after": after, "der": der(before, after) if has_asr else None,
+        "failed": failed(before, after) if has_asr else None,
         "seconds": {**seconds, "defense": result.seconds},
-        "rounds": [{"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
-                    "delta_norm": h.delta_norm, "seconds": h.seconds, **h.extra} for h in result.history],
-        "config": result.config.to_dict(), "attack": trigger.spec() if trigger is not None else None,
+        "time_to_effect": result.time_to_effect, "acc_at_effect": result.acc_at_effect,
+        "flagged": result.flagged, "anomaly": result.anomaly,
+        "history": result.history, "rounds": rounds,
+        "details": {k: v for k, v in result.extra.items() if k not in ("rounds", "interrupted")},
+        "config": _config(defense), "attack": trigger.spec() if trigger is not None else None,
         "definitions": DEFINITIONS, "environment": environment(),
     }
     write_json(out / "metrics.json", record)
-    lines = [description, "", f"I-BAU config: `{result.config.to_dict()}`.", ""]
+    pictures = _pictures(result)
+    trigger_image = trigger.apply(torch.zeros(1, *shape))[0] if trigger is not None else None
+    if pictures or trigger_image is not None:
+        plot_delta(pictures, trigger_image, out / "delta.png")
+    points = [{"seconds": 0.0, **before}] + [h for h in result.history if "acc" in h]
     if has_asr:
-        lines += ["| round | ACC % | ASR % | ‖δ‖₂ |", "|---:|---:|---:|---:|"]
-        lines += [f"| {p['round']} | {100 * p['acc']:.2f} | {100 * p['asr']:.2f} | "
-                  + (f"{result.history[p['round'] - 1].delta_norm:.2f}" if p["round"] else "–") + " |" for p in curve]
-        (out / "report.md").write_text(markdown_report(title, before, after, record["seconds"], lines))
+        plot_curve(points, out / "curve.png", f"{defense.name} defense time (s), evaluation excluded")
+    lines = [description, "", f"{defense.name} config: `{_config(defense)}`.", ""]
+    if result.flagged is not None:
+        lines += [f"Flagged classes: {result.flagged or 'none'}; anomaly index per class: "
+                  + ", ".join(f"{k}: {v:.2f}" for k, v in (result.anomaly or {}).items()), ""]
+    if has_asr:
+        tte = result.time_to_effect
+        lines += [f"Time to effect (held-out ASR < 20%): " + (f"{tte:.1f}s, ACC then {100 * result.acc_at_effect:.2f}%."
+                                                              if tte is not None else "never."), ""]
+        lines += ["| checkpoint | defense s | ACC % | ASR % |", "|---|---:|---:|---:|"]
+        lines += [f"| {p.get('step', 'before')} | {p['seconds']:.1f} | {100 * p['acc']:.2f} | {100 * p['asr']:.2f} |"
+                  for p in points]
+        (out / "report.md").write_text(markdown_report(title, defense.title, before, after, record["seconds"], lines))
     else:
         lines += [f"ACC before {100 * before['acc']:.2f}%, after {100 * after['acc']:.2f}%. No trigger is known "
                   "for this model, so ASR and RA are not measured."]
@@ -129,3 +156,55 @@ def trigger_for(card, attack_from: str | Path | None) -> Trigger | None:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"the card's attack entry {spec!r} is not a trigger spec; re-create the model with this version of ibau")
     return make_trigger(**spec)
+
+
+def build_defense(method: str, card, preset: str = "default", seed: int = 0, device: str | None = None,
+                  rounds: int | None = None, batch_size: int | None = None, options: dict | None = None,
+                  data_dir: str | None = None, download: bool = False, log: Callable[[str], None] = print) -> Defense:
+    """The defense ``ibau defend --method`` runs: I-BAU from a preset, a baseline from its config defaults;
+    ``options`` override config fields. A defense that trains on the poisoned set (``dp``) gets it rebuilt
+    from the model card (dataset, attack, ratio, seed) and checked against the recorded indices."""
+    from .defenses import defense_class
+    from .unlearn import IBAUConfig
+    from .utils import resolve_device
+
+    cls = defense_class(method)
+    options = dict(options or {})
+    dev = str(resolve_device(device))
+    if method == "ibau":
+        sizes = {k: v for k, v in {"rounds": rounds, "batch_size": batch_size}.items() if v is not None}
+        return cls(IBAUConfig.preset(preset, seed=seed, device=dev, **{**sizes, **options}))
+    if rounds is not None or preset != "default":
+        raise ValueError(f"--rounds and --preset are I-BAU settings; set {method}'s with --defense-option KEY=VALUE")
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"{method} has no setting {', '.join(unknown)}; its settings are: {', '.join(sorted(fields))}")
+    given = {"seed": seed, "device": dev, **({"batch_size": batch_size} if batch_size is not None else {}), **options}
+    kwargs = {k: v for k, v in given.items() if k in fields}
+    if cls.needs_training_data:
+        train = poisoned_training_set(card, data_dir, download)
+        log(f"{method} trains from scratch on the poisoned training set ({len(train)} images, rebuilt from the card)")
+        return cls(train=train, **kwargs)
+    return cls(**kwargs)
+
+
+def poisoned_training_set(card, data_dir: str | None, download: bool = False) -> ImageSet:
+    """Rebuild the poisoned training set of a model made by ``ibau attack`` from its card."""
+    from .attacks import make_trigger, poison
+    from .data import load_dataset
+
+    meta = card.metadata
+    missing = [k for k in ("dataset", "train_size", "poison_ratio", "seed", "attack", "poisoned_indices") if k not in meta]
+    if missing:
+        raise ValueError(f"the model card lacks {', '.join(missing)}, so its poisoned training set cannot be rebuilt; "
+                         "use a model made by `ibau attack`")
+    train, _ = load_dataset(meta["dataset"], data_dir=data_dir, download=download, train_limit=meta["train_size"])
+    if meta["attack"] is None:
+        return train
+    p = poison(train.images, train.labels, make_trigger(**meta["attack"]), meta["poison_ratio"],
+               num_classes=card.num_classes, seed=meta["seed"])
+    if p.indices.tolist() != list(meta["poisoned_indices"]):
+        raise ValueError("the rebuilt poisoned set does not match the card's poisoned indices; point --data-dir at "
+                         "the data the model was trained on")
+    return ImageSet(p.images, p.labels)

@@ -9,7 +9,8 @@ import torch
 
 from .attacks import BadNets, poison
 from .data import ImageSet, load_digits
-from .defend import defend_with_ibau, write_report
+from .defend import run_defense, write_report
+from .defenses.ibau import IBAU
 from .models import ModelCard, save_model, small_vgg
 from .training import train_classifier
 from .unlearn import IBAUConfig
@@ -60,12 +61,13 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, epochs: int = 12, con
     save_model(model, out / "poisoned.safetensors", _card(model, "poisoned", trigger, seed))
 
     log(f"[2/4] evaluating on {len(held)} held-out digits; [3/4] I-BAU")
-    result, curve = defend_with_ibau(model, clean, held, trigger, NUM_CLASSES, cfg, progress=progress,
-                                     log=lambda m: log("      " + m))
+    defense = IBAU(cfg)
+    result, before, after = run_defense(defense, model, clean, held, trigger, NUM_CLASSES, progress=progress,
+                                        log=lambda m: log("      " + m))
     save_model(result.model, out / "unlearned.safetensors", _card(result.model, "unlearned by I-BAU", trigger, seed))
     description = (f"Seed {seed}; {len(train)} training digits (20% BadNets poison), {len(clean)} clean digits for "
                    f"the defender, {len(held)} held-out digits for every metric.")
-    record = write_report(out, "ibau demo: BadNets on digits", result, curve, trigger, tuple(held.shape),
+    record = write_report(out, "ibau demo: BadNets on digits", defense, result, before, after, trigger, tuple(held.shape),
                           {"train": train_seconds}, description,
                           {"task": f"demo: digits {IMAGE_SIZE}x{IMAGE_SIZE}, BadNets 4x4 -> 8, 20% poison, small VGG",
                            "seed": seed, "device": str(dev), "epochs": epochs,

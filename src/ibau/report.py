@@ -43,17 +43,16 @@ def plot_delta(deltas: dict[str, torch.Tensor], trigger_image: torch.Tensor | No
     return path
 
 
-def plot_curve(points: list[dict[str, float]], path: Path) -> Path:
-    """ACC and ASR (%) after each round; round 0 is the model before the defense."""
-    rounds = [p["round"] for p in points]
+def plot_curve(points: list[dict[str, float]], path: Path, xlabel: str = "defense time (s)") -> Path:
+    """ACC and ASR (%) at each checkpoint against defense time; the first point is the model before."""
+    xs = [p["seconds"] for p in points]
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(rounds, [100 * p["acc"] for p in points], "o-", label="ACC (clean)")
-    ax.plot(rounds, [100 * p["asr"] for p in points], "s-", label="ASR (triggered)")
+    ax.plot(xs, [100 * p["acc"] for p in points], "o-", label="ACC (clean)")
+    ax.plot(xs, [100 * p["asr"] for p in points], "s-", label="ASR (triggered)")
     ax.axhline(20, color="grey", lw=0.8, ls="--", label="ASR fail line (20%)")
-    ax.set_xlabel("I-BAU round")
+    ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("%")
     ax.set_ylim(-3, 103)
-    ax.set_xticks(rounds)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -61,17 +60,17 @@ def plot_curve(points: list[dict[str, float]], path: Path) -> Path:
     return path
 
 
-def markdown_report(title: str, before: dict, after: dict, seconds: dict, extra_lines: list[str]) -> str:
+def markdown_report(title: str, method: str, before: dict, after: dict, seconds: dict, extra_lines: list[str]) -> str:
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
     rows = [
         f"# {title}", "",
         "| model | ACC % | ASR % | RA % | seconds |", "|---|---:|---:|---:|---:|",
         f"| before (poisoned) | {pct(before['acc'])} | {pct(before['asr'])} | {pct(before['ra'])} | {seconds.get('train', 0):.1f} (training) |",
-        f"| after I-BAU | {pct(after['acc'])} | {pct(after['asr'])} | {pct(after['ra'])} | {seconds.get('defense', 0):.1f} (defense) |",
+        f"| after {method} | {pct(after['acc'])} | {pct(after['asr'])} | {pct(after['ra'])} | {seconds.get('defense', 0):.1f} (defense) |",
         "", f"DER {der(before, after):.3f}; the defense "
         + ("**failed** (ASR ≥ 20% or ACC drop > 10 points)." if failed(before, after) else "succeeded by the paper's rule."),
         "", *extra_lines, "", "## Metric definitions", "",
     ]
     rows += [f"- **{k.upper()}**: {v}" for k, v in DEFINITIONS.items()]
-    rows += ["", "![recovered delta](delta.png) ![ACC/ASR per round](curve.png)", ""]
+    rows += ["", "![recovered delta](delta.png) ![ACC/ASR against defense time](curve.png)", ""]
     return "\n".join(rows)

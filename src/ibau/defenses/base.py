@@ -62,6 +62,8 @@ class Defense:
     """Base class. Subclasses set ``name``, ``config_class`` and implement :meth:`_run`."""
 
     name = "defense"
+    #: How reports name the method (defaults to ``name``).
+    label = ""
     config_class: type = object
     #: True when the defense needs the poisoned training set rather than (only) the clean set.
     needs_training_data = False
@@ -113,6 +115,10 @@ class Defense:
             if isinstance(answer, dict):
                 entry.update(answer)
         self._history.append(entry)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))

@@ -21,6 +21,7 @@ class IBAU(Defense):
     """
 
     name = "ibau"
+    label = "I-BAU"
     config_class = IBAUConfig
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
@@ -30,7 +31,8 @@ class IBAU(Defense):
             self.checkpoint(net, record.round)
 
         result = unlearn(model, clean, cfg, callback=on_round, inplace=True, progress=progress)
-        return DefenseResult(model=result.model, triggers={-1: {"delta": result.delta}},
+        deltas = {"delta_round_1": result.history[0].delta} if len(result.history) > 1 else {}
+        return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
                              extra={"interrupted": result.interrupted, "rounds": [
                                  {"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
                                   "delta_norm": h.delta_norm, "seconds": h.seconds} for h in result.history]})
