@@ -102,11 +102,15 @@ class Defense:
         """Seconds since :meth:`run` started, callbacks excluded."""
         return time.perf_counter() - self._start - self._paused
 
-    def checkpoint(self, model: nn.Module, step: Any) -> None:
-        """Report progress to the callback with the clock paused; recorded in the history."""
+    def checkpoint(self, model: nn.Module, step: Any, measure: bool = True) -> None:
+        """Report progress to the callback with the clock paused; recorded in the history.
+
+        ``measure=False`` records the time only: for intermediate models that are not the defense's
+        output (e.g. NAD's teacher), which must not count towards the time to effect.
+        """
         seconds = self.elapsed()
         entry: dict[str, Any] = {"step": step, "seconds": seconds}
-        if self._callback is not None:
+        if self._callback is not None and measure:
             t0 = time.perf_counter()
             was_training = model.training
             answer = self._callback(model, seconds)
