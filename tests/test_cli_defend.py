@@ -74,3 +74,26 @@ def test_cli_refuses_code_running_pickle(tmp_path, capsys):
 def test_cli_dataset_errors(poisoned, capsys, args, match):
     assert _run(["evaluate", "--model", str(poisoned), *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_defend_with_a_baseline_and_dp_model_reloads(tmp_path, capsys):
+    """--method reaches the registry; dp rebuilds the poisoned set from the card and its GroupNorm model reloads."""
+    from ibau.models import load_model
+
+    run = tmp_path / "run"
+    assert _run(["attack", "--dataset", "digits", "--attack", "badnets", "--epochs", "1", "--train-limit", "200",
+                 "--out", str(run), "--no-progress", "--device", "cpu"]) == 0
+    out = tmp_path / "dp"
+    assert _run(["defend", "--model", str(run / "model.safetensors"), "--dataset", "digits", "--clean-size", "400",
+                 "--method", "dp", "--defense-option", "epochs=1", "--out", str(out), "--no-progress"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["method"] == "dp" and record["details"]["epsilon"] > 0 and len(record["history"]) == 1
+    model, card = load_model(out / "model.safetensors")
+    assert card.arch == "dp:small_vgg" and not any("BatchNorm" in type(m).__name__ for m in model.modules())
+    capsys.readouterr()
+    assert _run(["defend", "--model", str(run / "model.safetensors"), "--dataset", "digits", "--clean-size", "400",
+                 "--method", "finetune", "--defense-option", "colour=1", "--out", str(out)]) == 2
+    assert "finetune has no setting colour" in capsys.readouterr().err
+    assert _run(["defend", "--model", str(run / "model.safetensors"), "--dataset", "digits", "--clean-size", "400",
+                 "--method", "finetune", "--rounds", "2", "--out", str(out)]) == 2
+    assert "I-BAU settings" in capsys.readouterr().err

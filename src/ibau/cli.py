@@ -145,6 +145,8 @@ def defend(
     result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=progress,
                                         log=typer.echo)
     card.metadata = {**card.metadata, "defense": method, "defended_from": str(model), "after": after}
+    if defense.arch_prefix and not card.arch.startswith(defense.arch_prefix):
+        card.arch = defense.arch_prefix + card.arch  # e.g. DP-SGD's model has GroupNorm in place of BatchNorm
     save_model(result.model, out / "model.safetensors", card)
     write_report(out, f"ibau defend --method {method}: {Path(model).name} on {dataset}", defense, result, before,
                  after, trigger, tuple(held.shape), {},

@@ -67,6 +67,9 @@ class Defense:
     config_class: type = object
     #: True when the defense needs the poisoned training set rather than (only) the clean set.
     needs_training_data = False
+    #: Prefix of the architecture name of the returned model when it differs from the input's
+    #: (``build_model("dp:small_vgg")`` rebuilds DP-SGD's GroupNorm variant).
+    arch_prefix = ""
 
     def __init__(self, config=None, **overrides):
         if config is None:

@@ -19,7 +19,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(arch: str, **kwargs) -> nn.Module:
-    """Build a registered architecture by name."""
+    """Build a registered architecture by name; ``"dp:NAME"`` is NAME with BatchNorm swapped for
+    GroupNorm, the form DP-SGD trains (``ibau.defenses.dp``)."""
+    if arch.startswith("dp:"):
+        from ..defenses.dp import dp_architecture
+
+        return dp_architecture(build_model(arch[3:], **kwargs)).eval()
     if arch not in MODELS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(sorted(MODELS))}")
     return MODELS[arch](**kwargs)
