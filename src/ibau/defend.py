@@ -43,7 +43,7 @@ def _fmt(m: dict[str, float]) -> str:
     return "  ".join(f"{k.upper()} {100 * m[k]:.1f}%" for k in ("acc", "asr", "ra") if k in m)
 
 
-def _config(defense: Defense) -> dict[str, Any]:
+def defense_config(defense: Defense) -> dict[str, Any]:
     cfg = defense.config
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
 
@@ -81,7 +81,7 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
         "flagged": result.flagged, "anomaly": result.anomaly,
         "history": result.history, "rounds": rounds,
         "details": {k: v for k, v in result.extra.items() if k not in ("rounds", "interrupted")},
-        "config": _config(defense), "attack": trigger.spec() if trigger is not None else None,
+        "config": defense_config(defense), "attack": trigger.spec() if trigger is not None else None,
         "definitions": DEFINITIONS, "environment": environment(),
     }
     write_json(out / "metrics.json", record)
@@ -92,7 +92,7 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
     points = [{"seconds": 0.0, **before}] + [h for h in result.history if "acc" in h]
     if has_asr:
         plot_curve(points, out / "curve.png", f"{defense.name} defense time (s), evaluation excluded")
-    lines = [description, "", f"{defense.name} config: `{_config(defense)}`.", ""]
+    lines = [description, "", f"{defense.name} config: `{defense_config(defense)}`.", ""]
     if result.flagged is not None:
         lines += [f"Flagged classes: {result.flagged or 'none'}; anomaly index per class: "
                   + ", ".join(f"{k}: {v:.2f}" for k, v in (result.anomaly or {}).items()), ""]
