@@ -98,7 +98,7 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
                   + ", ".join(f"{k}: {v:.2f}" for k, v in (result.anomaly or {}).items()), ""]
     if has_asr:
         tte = result.time_to_effect
-        lines += [f"Time to effect (held-out ASR < 20%): " + (f"{tte:.1f}s, ACC then {100 * result.acc_at_effect:.2f}%."
+        lines += ["Time to effect (held-out ASR < 20%): " + (f"{tte:.1f}s, ACC then {100 * result.acc_at_effect:.2f}%."
                                                               if tte is not None else "never."), ""]
         lines += ["| checkpoint | defense s | ACC % | ASR % |", "|---|---:|---:|---:|"]
         lines += [f"| {p.get('step', 'before')} | {p['seconds']:.1f} | {100 * p['acc']:.2f} | {100 * p['asr']:.2f} |"

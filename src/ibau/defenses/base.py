@@ -3,12 +3,14 @@
 A defense is built from a config dataclass (``Defense(config)`` or ``Defense(**overrides)``) and run as
 ``defense.run(model, clean, callback=None) -> DefenseResult``. The base class owns the cross-cutting
 work: it copies the model (the caller's is never modified), resolves the device, keeps the clock, and
+seeds the global RNGs with ``config.seed`` for the run (restoring the caller's after), and
 calls ``callback(model, seconds)`` at the defense's checkpoints (after an epoch, a round, a pruning
 step) with the clock paused, so evaluation never counts as defense time. Pass
 :class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -89,7 +91,8 @@ class Defense:
         self._callback, self._history = callback, []
         self._start, self._paused = time.perf_counter(), 0.0
         net = copy.deepcopy(model).to(self._device)
-        result = self._run(net, clean, progress)
+        with seeded_rng(getattr(self.config, "seed", 0), self._device):
+            result = self._run(net, clean, progress)
         result.seconds = self.elapsed()
         result.history = self._history
         result.model.eval()
@@ -130,6 +133,16 @@ class Defense:
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, device: torch.device):
+    """Run a block with the global RNGs (CPU and ``device``) seeded with ``seed`` and restore them after, so
+    dropout masks depend on the defense's seed only and the caller's random stream is left as it was."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def num_classes_of(model: nn.Module, clean: ImageSet) -> int:

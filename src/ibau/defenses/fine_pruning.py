@@ -8,7 +8,6 @@ The module also holds :func:`conv_sites`, the tracing helper NAD uses to find it
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -44,16 +43,6 @@ class ConvSite:
     feature_name: str
     feature: nn.Module
     shape: tuple[int, ...]  # the feature's C×H×W
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int, device: torch.device):
-    """Run a block with the global RNGs (CPU and ``device``) seeded with ``seed`` and restore them after, so
-    dropout masks depend on the defense's seed only and the caller's random stream is left as it was."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def conv_sites(model: nn.Module, sample: torch.Tensor) -> list[ConvSite]:
@@ -186,10 +175,6 @@ class FinePruning(Defense):
     config_class = FinePruningConfig
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
-        with seeded_rng(self.config.seed, self._device):
-            return self._prune_and_tune(model, clean, progress)
-
-    def _prune_and_tune(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
         c = self.config
         dev = self._device
         n_prune = _resolve(c.prune_size, len(clean))

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..data.arrays import ImageSet
 from ..training import iterate_batches
 from .base import Defense, DefenseResult
-from .fine_pruning import conv_sites, seeded_rng
+from .fine_pruning import conv_sites
 
 _OPTIMIZERS = ("sgd", "adam")
 _DISTANCES = ("mse", "l2")
@@ -185,10 +185,6 @@ class NAD(Defense):
     config_class = NADConfig
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
-        with seeded_rng(self.config.seed, self._device):
-            return self._distil(model, clean, progress)
-
-    def _distil(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
         c = self.config
         layers = list(c.layers) if c.layers is not None else \
             default_layers(model, clean.images[:2].to(self._device), len(c.betas))

@@ -18,7 +18,6 @@ from ..data.arrays import ImageSet
 from ..training import train_classifier
 from ..unlearn.inner import project
 from .base import Defense, DefenseResult
-from .fine_pruning import seeded_rng
 
 
 @dataclass(frozen=True)
@@ -167,10 +166,6 @@ class UAPAdversarialTraining(Defense):
     config_class = UAPATConfig
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
-        with seeded_rng(self.config.seed, self._device):
-            return self._train(model, clean, progress)
-
-    def _train(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
         c = self.config
         dev = self._device
         gen = torch.Generator().manual_seed(c.seed)
