@@ -22,9 +22,11 @@ PAPER = {
     "l0_inv": ((85.36, 100.0), (84.08, 9.54)), "l2_inv": ((85.26, 100.0), (83.48, 7.48)),
     "smooth": ((85.34, 99.24), (83.46, 18.30)), "trojan_sq": ((84.76, 99.66), (83.18, 9.82)),
     "trojan_wm": ((84.92, 99.96), (83.58, 3.42)), "all_to_all": ((86.38, 85.02), (80.34, 10.46)),
+    "all_to_all_24": ((86.38, 85.02), (80.34, 10.46)),
 }
 LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv": "ℓ2 inv", "smooth": "Smooth",
-          "trojan_sq": "Trojan SQ", "trojan_wm": "Trojan WM", "all_to_all": "all-to-all"}
+          "trojan_sq": "Trojan SQ", "trojan_wm": "Trojan WM", "all_to_all": "all-to-all",
+          "all_to_all_24": "all-to-all, 24 epochs"}
 
 
 def collect(runs: Path) -> None:
@@ -34,8 +36,8 @@ def collect(runs: Path) -> None:
         shutil.copy(run / "metrics.json", dest / "attack.json")
         if (run / "ibau" / "metrics.json").exists():
             shutil.copy(run / "ibau" / "metrics.json", dest / "ibau.json")
-    if (runs / "commands.log").exists():
-        shutil.copy(runs / "commands.log", RECORDS / "commands.log")
+    for log in runs.glob("commands*.log"):
+        shutil.copy(log, RECORDS / log.name)
 
 
 def load(name: str, kind: str) -> dict | None:
@@ -60,8 +62,11 @@ def table() -> str:
             continue
         acc, asr = att["test"]["acc"], att["test"].get("asr")
         gap = None if clean_acc is None else 100 * (acc - clean_acc)
-        need_asr = 0.70 if name == "all_to_all" else 0.95
-        ok = [asr is not None and asr >= need_asr, gap is not None and gap >= -3]
+        one_to_one = not name.startswith("all_to_all")
+        # issue 3: one-to-one ASR >= 95% within 3 ACC points of the clean model; all-to-all ASR >= 70%
+        ok = [asr is not None and asr >= (0.95 if one_to_one else 0.70)]
+        if one_to_one:
+            ok.append(gap is not None and gap >= -3)
         cells = [label, f"{pct(acc)} ({gap:+.2f})" if gap is not None else pct(acc), pct(asr)]
         if dfd is not None:
             b, a = dfd["before"], dfd["after"]
