@@ -137,18 +137,17 @@ class DeepInspect(Defense):
         c, dev = self.config, self._device
         num_classes = num_classes_of(model, clean)
         gen = torch.Generator().manual_seed(c.seed)
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(c.seed)  # generator initialisation and patching dropout masks
-            G = TriggerGenerator(c.noise_dim, num_classes, clean.shape, c.hidden).to(dev)
+        # Defense.run has seeded the global RNG: generator initialisation and dropout masks follow c.seed
+        G = TriggerGenerator(c.noise_dim, num_classes, clean.shape, c.hidden).to(dev)
 
-            self._train_generator(model, G, clean, num_classes, gen, progress)
-            magnitudes, success, triggers = self._measure(model, G, clean, num_classes, gen)
-            index = anomaly_index(magnitudes)  # MAD statistic shared with Neural Cleanse
-            flagged = flag_outliers(magnitudes, c.threshold)  # small side only
-            self.checkpoint(model, step="detection")
+        self._train_generator(model, G, clean, num_classes, gen, progress)
+        magnitudes, success, triggers = self._measure(model, G, clean, num_classes, gen)
+        index = anomaly_index(magnitudes)  # MAD statistic shared with Neural Cleanse
+        flagged = flag_outliers(magnitudes, c.threshold)  # small side only
+        self.checkpoint(model, step="detection")
 
-            if flagged and c.patch_epochs > 0:
-                self._patch(model, G, clean, flagged, gen, progress)
+        if flagged and c.patch_epochs > 0:
+            self._patch(model, G, clean, flagged, gen, progress)
         model.eval()
         return DefenseResult(
             model=model, flagged=flagged,

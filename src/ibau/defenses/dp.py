@@ -178,38 +178,36 @@ class DPSGD(Defense):
         num_classes = num_classes_of(model, clean)
         check_labels(train.labels, num_classes=num_classes, name="training labels")
 
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(c.seed)  # re-initialisation and dropout masks
-            net = dp_architecture(model).to(dev)
-            template = copy.deepcopy(net)
-            private, optimizer, loader, engine = make_private(net, train, c, dev)
-            steps = c.epochs * len(loader)
-            bar = tqdm(total=steps, desc="dp-sgd", disable=not progress, leave=False)
-            epsilon, notes = 0.0, set()
-            for epoch in range(c.epochs):
-                private.train()
-                total, count = 0.0, 0
-                for x, y in loader:
-                    x, y = x.to(dev), y.to(dev)
-                    loss = F.cross_entropy(private(x), y)
-                    optimizer.zero_grad(set_to_none=True)
-                    with warnings.catch_warnings():  # the first layer's input needs no gradient: harmless
-                        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                        loss.backward()
-                    optimizer.step()
-                    total += float(loss.detach()) * len(y)
-                    count += len(y)
-                    bar.update(1)
-                # no noise, no privacy: ε is infinite (the accountant would only warn about its alphas)
-                epsilon = math.inf
-                if c.noise_multiplier > 0:
-                    with warnings.catch_warnings(record=True) as caught:  # e.g. σ = 50: "optimal order is the
-                        warnings.simplefilter("always")                # largest alpha" (ε a looser upper bound)
-                        epsilon = float(engine.get_epsilon(c.delta))
-                    notes.update(str(w.message) for w in caught)
-                bar.set_postfix(loss=f"{total / max(count, 1):.3f}", eps=f"{epsilon:.2f}")
-                self.checkpoint(net, step=f"epoch {epoch + 1}")
-            bar.close()
+        net = dp_architecture(model).to(dev)
+        template = copy.deepcopy(net)
+        private, optimizer, loader, engine = make_private(net, train, c, dev)
+        steps = c.epochs * len(loader)
+        bar = tqdm(total=steps, desc="dp-sgd", disable=not progress, leave=False)
+        epsilon, notes = 0.0, set()
+        for epoch in range(c.epochs):
+            private.train()
+            total, count = 0.0, 0
+            for x, y in loader:
+                x, y = x.to(dev), y.to(dev)
+                loss = F.cross_entropy(private(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                with warnings.catch_warnings():  # the first layer's input needs no gradient: harmless
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+                bar.update(1)
+            # no noise, no privacy: ε is infinite (the accountant would only warn about its alphas)
+            epsilon = math.inf
+            if c.noise_multiplier > 0:
+                with warnings.catch_warnings(record=True) as caught:  # e.g. σ = 50: "optimal order is the
+                    warnings.simplefilter("always")                # largest alpha" (ε a looser upper bound)
+                    epsilon = float(engine.get_epsilon(c.delta))
+                notes.update(str(w.message) for w in caught)
+            bar.set_postfix(loss=f"{total / max(count, 1):.3f}", eps=f"{epsilon:.2f}")
+            self.checkpoint(net, step=f"epoch {epoch + 1}")
+        bar.close()
 
         result = template  # a plain module (no Opacus hooks or per-sample attributes) with the trained weights
         result.load_state_dict(net.state_dict())
