@@ -18,7 +18,8 @@ from ibau.metrics import EffectMonitor, evaluate
 
 #: Cheap reverse-engineering for the 2-core test machine: 200 clean digits, batches of 8, a larger Adam
 #: step and a shorter λ patience than the defaults so the masks shrink within a few dozen steps.
-FAST = dict(batch_size=8, lr=0.3, patience=5, detect_images=200, device="cpu", seed=0)
+FAST = dict(batch_size=8, lr=0.3, patience=5, epoch_steps=1, early_stop_patience=None, detect_images=200, device="cpu",
+            seed=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -169,6 +170,19 @@ def test_reverse_engineer_is_seeded_and_leaves_the_model_alone(tiny_task):
     assert not model.training
 
 
+def test_reverse_engineer_epochs_and_early_stop(tiny_task):
+    """The schedule acts once per epoch of ``epoch_steps`` mini-batches; the authors' early stop ends the
+    search once λ went both up and down and the recorded mask stopped shrinking."""
+    model, x, y = tiny_task
+    kw = dict(steps=600, batch_size=16, lr=0.3, epoch_steps=3, patience=2, success_threshold=0.9)
+    stopped = reverse_engineer(model, x, 0, early_stop_patience=4, **kw)
+    assert stopped.reached and stopped.steps_run < 600 and stopped.steps_run % 3 == 0
+    full = reverse_engineer(model, x, 0, early_stop_patience=None, **kw)
+    assert full.steps_run == 600 and full.l1 <= stopped.l1
+    with pytest.raises(ValueError, match="epoch_steps"):
+        reverse_engineer(model, x, 0, steps=5, epoch_steps=0)
+
+
 @pytest.mark.parametrize("cls", [NeuralCleanse, TABOR])
 def test_nothing_flagged_returns_the_model_unchanged(tiny_task, cls):
     model, x, y = tiny_task
@@ -185,7 +199,7 @@ def test_registry_repr_and_doctests():
     assert isinstance(make_defense("neural_cleanse", steps=7), NeuralCleanse)
     assert isinstance(make_defense("tabor", blocking=0.0), TABOR)
     assert (NeuralCleanse().title, TABOR().title) == ("Neural Cleanse", "TABOR")
-    assert repr(NeuralCleanse()).startswith("NeuralCleanse(steps=300, batch_size=32, lr=0.1, init_cost=0.001")
+    assert repr(NeuralCleanse()).startswith("NeuralCleanse(steps=31000, batch_size=32, lr=0.1, init_cost=0.001")
     assert "blocking=0.1, overlaying=0.01)" in repr(TABOR())
     assert doctest.testmod(nc_module).failed == 0
     assert doctest.testmod(tabor_module).failed == 0
@@ -194,6 +208,7 @@ def test_registry_repr_and_doctests():
 @pytest.mark.parametrize("field,value", [
     ("steps", 0), ("batch_size", 0), ("lr", 0.0), ("init_cost", -1.0), ("cost_multiplier", 1.0),
     ("success_threshold", 0.0), ("success_threshold", 1.5), ("patience", 0), ("detect_images", 0),
+    ("epoch_steps", 0), ("early_stop_patience", 0),
     ("anomaly_threshold", 0.0), ("unlearn_fraction", 0.0), ("unlearn_fraction", 1.2), ("unlearn_epochs", 0),
     ("unlearn_lr", -1e-3), ("unlearn_batch_size", 0)])
 def test_config_validation(field, value):

@@ -85,8 +85,8 @@ class TABOR(NeuralCleanse):
     Neural Cleanse's. Checkpoints: ``"detect"``, then ``"unlearn epoch k"``.
 
     Args: every :class:`~ibau.defenses.neural_cleanse.NeuralCleanse` argument with the same default
-    (steps=300, batch_size=32, lr=0.1, init_cost=1e-3, cost_multiplier=1.5, success_threshold=0.99,
-    patience=10, detect_images=None, anomaly_threshold=2.0, unlearn_fraction=0.2, unlearn_epochs=2,
+    (steps=31000, batch_size=32, lr=0.1, init_cost=1e-3, cost_multiplier=2.0, success_threshold=0.99,
+    patience=5, epoch_steps=31, early_stop_patience=25, detect_images=None, anomaly_threshold=2.0, unlearn_fraction=0.2, unlearn_epochs=2,
     unlearn_lr=1e-3, unlearn_batch_size=64, seed=0, device=None), and the weights of TABOR's terms, for
     images in [0, 1] (the adaptive NC weight λ on ‖m‖₁ stays in the objective):
 
@@ -98,8 +98,8 @@ class TABOR(NeuralCleanse):
         overlaying: R4, cross-entropy of the trigger alone m⊙p against the target (default 1e-2).
 
     >>> TABOR(steps=50, blocking=0.05)
-    TABOR(steps=50, batch_size=32, lr=0.1, init_cost=0.001, cost_multiplier=1.5, success_threshold=0.99, \
-patience=10, detect_images=None, anomaly_threshold=2.0, unlearn_fraction=0.2, unlearn_epochs=2, unlearn_lr=0.001, \
+    TABOR(steps=50, batch_size=32, lr=0.1, init_cost=0.001, cost_multiplier=2.0, success_threshold=0.99, \
+patience=5, epoch_steps=31, early_stop_patience=25, detect_images=None, anomaly_threshold=2.0, unlearn_fraction=0.2, unlearn_epochs=2, unlearn_lr=0.001, \
 unlearn_batch_size=64, seed=0, device=None, mask_elastic=0.0001, pattern_elastic=0.0001, mask_smooth=0.001, \
 pattern_smooth=0.0001, blocking=0.05, overlaying=0.01)
     """
