@@ -197,6 +197,48 @@ def presets(name: Optional[str] = typer.Argument(None, help="Show one preset (de
     typer.echo(json.dumps(table, indent=2))
 
 
+@app.command()
+def bench(
+    suite: str = typer.Option(..., help="one_trigger, multi_trigger, poison_ratio, clean_size, efficiency, stability, "
+                                        "norm_bound, or a .json suite file."),
+    preset: str = typer.Option("smoke", help="smoke (digits, minutes), cpu (CIFAR-10 npz, hours on 2 cores) or paper (GPU)."),
+    data_dir: Optional[str] = _data_dir_opt(),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for models/, records/, artifacts/, suites/."),
+    jobs: int = typer.Option(1, help="Independent jobs run at once in separate processes."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    retry_errors: bool = typer.Option(False, help="Run again the jobs whose record is an error."),
+    report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
+) -> None:
+    """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.
+
+    Example: ibau bench --suite one_trigger --preset cpu --data-dir ../shared/data/cifar10.npz --out runs/bench
+    """
+    from .bench import build_report, run_bench
+
+    counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors,
+                       log=typer.echo)
+    typer.echo(f"{counts['ran']} jobs run now, {counts['done']} already done, {counts['errors']} errors")
+    if report:
+        written = build_report(out)
+        typer.echo(f"report: {written['report.html']}")
+
+
+@app.command("report")
+def report_cmd(
+    folder: Path = typer.Argument(..., help="A folder written by `ibau bench`."),
+    dest: Optional[Path] = typer.Option(None, help="Where to write the report (default FOLDER/report)."),
+) -> None:
+    """Build markdown/CSV tables, plots and report.html from a bench folder's stored records only.
+
+    Example: ibau report runs/bench
+    """
+    from .bench import build_report
+
+    written = build_report(folder, dest)
+    for name in sorted(written):
+        typer.echo(str(written[name]))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one-line errors with exit code 2 unless ``--debug``."""
     args = sys.argv[1:] if argv is None else list(argv)

@@ -6,11 +6,12 @@ from typing import Callable
 from torch import nn
 
 from .resnets import densenet121, googlenet, preact_resnet18, resnet18
-from .vgg import Normalize, small_vgg
+from .vgg import Normalize, small_vgg, tiny_vgg
 
 #: Architecture name -> builder taking keyword arguments (num_classes, in_channels, input_size, mean, std).
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_vgg": small_vgg,
+    "tiny_vgg": tiny_vgg,
     "preact_resnet18": preact_resnet18,
     "resnet18": resnet18,
     "googlenet": googlenet,

@@ -38,7 +38,8 @@ def _block(cin: int, cout: int, dropout: float) -> list[nn.Module]:
 
 
 def small_vgg(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
-              mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Sequential:
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+              width: int = 32) -> nn.Sequential:
     """The paper's simplified VGG: three [conv-BN-ELU]x2 + maxpool + dropout blocks (32, 64, 128
     channels; dropout .3/.4/.4), then one linear layer. ≈308k parameters at 32x32 with 10 classes.
 
@@ -47,6 +48,7 @@ def small_vgg(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
         in_channels: image channels (default 3).
         input_size: square input side; must be divisible by 8 (default 32 → flatten 2048).
         mean, std: optional per-channel normalisation applied as the first layer (default none).
+        width: channels of the first block; the others have 2× and 4× (default 32, the paper's).
 
     >>> model = small_vgg(10)
     >>> model(torch.zeros(2, 3, 32, 32)).shape
@@ -61,7 +63,16 @@ def small_vgg(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
         if mean is None or std is None:
             raise ValueError("give both mean and std for normalisation, or neither")
         layers.append(Normalize(mean, std))
-    layers += _block(in_channels, 32, 0.3) + _block(32, 64, 0.4) + _block(64, 128, 0.4)
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    layers += _block(in_channels, width, 0.3) + _block(width, 2 * width, 0.4) + _block(2 * width, 4 * width, 0.4)
     side = input_size // 8
-    layers += [nn.Flatten(), nn.Linear(128 * side * side, num_classes)]
+    layers += [nn.Flatten(), nn.Linear(4 * width * side * side, num_classes)]
     return nn.Sequential(*layers)
+
+
+def tiny_vgg(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Sequential:
+    """:func:`small_vgg` at a quarter of the width (8, 16, 32 channels, ≈1/16 of the compute): the same
+    layer structure for quick checks such as ``ibau bench --preset smoke``; not a model to report."""
+    return small_vgg(num_classes, in_channels, input_size, mean, std, width=8)

@@ -1,0 +1,30 @@
+"""``ibau bench``: the paper's experiments as one resumable grid of jobs, and ``ibau report`` on its records.
+
+>>> from ibau.bench import SUITES, PRESETS, expand
+>>> plan = expand(SUITES["one_trigger"], PRESETS["smoke"])
+>>> len(plan.trains), len(plan.cells), plan.reference is not None
+(8, 72, True)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from .grid import DefendJob, Plan, TrainJob, expand, run_plan
+from .report import build_report
+from .suites import PRESETS, SUITES, Preset, Suite, load_preset, load_suite
+
+__all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJob", "build_report", "expand",
+           "load_preset", "load_suite", "run_bench", "run_plan"]
+
+
+def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Path = "runs/bench",
+              data_dir: str | None = None, device: str | None = None, jobs: int = 1, retry_errors: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, int]:
+    """Expand ``suite`` at ``preset`` and run every unfinished job into ``out`` (see :func:`run_plan`)."""
+    s = suite if isinstance(suite, Suite) else load_suite(suite)
+    p = preset if isinstance(preset, Preset) else load_preset(preset)
+    plan = expand(s, p)
+    log(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
+        f"{len(plan.defends)} defense runs, {len(plan.cells)} table cells -> {out}")
+    return run_plan(plan, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors, log=log)

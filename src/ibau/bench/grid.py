@@ -1,0 +1,317 @@
+"""Expand ``suite × preset`` into jobs with stable ids, and run them resumably.
+
+Two kinds of job: a *train* job makes one poisoned model (shared by every defense, suite and setting that
+uses the same attack, poison ratio and recipe); a *defend* job runs one defense on one model with one clean
+set size, variant and seed. Each finished job writes ``records/<id>.json`` (one fixed-key record); a re-run
+skips jobs whose record exists, and an interrupted training resumes from its last epoch. The suite and
+preset a run used are stored in ``suites/<name>.json``, so ``ibau report`` needs nothing but the folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..report import write_json
+from .suites import Preset, Suite
+
+RECORD_VERSION = 1
+
+
+def _digest(spec: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in ".-" else "_" for ch in text)
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Train one poisoned (or, with attack ``"none"``, clean) model."""
+
+    attack: str
+    all_to_all: bool
+    poison_ratio: float
+    seed: int
+    dataset: str
+    arch: str
+    epochs: int
+    train_limit: int | None
+    batch_size: int
+    trigger_steps: int | None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def id(self) -> str:
+        mode = "-a2a" if self.all_to_all else ""
+        return f"train-{_slug(self.attack)}{mode}-r{self.poison_ratio:g}-s{self.seed}-{_digest(self.spec)}"
+
+    @property
+    def needs_reference(self) -> bool:
+        from ..attacks import ATTACKS, parse_attack
+
+        if self.attack == "none":
+            return False
+        return any(ATTACKS[name].needs_reference for name, _ in parse_attack(self.attack, all_to_all=self.all_to_all))
+
+
+@dataclass(frozen=True)
+class DefendJob:
+    """Run one defense on the model of ``train``."""
+
+    train: TrainJob
+    method: str
+    clean_size: int
+    seed: int
+    options: tuple[tuple[str, Any], ...] = ()
+    ibau_preset: str = "default"
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"train": self.train.id, "method": self.method, "clean_size": self.clean_size, "seed": self.seed,
+                "options": dict(self.options), "ibau_preset": self.ibau_preset}
+
+    @property
+    def id(self) -> str:
+        return f"defend-{self.method}-{self.train.id[len('train-'):]}-c{self.clean_size}-s{self.seed}-{_digest(self.spec)}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a suite's table: which job fills it and where it sits."""
+
+    attack_label: str
+    poison_ratio: float
+    clean_size: int
+    variant: str
+    method: str
+    seed: int
+    job: DefendJob
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    preset: Preset
+    reference: TrainJob | None
+    trains: list[TrainJob]
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def defends(self) -> list[DefendJob]:
+        seen: dict[str, DefendJob] = {}
+        for c in self.cells:
+            seen.setdefault(c.job.id, c.job)
+        return list(seen.values())
+
+
+def _train_job(preset: Preset, attack: str, all_to_all: bool, ratio: float, seed: int = 0) -> TrainJob:
+    return TrainJob(attack, all_to_all, ratio, seed, preset.dataset, preset.arch, preset.epochs, preset.train_limit,
+                    preset.batch_size, preset.trigger_steps)
+
+
+def expand(suite: Suite, preset: Preset) -> Plan:
+    """Every job of ``suite`` at ``preset``, and the table cell each defend job fills.
+
+    Poisoned models are trained with seed 0; the ``seeds`` of a suite vary the defense (its clean set draw,
+    initialisation and batch order), so stability is measured on one model.
+    """
+    ratios = suite.poison_ratios or [preset.poison_ratio]
+    trains: dict[str, TrainJob] = {}
+    cells: list[Cell] = []
+    for entry in suite.attacks:
+        label = entry.get("label", entry["attack"])
+        for ratio in ratios:
+            train = _train_job(preset, entry["attack"], bool(entry.get("all_to_all", False)), ratio)
+            trains.setdefault(train.id, train)
+            for fraction in suite.clean_sizes:
+                clean_size = max(1, round(fraction * preset.clean_size))
+                for variant, per_method in suite.variants.items():
+                    for method in suite.defenses:
+                        if variant and method not in per_method:
+                            continue  # a variant only applies to the defenses it names
+                        options = {**preset.defense_options.get(method, {}), **per_method.get(method, {})}
+                        for seed in range(suite.seeds):
+                            job = DefendJob(train, method, clean_size, seed, tuple(sorted(options.items())),
+                                            preset.ibau_preset)
+                            cells.append(Cell(label, ratio, clean_size, variant, method, seed, job))
+    needs_ref = any(t.needs_reference for t in trains.values())
+    reference = _train_job(preset, "none", False, preset.poison_ratio) if needs_ref else None
+    return Plan(suite, preset, reference, list(trains.values()), cells)
+
+
+# --- running ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Context:
+    out: str
+    data_dir: str | None
+    device: str | None
+    threads: int | None = None
+
+
+def model_dir(ctx: Context, job: TrainJob) -> Path:
+    return Path(ctx.out) / "models" / job.id
+
+
+def record_path(out: str | Path, job_id: str) -> Path:
+    return Path(out) / "records" / f"{job_id}.json"
+
+
+def _base_record(job_id: str, kind: str) -> dict[str, Any]:
+    from ..metrics import DEFINITIONS
+    from ..utils import environment
+
+    return {"id": job_id, "kind": kind, "record_version": RECORD_VERSION, "status": "ok", "error": None,
+            "definitions": DEFINITIONS, "environment": environment()}
+
+
+def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[str, Any]:
+    from ..attack import train_poisoned
+
+    _threads(ctx)
+    record = {**_base_record(job.id, "train"), "spec": job.spec}
+    t0 = time.perf_counter()
+    try:
+        ref = model_dir(ctx, reference) / "model.safetensors" if reference is not None and job.needs_reference else None
+        result = train_poisoned(job.dataset, job.attack, model_dir(ctx, job), data_dir=ctx.data_dir,
+                                poison_ratio=job.poison_ratio, epochs=job.epochs, arch=job.arch,
+                                train_limit=job.train_limit, batch_size=job.batch_size, seed=job.seed,
+                                device=ctx.device, resume=True, progress=False, all_to_all=job.all_to_all,
+                                reference_model=ref, trigger_steps=job.trigger_steps, log=lambda s: None)
+        record.update(test=result["test"], train_size=result["train_size"])
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    record["seconds"] = time.perf_counter() - t0
+    write_json(record_path(ctx.out, job.id), record)
+    return record
+
+
+def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
+    import torch
+
+    from ..defend import _pictures, build_defense, defense_config, load_for_dataset, run_defense, trigger_for
+    from ..metrics import der, failed
+    from ..report import plot_delta
+
+    _threads(ctx)
+    record = {**_base_record(job.id, "defend"), "spec": job.spec, "method": job.method, "train_id": job.train.id,
+              "attack": job.train.attack, "all_to_all": job.train.all_to_all, "poison_ratio": job.train.poison_ratio,
+              "clean_size": job.clean_size, "seed": job.seed, "options": dict(job.options)}
+    t0 = time.perf_counter()
+    try:
+        path = model_dir(ctx, job.train) / "model.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(f"the poisoned model {path} is missing (its training job failed?)")
+        net, card, clean, held = load_for_dataset(path, job.train.dataset, ctx.data_dir, False, job.clean_size, job.seed)
+        trigger = trigger_for(card, None)
+        defense = build_defense(job.method, card, preset=job.ibau_preset if job.method == "ibau" else "default",
+                                seed=job.seed, device=ctx.device, options=dict(job.options), data_dir=ctx.data_dir,
+                                log=lambda s: None)
+        result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False,
+                                            log=lambda s: None)
+        record.update(before=before, after=after, der=der(before, after), failed=failed(before, after),
+                      defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
+                      acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
+                      anomaly=result.anomaly, config=defense_config(defense))
+        pictures = _pictures(result)
+        if pictures and trigger is not None:
+            art = Path(ctx.out) / "artifacts" / f"{job.id}.png"
+            art.parent.mkdir(parents=True, exist_ok=True)
+            plot_delta(pictures, trigger.apply(torch.zeros(1, *card.input_shape))[0], art)
+            record["delta_png"] = str(art.relative_to(ctx.out))
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    record["seconds"] = time.perf_counter() - t0
+    write_json(record_path(ctx.out, job.id), record)
+    return record
+
+
+def _threads(ctx: Context) -> None:
+    if ctx.threads:
+        import torch
+
+        torch.set_num_threads(ctx.threads)
+
+
+def save_manifest(out: Path, plan: Plan) -> Path:
+    """The suite and preset of this run, so the report is built from the folder alone."""
+    data = {"suite": dataclasses.asdict(plan.suite), "preset": dataclasses.asdict(plan.preset),
+            "reference": plan.reference.id if plan.reference else None,
+            "cells": [{"attack_label": c.attack_label, "poison_ratio": c.poison_ratio, "clean_size": c.clean_size,
+                       "variant": c.variant, "method": c.method, "seed": c.seed, "job": c.job.id,
+                       "train": c.job.train.id} for c in plan.cells]}
+    return write_json(out / "suites" / f"{plan.suite.name}.json", data)
+
+
+def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: str | None = None, jobs: int = 1,
+             retry_errors: bool = False, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Run every unfinished job of ``plan`` (trainings first, then defenses), ``jobs`` at a time.
+
+    Returns counts: ``{"done": already finished, "ran": run now, "errors": failed now or before}``.
+    """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if plan.preset.needs_data_dir and data_dir is None:
+        raise ValueError(f"preset {plan.preset.name!r} uses dataset {plan.preset.dataset!r}, which needs --data-dir")
+    out = Path(out)
+    save_manifest(out, plan)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    ctx = Context(str(out), data_dir, device, threads)
+    counts = {"done": 0, "ran": 0, "errors": 0}
+    phases: list[list[tuple[str, Callable, tuple]]] = []
+    if plan.reference is not None:
+        phases.append([(plan.reference.id, run_train, (plan.reference, None, ctx))])
+    phases.append([(t.id, run_train, (t, plan.reference, ctx)) for t in plan.trains])
+    phases.append([(d.id, run_defend, (d, ctx)) for d in plan.defends])
+    total = sum(len(p) for p in phases)
+    index = 0
+    for phase in phases:
+        todo = []
+        for job_id, fn, args in phase:
+            path = record_path(out, job_id)
+            if path.exists():
+                status = json.loads(path.read_text()).get("status")
+                if status == "ok" or not retry_errors:
+                    counts["done"] += 1
+                    counts["errors"] += status != "ok"
+                    index += 1
+                    continue
+            todo.append((job_id, fn, args))
+        for job_id, record in _execute(todo, jobs):
+            index += 1
+            counts["ran"] += 1
+            counts["errors"] += record["status"] != "ok"
+            log(f"[{index}/{total}] {job_id}: {_summary(record)}")
+    return counts
+
+
+def _execute(todo: list[tuple[str, Callable, tuple]], jobs: int):
+    if jobs == 1 or len(todo) <= 1:
+        for job_id, fn, args in todo:
+            yield job_id, fn(*args)
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *args): job_id for job_id, fn, args in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _summary(record: dict[str, Any]) -> str:
+    if record["status"] != "ok":
+        return f"ERROR {record['error']}"
+    m = record.get("after") or record.get("test") or {}
+    parts = [f"{k.upper()} {100 * m[k]:.1f}%" for k in ("acc", "asr") if k in m]
+    return " ".join(parts) + f" ({record['seconds']:.0f}s)"

@@ -1,0 +1,195 @@
+"""The paper's experiments as data: suites (what is compared) and presets (at what scale).
+
+A :class:`Suite` names attacks, defenses and the settings it varies; a :class:`Preset` says which dataset,
+training recipe, clean-set size and defense settings to use. ``suite × preset`` expands into jobs
+(:mod:`ibau.bench.grid`). Users add their own suites as JSON (or YAML, with PyYAML installed) files with
+the same fields as :class:`Suite`::
+
+    {"name": "mine", "title": "BadNets vs two defenses", "attacks": [{"attack": "badnets"}],
+     "defenses": ["ibau", "neural_cleanse"], "poison_ratios": [0.2, 0.05]}
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Every defense of :mod:`ibau.defenses`, in the paper's order.
+ALL_DEFENSES = ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad", "dp", "uap_at", "finetune"]
+
+#: The one-to-one attacks of SPEC §2 plus all-to-all; ``label`` is the table row.
+ONE_TRIGGER_ATTACKS = [
+    {"attack": "badnets", "label": "BadNets"}, {"attack": "blend", "label": "Blend"},
+    {"attack": "l0_inv", "label": "ℓ0 inv"}, {"attack": "l2_inv", "label": "ℓ2 inv"},
+    {"attack": "smooth", "label": "Smooth"}, {"attack": "trojan_sq", "label": "Trojan SQ"},
+    {"attack": "trojan_wm", "label": "Trojan WM"},
+    {"attack": "badnets", "all_to_all": True, "label": "all-to-all"},
+]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One experiment grid.
+
+    Attributes:
+        name, title: identifier and table heading.
+        attacks: ``{"attack": "--attack text", "all_to_all": bool, "label": str}`` entries.
+        defenses: defense names (:data:`ibau.defenses.DEFENSES`).
+        poison_ratios: poisoned fractions of the training set (default the preset's).
+        clean_sizes: defender's clean set sizes as multiples of the preset's clean size
+            (the paper's 5,000/2,500/500/100 are 1, 0.5, 0.1, 0.02).
+        variants: ``{label: {defense: {option: value}}}``: extra settings, one column group each
+            (e.g. I-BAU's norm bound); ``{"": {}}`` means none.
+        seeds: how many seeds each cell is run with (seed 0, 1, ...).
+        metric: how a cell is shown: ``"acc_asr"``, ``"per_trigger"`` (multi-trigger ASR per trigger)
+            or ``"time_to_effect"``.
+        paper: the paper's table this suite reproduces (a key of :data:`ibau.bench.paper.PAPER`), or "".
+    """
+
+    name: str
+    title: str
+    attacks: list[dict[str, Any]]
+    defenses: list[str]
+    poison_ratios: list[float] | None = None
+    clean_sizes: list[float] = field(default_factory=lambda: [1.0])
+    variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {"": {}})
+    seeds: int = 1
+    metric: str = "acc_asr"
+    paper: str = ""
+
+    def __post_init__(self):
+        from ..attacks import parse_attack
+        from ..defenses import DEFENSES
+
+        if not self.attacks or not self.defenses:
+            raise ValueError(f"suite {self.name!r} needs at least one attack and one defense")
+        for a in self.attacks:
+            if "attack" not in a:
+                raise ValueError(f"suite {self.name!r}: each attack entry needs an 'attack' key, got {a}")
+            if a["attack"] != "none":
+                parse_attack(a["attack"], all_to_all=bool(a.get("all_to_all", False)))
+        unknown = [d for d in self.defenses if d not in DEFENSES]
+        if unknown:
+            raise ValueError(f"suite {self.name!r}: unknown defense(s) {', '.join(unknown)}; choose from {', '.join(DEFENSES)}")
+        if self.metric not in ("acc_asr", "per_trigger", "time_to_effect"):
+            raise ValueError(f"suite {self.name!r}: metric must be acc_asr, per_trigger or time_to_effect, got {self.metric!r}")
+        if self.seeds < 1 or not self.clean_sizes or any(s <= 0 for s in self.clean_sizes):
+            raise ValueError(f"suite {self.name!r}: seeds must be >= 1 and clean sizes > 0")
+        if self.poison_ratios is not None and not all(0 < r < 1 for r in self.poison_ratios):
+            raise ValueError(f"suite {self.name!r}: poison ratios must be in (0, 1), got {self.poison_ratios}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Suite":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"suite file has unknown field(s) {', '.join(unknown)}; fields are {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The scale a suite runs at.
+
+    Attributes:
+        name: ``smoke``, ``cpu`` or ``paper`` (or a user's).
+        dataset: a name of :data:`ibau.data.DATASETS`; ``data_dir`` comes from the command line.
+        arch: model architecture. epochs, train_limit, batch_size: training recipe of the poisoned models.
+        poison_ratio: default poisoned fraction. clean_size: defender's clean images (from the test split).
+        trigger_steps: optimisation steps of generated triggers (None: each trigger's default).
+        ibau_preset: the :class:`~ibau.unlearn.IBAUConfig` preset I-BAU runs with.
+        defense_options: ``{defense: {option: value}}`` applied to every job of that defense.
+        needs_data_dir: whether ``--data-dir`` is required.
+    """
+
+    name: str
+    dataset: str
+    arch: str = "small_vgg"
+    epochs: int = 50
+    train_limit: int | None = None
+    batch_size: int = 128
+    poison_ratio: float = 0.2
+    clean_size: int = 5000
+    trigger_steps: int | None = None
+    ibau_preset: str = "default"
+    defense_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    needs_data_dir: bool = True
+
+
+#: Cheap settings for every defense on the embedded digits (seconds per job on 2 cores).
+_SMOKE_DEFENSES = {
+    "ibau": {"rounds": 2, "batch_size": 50},
+    "neural_cleanse": {"steps": 20, "epoch_steps": 1, "patience": 5, "early_stop_patience": None,
+                       "batch_size": 16, "lr": 0.3, "detect_images": 100, "unlearn_epochs": 1},
+    "tabor": {"steps": 20, "epoch_steps": 1, "patience": 5, "early_stop_patience": None,
+              "batch_size": 16, "lr": 0.3, "detect_images": 100, "unlearn_epochs": 1},
+    "deepinspect": {"steps": 20, "num_samples": 16, "patch_epochs": 1},
+    "fine_pruning": {"prune_size": 0.4, "step": 8, "epochs": 2},
+    "nad": {"teacher_epochs": 1, "student_epochs": 2},
+    "dp": {"epochs": 1, "noise_multiplier": 1.5},
+    "uap_at": {"rounds": 2, "max_passes": 1, "deepfool_steps": 3},
+    "finetune": {"epochs": 2},
+}
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("smoke", "digits", arch="tiny_vgg", epochs=5, train_limit=600, batch_size=64, clean_size=200, trigger_steps=20,
+           defense_options=_SMOKE_DEFENSES, needs_data_dir=False),
+    # The CPU recipe of `ibau attack --preset cpu` (docs/results.md). Neural Cleanse/TABOR use the light
+    # search (one λ decision per step): the authors' budget is ~25 min per model on 2 cores.
+    Preset("cpu", "npz", epochs=12, train_limit=20000, defense_options={
+        "neural_cleanse": {"steps": 300, "epoch_steps": 1, "patience": 10, "early_stop_patience": None,
+                           "cost_multiplier": 1.5},
+        "tabor": {"steps": 300, "epoch_steps": 1, "patience": 10, "early_stop_patience": None, "cost_multiplier": 1.5},
+        "dp": {"noise_multiplier": 50.0, "epochs": 5},
+    }),
+    Preset("paper", "cifar10", epochs=50, defense_options={"dp": {"noise_multiplier": 50.0}}),
+)}
+
+SUITES: dict[str, Suite] = {s.name: s for s in (
+    Suite("one_trigger", "One trigger, one target (Tables 1/2)", ONE_TRIGGER_ATTACKS, ALL_DEFENSES, paper="table1"),
+    Suite("multi_trigger", "Seven triggers, seven targets (Table 3)", [{"attack": "multi7", "label": "7 triggers"}],
+          ALL_DEFENSES, metric="per_trigger", paper="table3"),
+    Suite("poison_ratio", "Poison ratio, Trojan WM (Table 4)", [{"attack": "trojan_wm", "label": "Trojan WM"}],
+          ["ibau", "neural_cleanse", "fine_pruning", "nad"], poison_ratios=[0.2, 0.05, 0.005], paper="table4"),
+    Suite("clean_size", "Clean set size, Trojan WM (Table 5)", [{"attack": "trojan_wm", "label": "Trojan WM"}],
+          ["ibau", "neural_cleanse", "fine_pruning", "nad"], clean_sizes=[1.0, 0.5, 0.1, 0.02], paper="table5"),
+    Suite("efficiency", "Seconds to effect, BadNets (Table 6)", [{"attack": "badnets", "label": "BadNets"}],
+          ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad"], metric="time_to_effect",
+          paper="table6"),
+    Suite("stability", "I-BAU vs UAP adversarial training over seeds (Fig. 1)",
+          [{"attack": "badnets", "label": "BadNets"}], ["ibau", "uap_at"], seeds=3),
+    Suite("norm_bound", "I-BAU's norm bound Cδ (Fig. 2)", [{"attack": "trojan_wm", "label": "Trojan WM"}], ["ibau"],
+          variants={f"Cδ={b}": {"ibau": {"norm_bound": b}} for b in (0.5, 5.0, 10.0, 20.0)}
+          | {"Cδ=none": {"ibau": {"norm": "none"}}}),
+)}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """A built-in suite by name, or a suite file (.json, or .yaml/.yml with PyYAML installed)."""
+    if name_or_path in SUITES:
+        return SUITES[name_or_path]
+    path = Path(name_or_path)
+    if not path.exists():
+        raise ValueError(f"unknown suite {name_or_path!r}; choose one of {', '.join(SUITES)} or give a .json suite file")
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path.name} is YAML but PyYAML is not installed; `pip install pyyaml` or write it as JSON") from None
+        data = yaml.safe_load(path.read_text())
+    else:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path.name} is not valid JSON ({e}); fix the file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path.name} must hold one object with the suite's fields")
+    return Suite.from_dict(data)
+
+
+def load_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown bench preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]

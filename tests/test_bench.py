@@ -1,0 +1,146 @@
+"""`ibau bench` / `ibau report`: the grid's expansion, stable ids, resumption after a kill, the smoke run."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ibau.bench import PRESETS, SUITES, Suite, build_report, expand, load_suite, run_bench
+from ibau.bench.grid import record_path
+from ibau.cli import main
+from ibau.defenses import DEFENSES
+
+
+def test_builtin_suites_expand_with_shared_models():
+    smoke = PRESETS["smoke"]
+    plans = {name: expand(s, smoke) for name, s in SUITES.items()}
+    one = plans["one_trigger"]
+    assert len(one.trains) == 8 and len(one.cells) == 8 * len(DEFENSES) and one.reference is not None
+    assert {c.method for c in one.cells} == set(DEFENSES)
+    # BadNets at 20% is one model for every suite that uses it: trained once, shared by all defenses.
+    badnets = {t.id for p in plans.values() for t in p.trains if t.attack == "badnets" and not t.all_to_all}
+    assert len(badnets) == 1
+    assert [c.clean_size for c in plans["clean_size"].cells if c.method == "ibau"] == [200, 100, 20, 4]
+    assert sorted({t.poison_ratio for t in plans["poison_ratio"].trains}) == [0.005, 0.05, 0.2]
+    assert {c.seed for c in plans["stability"].cells} == {0, 1, 2}
+    bounds = {c.variant: dict(c.job.options) for c in plans["norm_bound"].cells}
+    assert bounds["Cδ=0.5"]["norm_bound"] == 0.5 and bounds["Cδ=none"]["norm"] == "none"
+
+
+def test_job_ids_are_stable_and_change_with_the_recipe():
+    suite, smoke = SUITES["efficiency"], PRESETS["smoke"]
+    a, b = expand(suite, smoke), expand(suite, smoke)
+    assert [c.job.id for c in a.cells] == [c.job.id for c in b.cells]
+    longer = expand(suite, dataclasses.replace(smoke, epochs=smoke.epochs + 1))
+    assert a.trains[0].id != longer.trains[0].id and a.trains[0].id.startswith("train-badnets-r0.2-s0-")
+    other = expand(suite, dataclasses.replace(smoke, defense_options={"ibau": {"rounds": 9}}))
+    ibau = [c.job.id for p in (a, other) for c in p.cells if c.method == "ibau"]
+    assert ibau[0] != ibau[1]
+
+
+def test_suite_files_and_bad_suites(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "title": "mine", "attacks": [{"attack": "badnets"}],
+                                "defenses": ["ibau", "finetune"], "poison_ratios": [0.2, 0.1]}))
+    suite = load_suite(str(path))
+    assert len(expand(suite, PRESETS["smoke"]).cells) == 4
+    path.write_text(json.dumps({"name": "x", "title": "x", "attacks": [{"attack": "badnets"}], "defenses": ["ibau"],
+                                "colour": "red"}))
+    with pytest.raises(ValueError, match="unknown field.*colour"):
+        load_suite(str(path))
+    with pytest.raises(ValueError, match="unknown defense"):
+        Suite("x", "x", [{"attack": "badnets"}], ["nope"])
+    with pytest.raises(ValueError, match="unknown attack|attack"):
+        Suite("x", "x", [{"attack": "nope"}], ["ibau"])
+    with pytest.raises(ValueError, match="unknown suite"):
+        load_suite("no_such_suite")
+    with pytest.raises(ValueError, match="needs --data-dir"):
+        run_bench("efficiency", "cpu", tmp_path / "out")
+
+
+def _cli(*args: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 0
+
+
+def _records(out: Path) -> dict[str, float]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
+
+
+def test_a_killed_run_resumes_without_redoing_finished_jobs(tmp_path):
+    suite = tmp_path / "small.json"
+    suite.write_text(json.dumps({"name": "small", "title": "small", "attacks": [{"attack": "badnets"}],
+                                 "defenses": ["finetune", "ibau", "fine_pruning", "nad"]}))
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-c", "from ibau.cli import main; main()", "bench", "--suite", str(suite),
+           "--preset", "smoke", "--out", str(out), "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:  # kill it as soon as the model and at least one defense are recorded
+        while len(_records(out) if (out / "records").exists() else {}) < 2:
+            assert proc.poll() is None, "the bench finished or crashed before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _records(out)
+    assert 2 <= len(before) < 5  # killed mid-way: model + some but not all four defenses
+    counts = run_bench(str(suite), "smoke", out, jobs=2, log=lambda s: None)  # the rest in 2 processes
+    after = _records(out)
+    assert counts["done"] == len(before) and counts["ran"] == 5 - len(before) and counts["errors"] == 0
+    assert all(after[name] == mtime for name, mtime in before.items())  # finished jobs were not redone
+    assert len(after) == 5
+
+
+@pytest.fixture(scope="module")
+def smoke_one_trigger(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    _cli("bench", "--suite", "one_trigger", "--preset", "smoke", "--out", str(out), "--device", "cpu")
+    return out
+
+
+def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
+    out = smoke_one_trigger
+    report = out / "report"
+    for name in ("one_trigger.md", "one_trigger.csv", "one_trigger_curves.png", "report.html"):
+        assert (report / name).stat().st_size > 0, name
+    plan = expand(SUITES["one_trigger"], PRESETS["smoke"])
+    records = [json.loads(record_path(out, c.job.id).read_text()) for c in plan.cells]
+    errors = {r["id"]: r["error"] for r in records if r["status"] != "ok"}
+    assert not errors
+    md = (report / "one_trigger.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    header, rows = lines[0], lines[1:]
+    assert all(m in header for m in DEFENSES) and "paper" not in header  # digits: no CIFAR numbers beside
+    labels = [a["label"] for a in SUITES["one_trigger"].attacks]
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == labels
+    for row in rows:  # label, no defense, one cell per defense, each "ACC / ASR"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 2 + len(DEFENSES)
+        assert all(" / " in c and "pending" not in c and "error" not in c for c in cells[1:]), row
+    with (report / "one_trigger.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(plan.cells) and all(r["status"] == "ok" for r in table)
+    after = {(r["attack_label"], r["method"]): float(r["after_asr"]) for r in table}
+    before = {r["attack_label"]: float(r["before_asr"]) for r in table}
+    assert before["BadNets"] > 0.5 and after[("BadNets", "ibau")] < before["BadNets"]
+    html = (report / "report.html").read_text()
+    assert html.count("<img src='data:image/png;base64,") >= 2 and "<table>" in html
+
+
+def test_report_is_rebuilt_from_records_alone(smoke_one_trigger, tmp_path):
+    dest = tmp_path / "again"
+    _cli("report", str(smoke_one_trigger), "--dest", str(dest))
+    assert (dest / "one_trigger.md").read_text() == (smoke_one_trigger / "report" / "one_trigger.md").read_text()
+    with pytest.raises(ValueError, match="no bench run"):
+        build_report(tmp_path / "empty")
