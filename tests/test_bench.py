@@ -64,6 +64,8 @@ def test_suite_files_and_bad_suites(tmp_path):
         load_suite("no_such_suite")
     with pytest.raises(ValueError, match="needs --data-dir"):
         run_bench("efficiency", "cpu", tmp_path / "out")
+    with pytest.raises(ValueError, match="has no defense dp"):
+        run_bench("efficiency", "smoke", tmp_path / "out", defenses=["ibau", "dp"])
 
 
 def _cli(*args: str) -> None:

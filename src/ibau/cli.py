@@ -207,6 +207,7 @@ def bench(
     jobs: int = typer.Option(1, help="Independent jobs run at once in separate processes."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     retry_errors: bool = typer.Option(False, help="Run again the jobs whose record is an error."),
+    defenses: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all)."),
     report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
 ) -> None:
     """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.
@@ -215,8 +216,9 @@ def bench(
     """
     from .bench import build_report, run_bench
 
+    subset = [d.strip() for d in defenses.split(",") if d.strip()] if defenses else None
     counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors,
-                       log=typer.echo)
+                       defenses=subset, log=typer.echo)
     typer.echo(f"{counts['ran']} jobs run now, {counts['done']} already done, {counts['errors']} errors")
     if report:
         written = build_report(out)

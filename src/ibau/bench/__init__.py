@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -20,10 +21,19 @@ __all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJo
 
 def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Path = "runs/bench",
               data_dir: str | None = None, device: str | None = None, jobs: int = 1, retry_errors: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, int]:
-    """Expand ``suite`` at ``preset`` and run every unfinished job into ``out`` (see :func:`run_plan`)."""
+              defenses: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Expand ``suite`` at ``preset`` and run every unfinished job into ``out`` (see :func:`run_plan`).
+
+    ``defenses`` keeps only those columns of the suite (the jobs are the same as in a full run, so a later
+    full run reuses them).
+    """
     s = suite if isinstance(suite, Suite) else load_suite(suite)
     p = preset if isinstance(preset, Preset) else load_preset(preset)
+    if defenses:
+        missing = [d for d in defenses if d not in s.defenses]
+        if missing:
+            raise ValueError(f"suite {s.name} has no defense {', '.join(missing)}; its defenses are {', '.join(s.defenses)}")
+        s = dataclasses.replace(s, defenses=[d for d in s.defenses if d in defenses])
     plan = expand(s, p)
     log(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
         f"{len(plan.defends)} defense runs, {len(plan.cells)} table cells -> {out}")
