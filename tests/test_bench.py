@@ -146,3 +146,20 @@ def test_report_is_rebuilt_from_records_alone(smoke_one_trigger, tmp_path):
     assert (dest / "one_trigger.md").read_text() == (smoke_one_trigger / "report" / "one_trigger.md").read_text()
     with pytest.raises(ValueError, match="no bench run"):
         build_report(tmp_path / "empty")
+
+
+def test_paper_rule_for_comparable_or_better():
+    from ibau.bench.report import compare_with_best
+
+    def cell(acc_before, acc, asr):
+        return {"record": {"status": "ok", "num_classes": 10, "before": {"acc": acc_before, "asr": 0.99},
+                           "after": {"acc": acc, "asr": asr}}}
+
+    rows = {"ibau": [cell(0.85, 0.835, 0.12)], "nad": [cell(0.85, 0.84, 0.09)], "dp": [cell(0.85, 0.30, 0.0)]}
+    # ACC 0.5 below, ASR 3 above NAD; dp loses 55 ACC points so it is not the best
+    assert compare_with_best(rows).startswith("comparable or better (best: nad 84.00 / 9.00)")
+    rows["nad"] = [cell(0.85, 0.84, 0.05)]  # ASR gap 7 points, and 12% is above chance (10%)
+    assert compare_with_best(rows).startswith("**worse**")
+    rows["ibau"] = [cell(0.85, 0.80, 0.08)]  # ACC 4 points lower but ASR at chance: comparable by the rule
+    assert compare_with_best(rows).startswith("comparable or better")
+    assert compare_with_best({"ibau": rows["ibau"], "dp": rows["dp"]}).startswith("better")

@@ -220,7 +220,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
                                 log=lambda s: None)
         result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False,
                                             log=lambda s: None)
-        record.update(before=before, after=after, der=der(before, after), failed=failed(before, after),
+        record.update(num_classes=card.num_classes, before=before, after=after, der=der(before, after), failed=failed(before, after),
                       defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
                       acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
                       anomaly=result.anomaly, config=defense_config(defense))

@@ -115,6 +115,9 @@ def acc_asr_table(run: dict) -> Table:
         headers += ["paper: no defense", "paper: I-BAU", "paper: best baseline"]
     elif cifar and suite.get("paper") in ("table4", "table5"):
         headers += ["paper: I-BAU"]
+    judge = "ibau" in methods and len(methods) > 1
+    if judge:
+        headers.append("I-BAU vs best baseline")
     table = Table(f"{suite['title']} — ACC / ASR % on held-out test images, preset {preset['name']}", headers)
     for label, by_method in _groups(cells, keys).items():
         any_cells = [c for cs in by_method.values() for c in cs]
@@ -131,10 +134,40 @@ def acc_asr_table(run: dict) -> Table:
         elif cifar and suite.get("paper") == "table5":
             frac = any_cells[0]["clean_size"] / preset["clean_size"]
             row += [_pair(paper.TABLE5.get(round(frac, 3)))]
+        if judge:
+            row.append(compare_with_best(by_method))
         table.rows.append(row)
     table.notes.append("✗: the defense failed (ASR ≥ 20% or ACC dropped more than 10 points), the paper's rule. "
                        "Cells with several seeds show mean±std.")
+    if judge:
+        table.notes.append("I-BAU vs best baseline (the paper's rule): the best baseline is the one with the lowest ASR "
+                           "among those that keep ACC within 10 points; I-BAU is comparable or better if its ACC is "
+                           "less than 1 point below and its ASR less than 4 points above that baseline's, or if its "
+                           "ASR is at or below the chance rate (1/classes).")
     return table
+
+
+def compare_with_best(by_method: dict[str, list[dict]]) -> str:
+    """The paper's verdict for one row: is I-BAU comparable or better than the best baseline?"""
+    mean = lambda recs, k: statistics.mean(r["after"][k] for r in recs)  # noqa: E731
+    ibau = _ok(by_method.get("ibau", []))
+    if not ibau or "asr" not in ibau[0]["after"]:
+        return "–"
+    acc, asr = mean(ibau, "acc"), mean(ibau, "asr")
+    num_classes = ibau[0].get("num_classes", 10)
+    candidates = []
+    for method, cells in by_method.items():
+        recs = _ok(cells)
+        if method == "ibau" or not recs:
+            continue
+        if statistics.mean(r["before"]["acc"] - r["after"]["acc"] for r in recs) <= 0.10:
+            candidates.append((mean(recs, "asr"), -mean(recs, "acc"), method))
+    if not candidates:
+        return "better (every baseline loses > 10 ACC points)"
+    b_asr, neg_acc, name = min(candidates)
+    b_acc = -neg_acc
+    ok = (b_acc - acc < 0.01 and asr - b_asr < 0.04) or asr <= 1 / num_classes
+    return f"{'comparable or better' if ok else '**worse**'} (best: {name} {100 * b_acc:.2f} / {100 * b_asr:.2f})"
 
 
 def _pair(p) -> str:
