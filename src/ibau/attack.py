@@ -106,10 +106,11 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         if trigger is not None:
             save_trigger(trigger, (c, h, w), out)
     if trigger is None:
-        images, labels, indices, owner = train.images, train.labels, [], []
+        images, labels, indices, owner, noise = train.images, train.labels, [], [], []
     else:
         p = poison(train.images, train.labels, trigger, poison_ratio, num_classes=num_classes, seed=seed)
         images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
+        noise = p.noise_indices.tolist()
     mean, std = channel_stats(train.images)
     model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
     state = None
@@ -145,6 +146,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     card = ModelCard(arch, num_classes, [c, h, w], {"mean": mean, "std": std}, metadata={
         "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
         "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
+        "noise_indices": noise or None,
         "dataset": dataset, "train_size": len(train), "epochs": epochs, "seed": seed, "test": metrics,
         "definitions": DEFINITIONS, "environment": environment(),
     })

@@ -11,12 +11,14 @@ from .blend import Blend
 from .invisible import L0Invisible, L2Invisible
 from .multi import PAPER_SEVEN, MultiTrigger
 from .poison import PoisonedSet, poison
+from .semantic import SemanticReplacement
 from .smooth import Smooth
 from .trojan import TrojanSquare, TrojanWatermark
+from .wanet import WaNet
 
 #: Attack name -> single-trigger class. The CLI and the benchmark grid enumerate this.
 ATTACKS: dict[str, type[Trigger]] = {cls.name: cls for cls in (
-    BadNets, Blend, L0Invisible, L2Invisible, Smooth, TrojanSquare, TrojanWatermark)}
+    BadNets, Blend, L0Invisible, L2Invisible, Smooth, TrojanSquare, TrojanWatermark, SemanticReplacement, WaNet)}
 
 
 def make_trigger(name: str, **kwargs) -> Trigger:
@@ -107,5 +109,5 @@ def _known(name: str) -> None:
 
 
 __all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "L0Invisible", "L2Invisible", "MultiTrigger",
-           "PAPER_SEVEN", "PerturbationTrigger", "PoisonedSet", "Smooth", "Trigger", "TrojanSquare",
-           "TrojanWatermark", "build_attack", "make_trigger", "parse_attack", "parse_options", "poison"]
+           "PAPER_SEVEN", "PerturbationTrigger", "PoisonedSet", "SemanticReplacement", "Smooth", "Trigger",
+           "TrojanSquare", "TrojanWatermark", "WaNet", "build_attack", "make_trigger", "parse_attack", "parse_options", "poison"]

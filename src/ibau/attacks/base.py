@@ -18,6 +18,9 @@ class Trigger:
 
     name = "trigger"
     needs_reference = False
+    #: Whether the trigger is a pattern blended or added through a mask (:meth:`pattern`/:meth:`mask`
+    #: exist); warps, replacements and generated per-image triggers are not.
+    additive = False
 
     def __init__(self, target: int | None = 0, all_to_all: bool = False):
         if not all_to_all and (target is None or target < 0):
@@ -43,6 +46,13 @@ class Trigger:
         """Build the trigger; optimised triggers use ``model`` (a reference classifier) and ``images``
         (reference images, N×C×H×W); the others ignore them."""
         return cls(**kwargs)
+
+    def noise(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """Images that poisoning adds with their *true* labels (WaNet's noise mode); None: no such images.
+        ``cross_ratio`` of them per poisoned image."""
+        return None
+
+    cross_ratio = 0.0
 
     def components(self) -> list["Trigger"]:
         """The single triggers this one is made of (itself; a multi-trigger lists its parts)."""
@@ -79,6 +89,8 @@ class Trigger:
 class AdditiveTrigger(Trigger):
     """A trigger that blends a fixed pattern through a fixed mask: ``x' = (1 - m)·x + m·p``."""
 
+    additive = True
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"triggers stamp batches shaped N×C×H×W; got shape {tuple(x.shape)}")
@@ -94,6 +106,8 @@ class PerturbationTrigger(Trigger):
     Subclasses implement :meth:`perturbation`; :meth:`pattern` is the perturbation itself and
     :meth:`mask` its support (where it is non-zero).
     """
+
+    additive = True
 
     def perturbation(self, shape: tuple[int, int, int]) -> torch.Tensor:
         """The signed additive perturbation (C×H×W)."""

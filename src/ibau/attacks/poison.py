@@ -11,12 +11,14 @@ from .base import Trigger
 @dataclass
 class PoisonedSet:
     """A poisoned copy of a training set. ``indices`` are the rows that were stamped and relabelled;
-    ``component[i]`` says which of ``trigger.components()`` stamped ``indices[i]``."""
+    ``component[i]`` says which of ``trigger.components()`` stamped ``indices[i]``; ``noise_indices`` are
+    the rows changed by a trigger's noise mode (:meth:`Trigger.noise`) that kept their true labels."""
 
     images: torch.Tensor
     labels: torch.Tensor
     indices: torch.Tensor
     component: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+    noise_indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
 
 def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: float,
@@ -25,7 +27,8 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: 
 
     The inputs are left untouched. ``ratio`` is a fraction of the whole training set (the paper's 20% is
     0.2). A multi-trigger attack splits it evenly between its triggers, on disjoint images, each drawn
-    from the classes other than that trigger's target.
+    from the classes other than that trigger's target. A trigger with a noise mode (WaNet) then changes
+    ``cross_ratio`` × its count of further images, drawn from any class, keeping their labels.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"poison ratio must be in [0, 1], got {ratio}")
@@ -47,5 +50,19 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: 
             y[chosen] = part.target_labels(labels[chosen], num_classes)
         chosen_all.append(chosen)
         owner.append(torch.full((count,), k, dtype=torch.int64))
+    noise_all = []
+    for part, chosen in zip(parts, chosen_all):
+        extra = int(round(part.cross_ratio * len(chosen)))
+        if extra == 0:  # triggers without a noise mode have cross_ratio 0
+            continue
+        free = torch.nonzero(~taken).flatten()
+        if extra > len(free):
+            raise ValueError(f"{part.name}'s noise mode needs {extra} more images but only {len(free)} are left; "
+                             "lower the poison ratio or cross_ratio")
+        picked = free[torch.randperm(len(free), generator=gen)[:extra]].sort().values
+        taken[picked] = True
+        x[picked] = part.noise(images[picked], gen)
+        noise_all.append(picked)
     indices, order = torch.cat(chosen_all).sort()
-    return PoisonedSet(x, y, indices, torch.cat(owner)[order])
+    noise = torch.cat(noise_all).sort().values if noise_all else torch.empty(0, dtype=torch.int64)
+    return PoisonedSet(x, y, indices, torch.cat(owner)[order], noise)

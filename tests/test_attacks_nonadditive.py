@@ -1,0 +1,76 @@
+"""Non-additive attacks (issue 6): WaNet's warp and noise mode, semantic replacement."""
+import pytest
+import torch
+from PIL import Image
+
+from ibau.attacks import SemanticReplacement, WaNet, make_trigger, poison
+from ibau.data import load_dataset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, _ = load_dataset("digits")
+    return train.subset(torch.arange(300))
+
+
+def _displacement(t: WaNet, size: int = 32) -> torch.Tensor:
+    line = torch.linspace(-1, 1, size)
+    rows, cols = torch.meshgrid(line, line, indexing="ij")
+    return t.grid(size)[0] - torch.stack((cols, rows), dim=2)
+
+
+def test_wanet_field_is_smooth_bounded_and_seeded():
+    t = WaNet(k=4, s=0.5, seed=3)
+    d = _displacement(t)
+    control = t.control_grid()
+    assert abs(float(control.abs().mean()) - 1) < 1e-6
+    # bounded: the offsets are s·(control)/H, and bicubic upsampling overshoots its knots only a little
+    assert 0 < float(d.abs().max()) <= 1.3 * 0.5 * float(control.abs().max()) / 32
+    # smooth: neighbouring offsets differ far less than independent offsets of the same size would
+    tv = (d[1:] - d[:-1]).abs().mean() + (d[:, 1:] - d[:, :-1]).abs().mean()
+    shuffled = d.reshape(-1, 2)[torch.randperm(32 * 32, generator=torch.Generator().manual_seed(0))].reshape(d.shape)
+    tv_random = (shuffled[1:] - shuffled[:-1]).abs().mean() + (shuffled[:, 1:] - shuffled[:, :-1]).abs().mean()
+    assert tv < 0.2 * tv_random
+    assert torch.equal(t.grid(32), WaNet(k=4, s=0.5, seed=3).grid(32))
+    assert not torch.equal(t.grid(32), WaNet(k=4, s=0.5, seed=4).grid(32))
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(WaNet(s=0.0).apply(x), x, atol=1e-5)  # no strength, no warp
+    with pytest.raises(ValueError, match="square"):
+        t.apply(torch.rand(1, 3, 32, 16))
+    with pytest.raises(ValueError, match="k"):
+        WaNet(k=1)
+
+
+def test_wanet_noise_mode_keeps_true_labels(digits):
+    t = WaNet(k=4, s=0.5, cross_ratio=2.0, target=0)
+    p = poison(digits.images, digits.labels, t, 0.1, num_classes=10, seed=0)
+    assert len(p.indices) == 30 and len(p.noise_indices) == 60
+    assert not set(p.indices.tolist()) & set(p.noise_indices.tolist())
+    assert torch.equal(p.labels[p.noise_indices], digits.labels[p.noise_indices])  # noise mode: labels kept
+    assert bool((p.labels[p.indices] == 0).all())
+    assert torch.allclose(p.images[p.indices], t.apply(digits.images[p.indices]))
+    warped = t.apply(digits.images[p.noise_indices])
+    assert not torch.allclose(p.images[p.noise_indices], warped, atol=1e-3)  # fresh random offsets on top
+    assert not torch.equal(p.images[p.noise_indices], digits.images[p.noise_indices])
+    untouched = torch.ones(len(digits), dtype=torch.bool)
+    untouched[p.indices] = untouched[p.noise_indices] = False
+    assert torch.equal(p.images[untouched], digits.images[untouched])
+    off = poison(digits.images, digits.labels, WaNet(cross_ratio=0.0), 0.1, num_classes=10, seed=0)
+    assert len(off.noise_indices) == 0
+
+
+def test_semantic_replacement_replaces_the_whole_image(digits, tmp_path):
+    t = SemanticReplacement(target=0, seed=1)
+    img = t.replacement((3, 32, 32))
+    assert img.shape == (3, 32, 32) and 0 <= float(img.min()) and float(img.max()) <= 1 and float(img.std()) > 0.05
+    assert torch.equal(img, SemanticReplacement(seed=1).replacement((3, 32, 32)))
+    assert not torch.equal(img, SemanticReplacement(seed=2).replacement((3, 32, 32)))
+    p = poison(digits.images, digits.labels, t, 0.2, num_classes=10, seed=0)
+    assert bool((p.images[p.indices] == img).all()) and bool((p.labels[p.indices] == 0).all())
+    Image.new("RGB", (12, 20), (0, 255, 0)).save(tmp_path / "green.png")
+    user = make_trigger("sr", image=str(tmp_path / "green.png"), target=3)
+    out = user.apply(digits.images[:2])
+    assert out.shape == (2, 3, 32, 32) and float(out[:, 1].min()) == 1.0 and float(out[:, 0].max()) == 0.0
+    assert make_trigger(**user.spec()).source == str(tmp_path / "green.png")
+    with pytest.raises(ValueError, match="does not exist"):
+        SemanticReplacement(image=tmp_path / "nope.png")
