@@ -74,3 +74,30 @@ def test_semantic_replacement_replaces_the_whole_image(digits, tmp_path):
     assert make_trigger(**user.spec()).source == str(tmp_path / "green.png")
     with pytest.raises(ValueError, match="does not exist"):
         SemanticReplacement(image=tmp_path / "nope.png")
+
+
+def test_iab_triggers_differ_across_inputs_and_train_with_the_model(digits, tmp_path):
+    from ibau.attack import train_poisoned
+    from ibau.attacks import InputAware
+    from ibau.attacks.io import load_trigger
+    from ibau.metrics import evaluate
+
+    x = digits.images[:8]
+    t = InputAware(seed=0, mask_epochs=1)
+    a, b = t.apply(x[:1]), t.apply(x[1:2])
+    assert not torch.allclose(a - x[:1], b - x[1:2], atol=1e-3)  # a per-input trigger, not one pattern
+    record = train_poisoned("digits", "iab", tmp_path, poison_ratio=0.1, epochs=3, arch="tiny_vgg", train_limit=400,
+                            batch_size=32, progress=False, trigger_options={"mask_epochs": 1}, log=lambda s: None)
+    trained = load_trigger(tmp_path / "trigger.json")
+    assert trained.spec() == make_trigger(**trained.spec()).spec()
+    t0 = InputAware(seed=0, mask_epochs=1)
+    assert not torch.equal(trained.apply(x), t0.apply(x))  # the networks were trained
+    m = trained.mask_of(x)
+    assert float(m.mean()) < 0.2  # the mask network learnt to stay small (density target 0.032)
+    masks = m.flatten(1)
+    assert float((masks[0] - masks[1]).abs().max()) > 1e-3  # masks differ across inputs
+    cross = trained.stamp(x[:4], source=x[4:8])
+    assert cross.shape == x[:4].shape and not torch.allclose(cross, trained.apply(x[:4]))
+    assert record["test"]["asr"] >= 0.0 and "acc" in record["test"]
+    with pytest.raises(ValueError, match="N×3×H×W"):
+        trained.apply(torch.rand(1, 1, 8, 8))

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from .attacks import ATTACKS, build_attack, parse_attack, poison
+from .attacks import ATTACKS, build_attack, make_trigger, parse_attack, poison
 from .attacks.base import Trigger
 from .attacks.io import load_trigger, save_trigger
 from .data import ImageSet, load_dataset
@@ -105,7 +105,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
                                   options=trigger_options, log=log)
         if trigger is not None:
             save_trigger(trigger, (c, h, w), out)
-    if trigger is None:
+    if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
         images, labels, indices, owner, noise = train.images, train.labels, [], [], []
     else:
         p = poison(train.images, train.labels, trigger, poison_ratio, num_classes=num_classes, seed=seed)
@@ -118,6 +118,8 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own file, still never unpickled
         model.load_state_dict(saved["model"])
         state = saved["train"]
+        if "trigger" in saved:  # a trigger trained with the model continues from the same epoch
+            trigger = make_trigger(**saved["trigger"])
         log(f"resuming from epoch {state['epoch']} of {epochs}")
     elif resume:
         log(f"no checkpoint in {out}; starting from scratch")
@@ -125,7 +127,8 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     t0 = time.perf_counter()
 
     def on_epoch(epoch: int, loss: float, train_state: dict) -> None:
-        torch.save({"model": model.state_dict(), "train": train_state}, ckpt.with_suffix(".tmp"))
+        extra = {"trigger": trigger.spec()} if trigger is not None and trigger.trains_with_model else {}
+        torch.save({"model": model.state_dict(), "train": train_state, **extra}, ckpt.with_suffix(".tmp"))
         ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a checkpoint
         line = f"epoch {epoch + 1}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)"
         log_file.write(line + "\n")
@@ -134,9 +137,20 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
     log(f"training {arch} on {len(train)} {dataset} images, {what}")
     try:
-        train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                         device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
-                         desc=f"train ({trigger.name if trigger is not None else 'clean'})")
+        if trigger is not None and trigger.trains_with_model:
+            if state is not None and state["epoch"] > 0:
+                log("an input-aware trigger resumes with its networks from the checkpoint; the mask network is not re-trained")
+                trigger.mask_epochs = 0
+            trigger.fit(model, images, labels, num_classes, poison_ratio=poison_ratio,
+                        epochs=epochs - (state["epoch"] if state else 0), lr=lr, batch_size=batch_size,
+                        seed=seed + (state["epoch"] if state else 0), device=dev, progress=progress,
+                        on_epoch=lambda e, loss, st: on_epoch(e + (state["epoch"] if state else 0), loss,
+                                                              {"epoch": e + 1 + (state["epoch"] if state else 0)}))
+            save_trigger(trigger, (c, h, w), out)  # the trained networks
+        else:
+            train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                             device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
+                             desc=f"train ({trigger.name if trigger is not None else 'clean'})")
     finally:
         log_file.close()
     metrics = evaluate(model, test.images, test.labels, trigger, num_classes)

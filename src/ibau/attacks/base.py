@@ -21,6 +21,9 @@ class Trigger:
     #: Whether the trigger is a pattern blended or added through a mask (:meth:`pattern`/:meth:`mask`
     #: exist); warps, replacements and generated per-image triggers are not.
     additive = False
+    #: Whether the trigger is itself trained together with the poisoned model (input-aware attacks):
+    #: then ``ibau attack`` calls its ``fit`` instead of poisoning a fixed dataset.
+    trains_with_model = False
 
     def __init__(self, target: int | None = 0, all_to_all: bool = False):
         if not all_to_all and (target is None or target < 0):
