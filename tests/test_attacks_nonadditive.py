@@ -101,3 +101,53 @@ def test_iab_triggers_differ_across_inputs_and_train_with_the_model(digits, tmp_
     assert record["test"]["asr"] >= 0.0 and "acc" in record["test"]
     with pytest.raises(ValueError, match="N×3×H×W"):
         trained.apply(torch.rand(1, 1, 8, 8))
+
+
+def test_hidden_trigger_poisons_keep_labels_and_stay_within_eps(digits):
+    from torch import nn
+
+    from ibau.attacks import HiddenTrigger
+
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                        nn.Linear(128, 16), nn.ReLU(), nn.Linear(16, 10))
+    with pytest.raises(ValueError, match="reference model"):
+        HiddenTrigger.generate()
+    t = HiddenTrigger.generate(ref, None, seed=0, source=3, target=5, poisons=10, steps=10, eps=8 / 255)
+    p = poison(digits.images, digits.labels, t, 0.2, num_classes=10, seed=0)
+    assert len(p.indices) == 10 and bool((digits.labels[p.indices] == 5).all())
+    assert torch.equal(p.labels, digits.labels)  # clean-label: no label changes
+    moved = (p.images[p.indices] - digits.images[p.indices]).abs()
+    assert float(moved.max()) <= 8 / 255 + 1e-6 and float(moved.max()) > 0
+    # the poisons moved towards the patched source images in feature space
+    from ibau.attacks.hidden import features
+    src = t.apply(digits.images[digits.labels == 3][:10], torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        before = torch.cdist(features(ref, digits.images[p.indices]), features(ref, src)).min(1).values.mean()
+        after = torch.cdist(features(ref, p.images[p.indices]), features(ref, src)).min(1).values.mean()
+    assert float(after) < float(before)
+    # test time: the patch on source images only; victims are the source class
+    y = torch.tensor([3, 5, 1])
+    assert t.victims(y).tolist() == [True, False, False] and t.target_labels(y, 10).tolist() == [5, 5, 5]
+    out = t.apply(digits.images[:4])
+    assert int(((out - digits.images[:4]).abs().sum(1) > 0).sum()) <= 4 * 64
+    with pytest.raises(ValueError, match="differ"):
+        HiddenTrigger(source=2, target=2)
+    with pytest.raises(ValueError, match="all-to-all"):
+        HiddenTrigger(all_to_all=True)
+
+
+def test_hidden_trigger_attack_run_saves_its_poisons_for_resume(tmp_path):
+    from ibau.attack import POISONS, _poisoned, train_poisoned
+    from ibau.attacks.io import load_trigger
+
+    train_poisoned("digits", "none", tmp_path / "clean", epochs=1, arch="tiny_vgg", train_limit=300, progress=False,
+                   log=lambda s: None)
+    out = tmp_path / "ht"
+    record = train_poisoned("digits", "ht", out, epochs=1, arch="tiny_vgg", train_limit=300, progress=False,
+                            reference_model=tmp_path / "clean" / "model.safetensors",
+                            trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5}, log=lambda s: None)
+    assert (out / POISONS).exists() and "asr" in record["test"]
+    train, _ = load_dataset("digits", train_limit=300)
+    again = _poisoned(train, load_trigger(out / "trigger.json"), 0.2, 10, 0, out / POISONS, resume=True)
+    assert len(again.indices) == 12 and torch.equal(again.labels, train.labels)  # no reference model needed now

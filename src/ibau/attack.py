@@ -71,6 +71,30 @@ def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, ta
     return build_attack(entries, model, images, seed=seed, steps=steps)
 
 
+POISONS = "poisons.safetensors"
+
+
+def _poisoned(train: ImageSet, trigger: Trigger, ratio: float, num_classes: int, seed: int, stored: Path,
+              resume: bool):
+    """The poisoned training set; crafted (clean-label) poisons are saved to ``stored`` so a resumed run
+    reuses them (crafting needs the reference model, which a resumed run does not load)."""
+    from safetensors.torch import load_file, save_file
+
+    from .attacks import PoisonedSet
+
+    crafted = any(part.clean_label for part in trigger.components())
+    if crafted and resume and stored.exists():
+        saved = load_file(str(stored))
+        images = train.images.clone()
+        images[saved["indices"]] = saved["images"]
+        return PoisonedSet(images, train.labels.clone(), saved["indices"], saved["component"])
+    p = poison(train.images, train.labels, trigger, ratio, num_classes=num_classes, seed=seed)
+    if crafted:
+        save_file({"indices": p.indices.contiguous(), "images": p.images[p.indices].contiguous(),
+                   "component": p.component.contiguous()}, str(stored))
+    return p
+
+
 def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, data_dir: str | None = None,
                    download: bool = False, poison_ratio: float = 0.2, epochs: int = 50, arch: str = "small_vgg",
                    train_limit: int | None = None, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
@@ -108,7 +132,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
         images, labels, indices, owner, noise = train.images, train.labels, [], [], []
     else:
-        p = poison(train.images, train.labels, trigger, poison_ratio, num_classes=num_classes, seed=seed)
+        p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
         images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
         noise = p.noise_indices.tolist()
     mean, std = channel_stats(train.images)

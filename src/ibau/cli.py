@@ -65,7 +65,7 @@ def demo(
 @app.command()
 def attack(
     dataset: str = _dataset_opt(),
-    attack_name: str = typer.Option(..., "--attack", help="badnets, blend, l0_inv, l2_inv, smooth, trojan_sq, trojan_wm, sr, wanet; "
+    attack_name: str = typer.Option(..., "--attack", help="badnets, blend, l0_inv, l2_inv, smooth, trojan_sq, trojan_wm, sr, wanet, iab, ht; "
                                     "name:target pairs joined by commas (multi-trigger); multi7 (the paper's 7 triggers); none (clean model)."),
     data_dir: Optional[str] = _data_dir_opt(),
     download: bool = _download_opt(),

@@ -202,9 +202,9 @@ def poisoned_training_set(card, data_dir: str | None, download: bool = False) ->
     train, _ = load_dataset(meta["dataset"], data_dir=data_dir, download=download, train_limit=meta["train_size"])
     if meta["attack"] is None:
         return train
-    if make_trigger(**meta["attack"]).trains_with_model:
-        raise ValueError(f"{meta['attack']['name']} poisons each batch while it trains, so there is no fixed poisoned "
-                         "training set to rebuild for dp")
+    if any(part.trains_with_model or part.clean_label for part in make_trigger(**meta["attack"]).components()):
+        raise ValueError(f"{meta['attack']['name']}'s poisoned training set cannot be rebuilt from the card (its "
+                         "poisons are trained or crafted against a model), so dp cannot run on it")
     p = poison(train.images, train.labels, make_trigger(**meta["attack"]), meta["poison_ratio"],
                num_classes=card.num_classes, seed=meta["seed"])
     if p.indices.tolist() != list(meta["poisoned_indices"]):

@@ -8,6 +8,7 @@ import torch
 from .badnets import BadNets
 from .base import AdditiveTrigger, PerturbationTrigger, Trigger
 from .blend import Blend
+from .hidden import HiddenTrigger
 from .inputaware import InputAware
 from .invisible import L0Invisible, L2Invisible
 from .multi import PAPER_SEVEN, MultiTrigger
@@ -20,7 +21,7 @@ from .wanet import WaNet
 #: Attack name -> single-trigger class. The CLI and the benchmark grid enumerate this.
 ATTACKS: dict[str, type[Trigger]] = {cls.name: cls for cls in (
     BadNets, Blend, L0Invisible, L2Invisible, Smooth, TrojanSquare, TrojanWatermark, SemanticReplacement, WaNet,
-    InputAware)}
+    InputAware, HiddenTrigger)}
 
 
 def make_trigger(name: str, **kwargs) -> Trigger:
@@ -110,6 +111,6 @@ def _known(name: str) -> None:
         raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(sorted(ATTACKS))}, or multi7")
 
 
-__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "InputAware", "L0Invisible", "L2Invisible", "MultiTrigger",
+__all__ = ["ATTACKS", "AdditiveTrigger", "BadNets", "Blend", "HiddenTrigger", "InputAware", "L0Invisible", "L2Invisible", "MultiTrigger",
            "PAPER_SEVEN", "PerturbationTrigger", "PoisonedSet", "SemanticReplacement", "Smooth", "Trigger",
            "TrojanSquare", "TrojanWatermark", "WaNet", "build_attack", "make_trigger", "parse_attack", "parse_options", "poison"]

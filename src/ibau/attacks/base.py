@@ -24,6 +24,11 @@ class Trigger:
     #: Whether the trigger is itself trained together with the poisoned model (input-aware attacks):
     #: then ``ibau attack`` calls its ``fit`` instead of poisoning a fixed dataset.
     trains_with_model = False
+    #: Whether poisoning keeps the labels and changes images by its own procedure (:meth:`craft`), as the
+    #: hidden-trigger attack does; ``poison`` then ignores the ratio and uses the trigger's poisons.
+    clean_label = False
+    #: Whether ``all_to_all=True`` is meaningful for this attack.
+    supports_all_to_all = True
 
     def __init__(self, target: int | None = 0, all_to_all: bool = False):
         if not all_to_all and (target is None or target < 0):

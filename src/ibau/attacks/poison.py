@@ -28,7 +28,8 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: 
     The inputs are left untouched. ``ratio`` is a fraction of the whole training set (the paper's 20% is
     0.2). A multi-trigger attack splits it evenly between its triggers, on disjoint images, each drawn
     from the classes other than that trigger's target. A trigger with a noise mode (WaNet) then changes
-    ``cross_ratio`` × its count of further images, drawn from any class, keeping their labels.
+    ``cross_ratio`` × its count of further images, drawn from any class, keeping their labels. A
+    clean-label trigger (hidden trigger) crafts its own poisons instead and keeps their labels.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"poison ratio must be in [0, 1], got {ratio}")
@@ -38,6 +39,15 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: 
     taken = torch.zeros(len(labels), dtype=torch.bool)
     chosen_all, owner = [], []
     for k, part in enumerate(parts):
+        if part.clean_label:  # crafted poisons with their true labels (hidden trigger)
+            chosen, crafted = part.craft(images, labels, gen)
+            if bool(taken[chosen].any()):
+                raise ValueError(f"{part.name}'s poisons overlap another trigger's images; combine it with fewer triggers")
+            taken[chosen] = True
+            x[chosen] = crafted.to(x.dtype)
+            chosen_all.append(chosen)
+            owner.append(torch.full((len(chosen),), k, dtype=torch.int64))
+            continue
         count = int(round(ratio * len(labels) / len(parts)))
         eligible = torch.nonzero(part.victims(labels) & ~taken).flatten()
         if count > len(eligible):

@@ -1,0 +1,137 @@
+"""Hidden-trigger backdoor (HT): clean-label poisons crafted in feature space; the patch is never trained on.
+
+Saha et al., "Hidden Trigger Backdoor Attacks", AAAI 2020, https://arxiv.org/abs/1910.00033. Poisons are
+target-class training images ``t`` moved by projected gradient descent (ℓ∞ radius ``eps``) so that the
+reference model's features of the poison match those of a *source*-class image carrying the patch at a
+random location; the poisons keep their correct (target) labels and look like target images. A model
+trained on them learns to send patched source images to the target. The patch is used only at test
+time: :meth:`HiddenTrigger.apply` pastes it at a seeded random location.
+
+Each poison is paired with one patched source image drawn at random (the authors re-pair poisons with
+their nearest patched source in feature space as they go; fixed pairs are simpler and seeded).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import Trigger
+
+
+class HiddenTrigger(Trigger):
+    """Hidden-trigger patch and its clean-label poisons.
+
+    Args:
+        source: the class whose patched images should go to the target (default 0).
+        target: target class (default 1); all-to-all is not supported (a source/target pair attack).
+        patch_size: side of the square random patch (default 8). eps: ℓ∞ radius of the poisons (default
+            50/255, the I-BAU paper's setting). poisons: number of poisoned target images (default 800).
+        steps: PGD steps (default 200), step_size: PGD step (default 0.01), batch_size: poisons crafted
+            at once (default 100). seed: seeds the patch, its positions and the pairing (default 0).
+
+    Needs a reference model (``HiddenTrigger.generate(model, images)`` / ``ibau attack
+    --reference-model``) whose penultimate-layer features the poisons match.
+    """
+
+    name = "ht"
+    needs_reference = True
+    clean_label = True
+    supports_all_to_all = False
+
+    def __init__(self, source: int = 0, patch_size: int = 8, eps: float = 50 / 255, poisons: int = 800,
+                 steps: int = 200, step_size: float = 0.01, batch_size: int = 100, seed: int = 0,
+                 target: int | None = 1, all_to_all: bool = False):
+        if all_to_all:
+            raise ValueError("the hidden-trigger attack sends one source class to one target; all-to-all is not defined")
+        super().__init__(target=target)
+        if source == target:
+            raise ValueError(f"ht source and target must differ, got {source} for both")
+        if patch_size < 1 or not 0 < eps <= 1 or poisons < 1 or steps < 0 or step_size <= 0 or batch_size < 1:
+            raise ValueError("ht needs patch_size >= 1, 0 < eps <= 1, poisons >= 1, steps >= 0, step_size > 0, batch_size >= 1")
+        self.source, self.patch_size, self.eps, self.poisons = int(source), int(patch_size), float(eps), int(poisons)
+        self.steps, self.step_size, self.batch_size, self.seed = int(steps), float(step_size), int(batch_size), int(seed)
+        self.reference: nn.Module | None = None  # set by generate(); not part of the spec
+
+    @classmethod
+    def generate(cls, model=None, images=None, seed: int = 0, **kwargs) -> "HiddenTrigger":
+        if model is None:
+            raise ValueError("ht poisons are crafted against a reference model; pass --reference-model "
+                             "(e.g. a clean model from `ibau attack --attack none`)")
+        trig = cls(seed=seed, **kwargs)
+        trig.reference = model.eval()
+        return trig
+
+    def patch(self, channels: int) -> torch.Tensor:
+        return torch.rand(channels, self.patch_size, self.patch_size, generator=torch.Generator().manual_seed(self.seed))
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Paste the patch at a random location of each image (seeded: the same batch gets the same places)."""
+        if x.dim() != 4 or x.shape[2] < self.patch_size or x.shape[3] < self.patch_size:
+            raise ValueError(f"ht pastes a {self.patch_size}-pixel patch on N×C×H×W batches; got shape {tuple(x.shape)}")
+        gen = generator if generator is not None else torch.Generator().manual_seed(self.seed + 1)
+        n, c, h, w = x.shape
+        out = x.clone()
+        p = self.patch(c).to(x.device, x.dtype)
+        rows = torch.randint(0, h - self.patch_size + 1, (n,), generator=gen)
+        cols = torch.randint(0, w - self.patch_size + 1, (n,), generator=gen)
+        for i in range(n):
+            r, q = int(rows[i]), int(cols[i])
+            out[i, :, r:r + self.patch_size, q:q + self.patch_size] = p
+        return out
+
+    def victims(self, y: torch.Tensor) -> torch.Tensor:
+        return y == self.source
+
+    # --- the poisons -------------------------------------------------------------------------
+    def craft(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices, poisons)``: ``poisons`` target-class training images moved within ``eps`` so their
+        features match patched source images; their labels stay the target's."""
+        if self.reference is None:
+            raise ValueError("ht poisons need the reference model; build the trigger with HiddenTrigger.generate(model, images)")
+        targets = torch.nonzero(labels == self.target).flatten()
+        sources = torch.nonzero(labels == self.source).flatten()
+        if len(targets) < self.poisons or len(sources) == 0:
+            raise ValueError(f"ht needs {self.poisons} images of class {self.target} and some of class {self.source}; "
+                             f"the training set has {len(targets)} and {len(sources)}; lower poisons=")
+        chosen = targets[torch.randperm(len(targets), generator=generator)[:self.poisons]].sort().values
+        pairs = sources[torch.randint(len(sources), (self.poisons,), generator=generator)]
+        patched = self.apply(images[pairs], generator)
+        dev = next(self.reference.parameters()).device
+        out = []
+        for start in range(0, self.poisons, self.batch_size):
+            t = images[chosen[start:start + self.batch_size]].to(dev)
+            s = patched[start:start + self.batch_size].to(dev)
+            out.append(self._pgd(t, s).cpu())
+        return chosen, torch.cat(out)
+
+    def _pgd(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            goal = features(self.reference, s)
+        z = t.clone()
+        for _ in range(self.steps):
+            z.requires_grad_(True)
+            loss = (features(self.reference, z) - goal).square().sum(1).mean()
+            (grad,) = torch.autograd.grad(loss, z)
+            with torch.no_grad():
+                z = z - self.step_size * grad.sign()
+                z = torch.min(torch.max(z, t - self.eps), t + self.eps).clamp(0, 1)
+        return z.detach()
+
+    def _params(self) -> dict:
+        return {"source": self.source, "patch_size": self.patch_size, "eps": self.eps, "poisons": self.poisons,
+                "steps": self.steps, "step_size": self.step_size, "batch_size": self.batch_size, "seed": self.seed,
+                "target": self.target}
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last linear layer (its penultimate features), flattened."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError("ht needs a reference model that ends in a linear layer (its input are the features)")
+    seen: list[torch.Tensor] = []
+    handle = last[-1].register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen[-1].flatten(1)
