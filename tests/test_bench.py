@@ -33,6 +33,11 @@ def test_builtin_suites_expand_with_shared_models():
     assert {c.seed for c in plans["stability"].cells} == {0, 1, 2}
     bounds = {c.variant: dict(c.job.options) for c in plans["norm_bound"].cells}
     assert bounds["Cδ=0.5"]["norm_bound"] == 0.5 and bounds["Cδ=none"]["norm"] == "none"
+    non_add = plans["non_additive"]
+    sr = [c.job for c in non_add.cells if c.attack_label == "SR" and c.method == "ibau"][0]
+    assert dict(sr.options)["norm"] == "none" and dict(sr.options)["clamp"] is True  # per-attack I-BAU setting
+    ht = [t for t in non_add.trains if t.attack == "ht"][0]
+    assert dict(ht.options)["poisons"] == 30 and non_add.reference is not None  # smoke-sized, crafted on a clean model
 
 
 def test_job_ids_are_stable_and_change_with_the_recipe():

@@ -200,7 +200,7 @@ def presets(name: Optional[str] = typer.Argument(None, help="Show one preset (de
 @app.command()
 def bench(
     suite: str = typer.Option(..., help="one_trigger, multi_trigger, poison_ratio, clean_size, efficiency, stability, "
-                                        "norm_bound, or a .json suite file."),
+                                        "norm_bound, non_additive, or a .json suite file."),
     preset: str = typer.Option("smoke", help="smoke (digits, minutes), cpu (CIFAR-10 npz, hours on 2 cores) or paper (GPU)."),
     data_dir: Optional[str] = _data_dir_opt(),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for models/, records/, artifacts/, suites/."),

@@ -77,7 +77,7 @@ def build_attack(entries: list[tuple[str, dict]], model=None, images: torch.Tens
         if unknown:
             raise ValueError(f"{name} has no option {', '.join(unknown)}; its options are: "
                              f"{', '.join(sorted(known - {'self', 'cls', 'model', 'images', 'kwargs'}))}")
-        parts.append(cls.generate(model, images, seed=seed + i, **opt(name), **kw))
+        parts.append(cls.generate(model, images, seed=seed + i, **{**opt(name), **kw}))  # an explicit option wins
     return parts[0] if len(parts) == 1 else MultiTrigger(parts)
 
 

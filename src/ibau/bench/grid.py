@@ -47,10 +47,16 @@ class TrainJob:
     train_limit: int | None
     batch_size: int
     trigger_steps: int | None
+    options: tuple[tuple[str, Any], ...] = ()
 
     @property
     def spec(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        spec = dataclasses.asdict(self)
+        if not self.options:  # ids of jobs without trigger options stay what they were before options existed
+            spec.pop("options")
+        else:
+            spec["options"] = dict(self.options)
+        return spec
 
     @property
     def id(self) -> str:
@@ -116,9 +122,11 @@ class Plan:
         return list(seen.values())
 
 
-def _train_job(preset: Preset, attack: str, all_to_all: bool, ratio: float, seed: int = 0) -> TrainJob:
+def _train_job(preset: Preset, attack: str, all_to_all: bool, ratio: float, seed: int = 0,
+               options: dict[str, Any] | None = None) -> TrainJob:
+    opts = {**preset.attack_options.get(attack, {}), **(options or {})}
     return TrainJob(attack, all_to_all, ratio, seed, preset.dataset, preset.arch, preset.epochs, preset.train_limit,
-                    preset.batch_size, preset.trigger_steps)
+                    preset.batch_size, preset.trigger_steps, tuple(sorted(opts.items())))
 
 
 def expand(suite: Suite, preset: Preset) -> Plan:
@@ -133,7 +141,8 @@ def expand(suite: Suite, preset: Preset) -> Plan:
     for entry in suite.attacks:
         label = entry.get("label", entry["attack"])
         for ratio in ratios:
-            train = _train_job(preset, entry["attack"], bool(entry.get("all_to_all", False)), ratio)
+            train = _train_job(preset, entry["attack"], bool(entry.get("all_to_all", False)), ratio,
+                               options=entry.get("options"))
             trains.setdefault(train.id, train)
             for fraction in suite.clean_sizes:
                 clean_size = max(1, round(fraction * preset.clean_size))
@@ -141,7 +150,8 @@ def expand(suite: Suite, preset: Preset) -> Plan:
                     for method in suite.defenses:
                         if variant and method not in per_method:
                             continue  # a variant only applies to the defenses it names
-                        options = {**preset.defense_options.get(method, {}), **per_method.get(method, {})}
+                        options = {**preset.defense_options.get(method, {}),
+                                   **entry.get("defense_options", {}).get(method, {}), **per_method.get(method, {})}
                         for seed in range(suite.seeds):
                             job = DefendJob(train, method, clean_size, seed, tuple(sorted(options.items())),
                                             preset.ibau_preset)
@@ -188,9 +198,10 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
                                 poison_ratio=job.poison_ratio, epochs=job.epochs, arch=job.arch,
                                 train_limit=job.train_limit, batch_size=job.batch_size, seed=job.seed,
                                 device=ctx.device, resume=True, progress=False, all_to_all=job.all_to_all,
-                                reference_model=ref, trigger_steps=job.trigger_steps, log=lambda s: None)
+                                reference_model=ref, trigger_steps=job.trigger_steps,
+                                trigger_options=dict(job.options) or None, log=lambda s: None)
         record.update(test=result["test"], train_size=result["train_size"])
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
     write_json(record_path(ctx.out, job.id), record)
@@ -230,7 +241,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
             art.parent.mkdir(parents=True, exist_ok=True)
             plot_delta(pictures, trigger.apply(torch.zeros(1, *card.input_shape))[0], art)
             record["delta_png"] = str(art.relative_to(ctx.out))
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
     write_json(record_path(ctx.out, job.id), record)

@@ -22,5 +22,9 @@ TABLE5 = {1.0: (83.58, 3.42), 0.5: (82.21, 6.96), 0.1: (80.07, 5.20), 0.02: (76.
 TABLE6 = {"neural_cleanse": 384.9, "deepinspect": 394.4, "tabor": 1123.3, "fine_pruning": 45.3, "nad": 79.9,
           "ibau": 6.8}
 
+#: Appendix, non-additive attacks: label -> (no defense, I-BAU). WaNet's row is on PreActResNet18.
+APPENDIX = {"SR": ((83.82, 100.0), (82.12, 0.0)), "WaNet": ((94.36, 99.62), (92.86, 10.80)),
+            "IAB": ((87.28, 99.20), (86.46, 9.58)), "HT": ((73.41, 89.00), (84.58, 11.10))}
+
 #: Datasets whose runs can stand beside the paper's CIFAR-10 numbers.
 CIFAR_LIKE = {"cifar10", "npz"}

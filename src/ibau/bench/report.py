@@ -115,6 +115,8 @@ def acc_asr_table(run: dict) -> Table:
         headers += ["paper: no defense", "paper: I-BAU", "paper: best baseline"]
     elif cifar and suite.get("paper") in ("table4", "table5"):
         headers += ["paper: I-BAU"]
+    elif cifar and suite.get("paper") == "appendix":
+        headers += ["paper: no defense → I-BAU"]
     judge = "ibau" in methods and len(methods) > 1
     if judge:
         headers.append("I-BAU vs best baseline")
@@ -131,6 +133,9 @@ def acc_asr_table(run: dict) -> Table:
                     f"{best[0]} {best[1]:.2f} / {best[2]:.2f}" if best else "–"]
         elif cifar and suite.get("paper") == "table4":
             row += [_pair(paper.TABLE4.get(any_cells[0]["poison_ratio"], {}).get("ibau"))]
+        elif cifar and suite.get("paper") == "appendix":
+            p = paper.APPENDIX.get(any_cells[0]["attack_label"])
+            row += [f"{_pair(p[0])} → {_pair(p[1])}" if p else "–"]
         elif cifar and suite.get("paper") == "table5":
             frac = any_cells[0]["clean_size"] / preset["clean_size"]
             row += [_pair(paper.TABLE5.get(round(frac, 3)))]

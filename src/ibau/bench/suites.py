@@ -35,7 +35,9 @@ class Suite:
 
     Attributes:
         name, title: identifier and table heading.
-        attacks: ``{"attack": "--attack text", "all_to_all": bool, "label": str}`` entries.
+        attacks: ``{"attack": "--attack text", "all_to_all": bool, "label": str, "options": {...},
+            "defense_options": {defense: {...}}}`` entries; ``options`` are the trigger's (``--trigger-option``),
+            ``defense_options`` apply to that attack's cells only (e.g. I-BAU's unbounded δ for SR).
         defenses: defense names (:data:`ibau.defenses.DEFENSES`).
         poison_ratios: poisoned fractions of the training set (default the preset's).
         clean_sizes: defender's clean set sizes as multiples of the preset's clean size
@@ -101,6 +103,7 @@ class Preset:
         trigger_steps: optimisation steps of generated triggers (None: each trigger's default).
         ibau_preset: the :class:`~ibau.unlearn.IBAUConfig` preset I-BAU runs with.
         defense_options: ``{defense: {option: value}}`` applied to every job of that defense.
+        attack_options: ``{attack: {option: value}}`` trigger options at this scale (e.g. fewer HT poisons).
         needs_data_dir: whether ``--data-dir`` is required.
     """
 
@@ -115,6 +118,7 @@ class Preset:
     trigger_steps: int | None = None
     ibau_preset: str = "default"
     defense_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     needs_data_dir: bool = True
 
 
@@ -135,7 +139,8 @@ _SMOKE_DEFENSES = {
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("smoke", "digits", arch="tiny_vgg", epochs=5, train_limit=600, batch_size=64, clean_size=200, trigger_steps=20,
-           defense_options=_SMOKE_DEFENSES, needs_data_dir=False),
+           defense_options=_SMOKE_DEFENSES, needs_data_dir=False,
+           attack_options={"ht": {"poisons": 30}, "iab": {"mask_epochs": 1}}),
     # The CPU recipe of `ibau attack --preset cpu` (docs/results.md). Neural Cleanse/TABOR use the light
     # search (one λ decision per step): the authors' budget is ~25 min per model on 2 cores.
     Preset("cpu", "npz", epochs=12, train_limit=20000, defense_options={
@@ -160,6 +165,10 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           paper="table6"),
     Suite("stability", "I-BAU vs UAP adversarial training over seeds (Fig. 1)",
           [{"attack": "badnets", "label": "BadNets"}], ["ibau", "uap_at"], seeds=3),
+    Suite("non_additive", "Non-additive backdoors (the paper's appendix)", [
+        {"attack": "sr", "label": "SR", "defense_options": {"ibau": {"norm": "none", "clamp": True}}},
+        {"attack": "wanet", "label": "WaNet"}, {"attack": "iab", "label": "IAB"}, {"attack": "ht", "label": "HT"}],
+        ["ibau", "neural_cleanse", "fine_pruning", "nad"], paper="appendix"),
     Suite("norm_bound", "I-BAU's norm bound Cδ (Fig. 2)", [{"attack": "trojan_wm", "label": "Trojan WM"}], ["ibau"],
           variants={f"Cδ={b}": {"ibau": {"norm_bound": b}} for b in (0.5, 5.0, 10.0, 20.0)}
           | {"Cδ=none": {"ibau": {"norm": "none"}}}),
