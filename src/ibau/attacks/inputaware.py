@@ -67,8 +67,9 @@ class InputAware(Trigger):
                              f"mask_epochs >= 0 and width >= 1; got {mask_density}, {cross_ratio}, {lambda_div}, "
                              f"{mask_epochs}, {width}")
         self.channels, self.width, self.mask_density = int(channels), int(width), float(mask_density)
-        self.cross_ratio_iab, self.lambda_div, self.mask_epochs = float(cross_ratio), float(lambda_div), int(mask_epochs)
+        self.cross_trigger_ratio, self.lambda_div, self.mask_epochs = float(cross_ratio), float(lambda_div), int(mask_epochs)
         self.seed = int(seed)
+        # (poisoning's noise mode reads ``cross_ratio``, which stays 0: IAB's cross samples are made while training)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.generator = _net(self.channels, self.channels, self.width)
@@ -122,8 +123,8 @@ class InputAware(Trigger):
         docstring). ``on_epoch(epoch, mean_loss, state)`` is called after each joint epoch."""
         from ..training import iterate_batches
 
-        if not 0 < poison_ratio + self.cross_ratio_iab < 1:
-            raise ValueError(f"iab needs poison_ratio + cross_ratio in (0, 1), got {poison_ratio} + {self.cross_ratio_iab}")
+        if not 0 < poison_ratio + self.cross_trigger_ratio < 1:
+            raise ValueError(f"iab needs poison_ratio + cross_ratio in (0, 1), got {poison_ratio} + {self.cross_trigger_ratio}")
         dev = torch.device(device)
         gen = torch.Generator().manual_seed(seed)
         x_all, y_all = images, labels
@@ -147,7 +148,7 @@ class InputAware(Trigger):
             for x, y in iterate_batches(x_all, y_all, batch_size, gen):
                 x, y = x.to(dev), y.to(dev)
                 n = len(x)
-                n_bd, n_cross = int(round(poison_ratio * n)), int(round(self.cross_ratio_iab * n))
+                n_bd, n_cross = int(round(poison_ratio * n)), int(round(self.cross_trigger_ratio * n))
                 other = x[torch.randperm(n, generator=gen).to(dev)]
                 bd = self.stamp(x[:n_bd])
                 cross = self.stamp(x[n_bd:n_bd + n_cross], source=other[n_bd:n_bd + n_cross])
@@ -171,7 +172,7 @@ class InputAware(Trigger):
 
     def _params(self) -> dict:
         return {"channels": self.channels, "width": self.width, "mask_density": self.mask_density,
-                "cross_ratio": self.cross_ratio_iab, "lambda_div": self.lambda_div, "mask_epochs": self.mask_epochs,
+                "cross_ratio": self.cross_trigger_ratio, "lambda_div": self.lambda_div, "mask_epochs": self.mask_epochs,
                 "generator": _rounded_state(self.generator), "mask_net": _rounded_state(self.mask_net),
                 "seed": self.seed, **super()._params()}
 
