@@ -234,7 +234,8 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
         record.update(num_classes=card.num_classes, before=before, after=after, der=der(before, after), failed=failed(before, after),
                       defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
                       acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
-                      anomaly=result.anomaly, config=defense_config(defense))
+                      anomaly=result.anomaly, config=defense_config(defense),
+                      details={k: v for k, v in result.extra.items() if k not in ("rounds", "interrupted")})
         pictures = _pictures(result)
         if pictures and trigger is not None:
             art = Path(ctx.out) / "artifacts" / f"{job.id}.png"
