@@ -341,6 +341,7 @@ def plot_stability(run: dict, path: Path) -> Path | None:
                             color=f"C{i}", alpha=0.25)
             ax.set_title(key.upper() + " %")
             ax.set_xlabel("checkpoint (round / epoch)")
+            ax.xaxis.get_major_locator().set_params(integer=True)
         drawn = True
     if not drawn:
         plt.close(fig)
