@@ -131,10 +131,11 @@ def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
     assert all(m in header for m in DEFENSES) and "paper" not in header  # digits: no CIFAR numbers beside
     labels = [a["label"] for a in SUITES["one_trigger"].attacks]
     assert [r.split(" | ")[0].strip("| ") for r in rows] == labels
-    for row in rows:  # label, no defense, one cell per defense, each "ACC / ASR"
+    for row in rows:  # label, no defense, one "ACC / ASR" cell per defense, the paper's verdict for I-BAU
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert len(cells) == 2 + len(DEFENSES)
-        assert all(" / " in c and "pending" not in c and "error" not in c for c in cells[1:]), row
+        assert len(cells) == 2 + len(DEFENSES) + 1
+        assert all(" / " in c and "pending" not in c and "error" not in c for c in cells[1:-1]), row
+        assert cells[-1].startswith(("comparable or better", "**worse**", "better")), row
     with (report / "one_trigger.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(plan.cells) and all(r["status"] == "ok" for r in table)
