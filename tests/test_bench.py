@@ -169,3 +169,4 @@ def test_paper_rule_for_comparable_or_better():
     rows["ibau"] = [cell(0.85, 0.80, 0.08)]  # ACC 4 points lower but ASR at chance: comparable by the rule
     assert compare_with_best(rows).startswith("comparable or better")
     assert compare_with_best({"ibau": rows["ibau"], "dp": rows["dp"]}).startswith("better")
+    assert compare_with_best({"ibau": rows["ibau"], "nad": [{"record": None}]}) == "pending"

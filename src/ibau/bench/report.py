@@ -158,6 +158,8 @@ def compare_with_best(by_method: dict[str, list[dict]]) -> str:
     ibau = _ok(by_method.get("ibau", []))
     if not ibau or "asr" not in ibau[0]["after"]:
         return "–"
+    if any(c["record"] is None for cells in by_method.values() for c in cells):
+        return "pending"  # judge a row only once every defense in it has run
     acc, asr = mean(ibau, "acc"), mean(ibau, "asr")
     num_classes = ibau[0].get("num_classes", 10)
     candidates = []
