@@ -41,7 +41,7 @@ def run_one(method: str, args, options: dict) -> dict:
             "held_out": len(held), "time_to_effect": result.time_to_effect, "acc_at_effect": result.acc_at_effect,
             "seconds": result.seconds, "wall_seconds": time.perf_counter() - t0, "before": before, "after": after,
             "flagged": result.flagged, "anomaly": result.anomaly, "history": result.history,
-            "details": {k: v for k, v in result.extra.items() if k not in ("rounds", "interrupted")},
+            "details": result.details(),
             "config": defense_config(defense),
             "definitions": DEFINITIONS, "environment": environment(), "device": device_name(args.device)}
 

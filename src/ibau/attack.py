@@ -162,14 +162,13 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     log(f"training {arch} on {len(train)} {dataset} images, {what}")
     try:
         if trigger is not None and trigger.trains_with_model:
-            if state is not None and state["epoch"] > 0:
+            done = state["epoch"] if state else 0
+            if done > 0:
                 log("an input-aware trigger resumes with its networks from the checkpoint; the mask network is not re-trained")
                 trigger.mask_epochs = 0
-            trigger.fit(model, images, labels, num_classes, poison_ratio=poison_ratio,
-                        epochs=epochs - (state["epoch"] if state else 0), lr=lr, batch_size=batch_size,
-                        seed=seed + (state["epoch"] if state else 0), device=dev, progress=progress,
-                        on_epoch=lambda e, loss, st: on_epoch(e + (state["epoch"] if state else 0), loss,
-                                                              {"epoch": e + 1 + (state["epoch"] if state else 0)}))
+            trigger.fit(model, images, labels, num_classes, poison_ratio=poison_ratio, epochs=epochs - done, lr=lr,
+                        batch_size=batch_size, seed=seed + done, device=dev, progress=progress,
+                        on_epoch=lambda e, loss, st: on_epoch(e + done, loss, {"epoch": e + 1 + done}))
             save_trigger(trigger, (c, h, w), out)  # the trained networks
         else:
             train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,

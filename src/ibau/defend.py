@@ -80,7 +80,7 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
         "time_to_effect": result.time_to_effect, "acc_at_effect": result.acc_at_effect,
         "flagged": result.flagged, "anomaly": result.anomaly,
         "history": result.history, "rounds": rounds,
-        "details": {k: v for k, v in result.extra.items() if k not in ("rounds", "interrupted")},
+        "details": result.details(),
         "config": defense_config(defense), "attack": trigger.spec() if trigger is not None else None,
         "definitions": DEFINITIONS, "environment": environment(),
     }
@@ -202,10 +202,11 @@ def poisoned_training_set(card, data_dir: str | None, download: bool = False) ->
     train, _ = load_dataset(meta["dataset"], data_dir=data_dir, download=download, train_limit=meta["train_size"])
     if meta["attack"] is None:
         return train
-    if any(part.trains_with_model or part.clean_label for part in make_trigger(**meta["attack"]).components()):
+    trigger = make_trigger(**meta["attack"])
+    if any(part.trains_with_model or part.clean_label for part in trigger.components()):
         raise ValueError(f"{meta['attack']['name']}'s poisoned training set cannot be rebuilt from the card (its "
                          "poisons are trained or crafted against a model), so dp cannot run on it")
-    p = poison(train.images, train.labels, make_trigger(**meta["attack"]), meta["poison_ratio"],
+    p = poison(train.images, train.labels, trigger, meta["poison_ratio"],
                num_classes=card.num_classes, seed=meta["seed"])
     if p.indices.tolist() != list(meta["poisoned_indices"]):
         raise ValueError("the rebuilt poisoned set does not match the card's poisoned indices; point --data-dir at "

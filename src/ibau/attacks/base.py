@@ -29,6 +29,8 @@ class Trigger:
     clean_label = False
     #: Whether ``all_to_all=True`` is meaningful for this attack.
     supports_all_to_all = True
+    #: Noise-mode images per poisoned image (:meth:`noise`); 0 for triggers without a noise mode.
+    cross_ratio = 0.0
 
     def __init__(self, target: int | None = 0, all_to_all: bool = False):
         if not all_to_all and (target is None or target < 0):
@@ -59,8 +61,6 @@ class Trigger:
         """Images that poisoning adds with their *true* labels (WaNet's noise mode); None: no such images.
         ``cross_ratio`` of them per poisoned image."""
         return None
-
-    cross_ratio = 0.0
 
     def components(self) -> list["Trigger"]:
         """The single triggers this one is made of (itself; a multi-trigger lists its parts)."""

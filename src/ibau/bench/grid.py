@@ -189,10 +189,7 @@ def _base_record(job_id: str, kind: str) -> dict[str, Any]:
 def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[str, Any]:
     from ..attack import train_poisoned
 
-    _threads(ctx)
-    record = {**_base_record(job.id, "train"), "spec": job.spec}
-    t0 = time.perf_counter()
-    try:
+    def work() -> dict[str, Any]:
         ref = model_dir(ctx, reference) / "model.safetensors" if reference is not None and job.needs_reference else None
         result = train_poisoned(job.dataset, job.attack, model_dir(ctx, job), data_dir=ctx.data_dir,
                                 poison_ratio=job.poison_ratio, epochs=job.epochs, arch=job.arch,
@@ -200,12 +197,9 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
                                 device=ctx.device, resume=True, progress=False, all_to_all=job.all_to_all,
                                 reference_model=ref, trigger_steps=job.trigger_steps,
                                 trigger_options=dict(job.options) or None, log=lambda s: None)
-        record.update(test=result["test"], train_size=result["train_size"])
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
-        record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
-    record["seconds"] = time.perf_counter() - t0
-    write_json(record_path(ctx.out, job.id), record)
-    return record
+        return {"test": result["test"], "train_size": result["train_size"]}
+
+    return _recorded(ctx, {**_base_record(job.id, "train"), "spec": job.spec}, work)
 
 
 def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
@@ -215,12 +209,11 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
     from ..metrics import der, failed
     from ..report import plot_delta
 
-    _threads(ctx)
     record = {**_base_record(job.id, "defend"), "spec": job.spec, "method": job.method, "train_id": job.train.id,
               "attack": job.train.attack, "all_to_all": job.train.all_to_all, "poison_ratio": job.train.poison_ratio,
               "clean_size": job.clean_size, "seed": job.seed, "options": dict(job.options)}
-    t0 = time.perf_counter()
-    try:
+
+    def work() -> dict[str, Any]:
         path = model_dir(ctx, job.train) / "model.safetensors"
         if not path.exists():
             raise FileNotFoundError(f"the poisoned model {path} is missing (its training job failed?)")
@@ -231,21 +224,31 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
                                 log=lambda s: None)
         result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False,
                                             log=lambda s: None)
-        record.update(num_classes=card.num_classes, before=before, after=after, der=der(before, after), failed=failed(before, after),
-                      defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
-                      acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
-                      anomaly=result.anomaly, config=defense_config(defense),
-                      details={k: v for k, v in result.extra.items() if k not in ("rounds", "interrupted")})
+        done = dict(num_classes=card.num_classes, before=before, after=after, der=der(before, after),
+                    failed=failed(before, after), defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
+                    acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
+                    anomaly=result.anomaly, config=defense_config(defense), details=result.details())
         pictures = _pictures(result)
         if pictures and trigger is not None:
             art = Path(ctx.out) / "artifacts" / f"{job.id}.png"
             art.parent.mkdir(parents=True, exist_ok=True)
             plot_delta(pictures, trigger.apply(torch.zeros(1, *card.input_shape))[0], art)
-            record["delta_png"] = str(art.relative_to(ctx.out))
+            done["delta_png"] = str(art.relative_to(ctx.out))
+        return done
+
+    return _recorded(ctx, record, work)
+
+
+def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a job's ``work`` (its result fields) and write its record; a failure becomes an error record."""
+    _threads(ctx)
+    t0 = time.perf_counter()
+    try:
+        record.update(work())
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
-    write_json(record_path(ctx.out, job.id), record)
+    write_json(record_path(ctx.out, record["id"]), record)
     return record
 
 

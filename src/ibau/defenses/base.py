@@ -53,6 +53,10 @@ class DefenseResult:
     acc_at_effect: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def details(self) -> dict[str, Any]:
+        """``extra`` without what reports keep elsewhere (I-BAU's per-round records, the interrupt flag)."""
+        return {k: v for k, v in self.extra.items() if k not in ("rounds", "interrupted")}
+
     def summary(self) -> dict[str, Any]:
         """JSON-able fields (tensors left out)."""
         return {"seconds": self.seconds, "flagged": self.flagged, "anomaly": self.anomaly,
