@@ -1,8 +1,10 @@
 """Put a bench folder's report into the docs: `ibau report` into docs/results/, and the table (with the
 paper's "comparable or better than the best baseline" verdict per row) into docs/results.md between the
-`bench verdicts` markers. Models are never copied.
+suite's `bench verdicts` markers, ``<!-- bench verdicts: written from docs/results/SUITE.md -->`` and
+``<!-- end bench verdicts -->``. Models are never copied.
 
     python benchmarks/bench_results.py --runs runs/bench --suite one_trigger
+    python benchmarks/bench_results.py --runs runs/bench --suite non_additive
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ def main() -> None:
               f"(re-run the `ibau bench` command above: finished jobs are skipped)." if done < len(cells) else
               f"All {len(cells)} cells finished.")
     doc = ROOT / "docs" / "results.md"
-    start, end = "<!-- bench verdicts: written from docs/results/one_trigger.md -->", "<!-- end bench verdicts -->"
+    start, end = f"<!-- bench verdicts: written from docs/results/{args.suite}.md -->", "<!-- end bench verdicts -->"
     body = doc.read_text()
+    if start not in body:
+        raise SystemExit(f"docs/results.md has no marker {start!r}; add it and {end!r} where the table belongs")
     head, _, rest = body.partition(start)
     tail = rest.split(end, 1)[1]
     doc.write_text(head + start + "\n" + status + "\n\n" + table + "\n" + end + tail)

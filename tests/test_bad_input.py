@@ -79,3 +79,14 @@ def test_cli_demo_rejects_unknown_preset_before_work(capsys, tmp_path):
     assert exc.value.code == 2
     assert "unknown preset" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_attack_rejects_unknown_lr_schedule_before_work(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--dataset", "digits", "--attack", "badnets", "--lr-schedule", "step",
+              "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown lr_schedule 'step'" in err and "Traceback" not in err
+    _one_line(err.strip())
+    assert not (tmp_path / "run").exists()

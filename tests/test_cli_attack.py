@@ -25,8 +25,10 @@ def test_attack_writes_model_card_and_trigger(tmp_path, capsys):
     assert (tmp_path / "train.log").read_text().count("epoch") == 2
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
-    kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False, log=lambda m: None)
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_resume_continues_exactly(tmp_path, monkeypatch, lr_schedule):
+    kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False, log=lambda m: None,
+              lr_schedule=lr_schedule)
     train_poisoned("digits", BadNets(), tmp_path / "straight", epochs=3, **kw)
 
     real_save = torch.save

@@ -14,7 +14,7 @@ from .data import ImageSet, load_dataset
 from .metrics import DEFINITIONS, evaluate
 from .models import ModelCard, build_model, load_model, save_model
 from .report import write_json
-from .training import train_classifier
+from .training import LR_SCHEDULES, train_classifier
 from .utils import environment, resolve_device, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -101,7 +101,8 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
                    device: str | None = None, resume: bool = False, progress: bool = True,
                    target: int | None = None, all_to_all: bool = False, reference_model: str | Path | None = None,
                    trigger_file: str | Path | None = None, trigger_steps: int | None = None,
-                   trigger_options: dict | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+                   trigger_options: dict | None = None, lr_schedule: str = "constant",
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Poison ``dataset``'s training split with ``attack``, train ``arch`` on it, and write ``out/``:
     ``model.safetensors`` + card (attack spec, poisoned indices, ACC/ASR/RA on the test split),
     ``trigger.json`` + ``trigger*.png`` (written before training), ``train.log``, ``metrics.json`` and,
@@ -110,7 +111,10 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     ``attack`` is a :class:`Trigger`, ``--attack`` text (see :func:`ibau.attacks.parse_attack`) or
     ``"none"`` for a clean model by the same recipe. With ``resume=True`` an interrupted run reuses its
     saved trigger and continues from its last finished epoch (same result as an uninterrupted one on CPU).
+    ``lr_schedule`` is :func:`ibau.training.train_classifier`'s (``"constant"`` or ``"cosine"``).
     """
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -129,6 +133,8 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
                                   options=trigger_options, log=log)
         if trigger is not None:
             save_trigger(trigger, (c, h, w), out)
+    if trigger is not None and trigger.trains_with_model and lr_schedule != "constant":
+        raise ValueError(f"{trigger.name} trains its own networks with the model at a constant rate; drop --lr-schedule {lr_schedule}")
     if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
         images, labels, indices, owner, noise = train.images, train.labels, [], [], []
     else:
@@ -173,6 +179,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         else:
             train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                              device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
+                             lr_schedule=lr_schedule,
                              desc=f"train ({trigger.name if trigger is not None else 'clean'})")
     finally:
         log_file.close()
@@ -185,11 +192,13 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
         "noise_indices": noise or None,
         "dataset": dataset, "train_size": len(train), "epochs": epochs, "seed": seed, "test": metrics,
+        "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "batch_size": batch_size},
         "definitions": DEFINITIONS, "environment": environment(),
     })
     save_model(model.cpu(), out / "model.safetensors", card)
     record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
-              "train_size": len(train), "arch": arch, "seed": seed, "test": metrics,
+              "train_size": len(train), "arch": arch, "seed": seed, "lr": lr, "lr_schedule": lr_schedule,
+              "test": metrics,
               "seconds": time.perf_counter() - t0}
     write_json(out / "metrics.json", record)
     ckpt.unlink(missing_ok=True)

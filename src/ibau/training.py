@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,6 +12,10 @@ from tqdm.auto import tqdm
 
 from .data.arrays import ImageSet
 from .utils import resolve_device
+
+
+#: Learning-rate schedules of :func:`train_classifier`.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -25,8 +31,13 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
 def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 128, seed: int = 0, device: str | None = None,
                      weight_decay: float = 0.0, progress: bool = True, desc: str = "train",
-                     on_epoch: Callable[..., None] | None = None, resume: dict | None = None) -> nn.Module:
+                     on_epoch: Callable[..., None] | None = None, resume: dict | None = None,
+                     lr_schedule: str = "constant") -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode.
+
+    ``lr_schedule``: ``"constant"`` (default) keeps ``lr``; ``"cosine"`` anneals it per step from ``lr`` to 0
+    over all ``epochs`` (a model that is still underfitting at the end of a short budget fits better when the
+    step size shrinks). The rate is a function of the step index, so a resumed run follows the same curve.
 
     ``on_epoch(epoch, mean_loss, state)`` is called after each epoch; ``state`` (next epoch, optimizer
     state, shuffling generator and CPU RNG states) is what ``resume`` takes back, together with the model's weights,
@@ -34,6 +45,8 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     dev = resolve_device(device)
     model.to(dev).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -44,11 +57,14 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
         gen.set_state(resume["generator"])
         torch.set_rng_state(resume["rng"])  # dropout masks continue as in an uninterrupted run
         start = int(resume["epoch"])
-    steps = (epochs - start) * ((len(data) + batch_size - 1) // batch_size)
-    bar = tqdm(total=max(steps, 0), desc=desc, disable=not progress, leave=False)
+    per_epoch = (len(data) + batch_size - 1) // batch_size
+    bar = tqdm(total=max((epochs - start) * per_epoch, 0), desc=desc, disable=not progress, leave=False)
     for epoch in range(start, epochs):
         total, count = 0.0, 0
-        for x, y in iterate_batches(data.images, data.labels, batch_size, gen):
+        for i, (x, y) in enumerate(iterate_batches(data.images, data.labels, batch_size, gen)):
+            if lr_schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / (epochs * per_epoch)))
             x, y = x.to(dev), y.to(dev)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
