@@ -38,6 +38,8 @@ def test_builtin_suites_expand_with_shared_models():
     assert dict(sr.options)["norm"] == "none" and dict(sr.options)["clamp"] is True  # per-attack I-BAU setting
     ht = [t for t in non_add.trains if t.attack == "ht"][0]
     assert dict(ht.options)["poisons"] == 30 and non_add.reference is not None  # smoke-sized, crafted on a clean model
+    ht_ibau = [c.job for c in non_add.cells if c.attack_label == "HT" and c.method == "ibau"][0]
+    assert dict(ht_ibau.options)["rounds"] == 20  # the appendix ran I-BAU for 20 rounds against HT
 
 
 def test_job_ids_are_stable_and_change_with_the_recipe():

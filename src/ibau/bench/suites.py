@@ -167,7 +167,8 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           [{"attack": "badnets", "label": "BadNets"}], ["ibau", "uap_at"], seeds=3),
     Suite("non_additive", "Non-additive backdoors (the paper's appendix)", [
         {"attack": "sr", "label": "SR", "defense_options": {"ibau": {"norm": "none", "clamp": True}}},
-        {"attack": "wanet", "label": "WaNet"}, {"attack": "iab", "label": "IAB"}, {"attack": "ht", "label": "HT"}],
+        {"attack": "wanet", "label": "WaNet"}, {"attack": "iab", "label": "IAB"},
+        {"attack": "ht", "label": "HT", "defense_options": {"ibau": {"rounds": 20}}}],  # the appendix's 20 rounds for HT
         ["ibau", "neural_cleanse", "fine_pruning", "nad"], paper="appendix"),
     Suite("norm_bound", "I-BAU's norm bound Cδ (Fig. 2)", [{"attack": "trojan_wm", "label": "Trojan WM"}], ["ibau"],
           variants={f"Cδ={b}": {"ibau": {"norm_bound": b}} for b in (0.5, 5.0, 10.0, 20.0)}
