@@ -31,7 +31,8 @@ def test_defend_then_evaluate(poisoned, tmp_path, capsys):
     record = json.loads((out / "metrics.json").read_text())
     assert record["attack"]["name"] == "badnets" and record["sizes"] == {"clean": 400, "held_out": 100}
     assert len(record["rounds"]) == 1 and set(record["after"]) == {"acc", "asr", "ra"}
-    capsys.readouterr()
+    checkpoints = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  at ")]
+    assert len(checkpoints) == len(record["history"]) and "ASR" in checkpoints[-1]  # one line per checkpoint without bars
     assert _run(["evaluate", "--model", str(out / "model.safetensors"), "--dataset", "digits", "--clean-size", "400"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["held_out"] == 100 and printed["acc"] == pytest.approx(record["after"]["acc"])

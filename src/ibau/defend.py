@@ -29,7 +29,7 @@ def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: Image
     before = evaluate(model, held.images, held.labels, trigger, num_classes)
     log("before: " + _fmt(before))
     log(f"{defense.name} with {len(clean)} clean images")
-    monitor = EffectMonitor(held.images, held.labels, trigger, num_classes)
+    monitor = EffectMonitor(held.images, held.labels, trigger, num_classes, log=None if progress else log)
     result = defense.run(model, clean, callback=monitor, progress=progress)
     after = evaluate(result.model, held.images, held.labels, trigger, num_classes)
     effect = ("" if trigger is None else "; ASR < 20% " + (f"after {result.time_to_effect:.1f}s" if

@@ -8,7 +8,7 @@ Definitions (recorded with every result, see :data:`DEFINITIONS`):
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -118,6 +118,7 @@ class EffectMonitor:
     """The shared evaluation callback of every defense: ``monitor(model, seconds)`` measures held-out
     ACC/ASR and remembers the defense time at which ASR first fell below ``threshold`` (time-to-effect,
     SPEC §4) and the ACC then. Defenses call it with their clock paused, so evaluation is not counted.
+    ``log``, if given, gets one line per checkpoint (what a background run without progress bars shows).
 
     >>> m = EffectMonitor(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), None, 10)
     >>> m.time_to_effect is None
@@ -125,8 +126,9 @@ class EffectMonitor:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger | None, num_classes: int,
-                 threshold: float = 0.20):
+                 threshold: float = 0.20, log: Callable[[str], None] | None = None):
         self.images, self.labels, self.trigger, self.num_classes = images, labels, trigger, num_classes
+        self.log = log
         self.threshold = threshold
         self.time_to_effect: float | None = None
         self.acc_at_effect: float | None = None
@@ -135,4 +137,6 @@ class EffectMonitor:
         m = evaluate(model, self.images, self.labels, self.trigger, self.num_classes)
         if self.time_to_effect is None and "asr" in m and m["asr"] < self.threshold:
             self.time_to_effect, self.acc_at_effect = seconds, m["acc"]
+        if self.log is not None:
+            self.log(f"  at {seconds:.1f}s: " + "  ".join(f"{k.upper()} {100 * v:.1f}%" for k, v in m.items()))
         return m
