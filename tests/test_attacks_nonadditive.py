@@ -151,3 +151,25 @@ def test_hidden_trigger_attack_run_saves_its_poisons_for_resume(tmp_path):
     train, _ = load_dataset("digits", train_limit=300)
     again = _poisoned(train, load_trigger(out / "trigger.json"), 0.2, 10, 0, out / POISONS, resume=True)
     assert len(again.indices) == 12 and torch.equal(again.labels, train.labels)  # no reference model needed now
+
+
+def test_hidden_trigger_victim_fine_tunes_the_reference_last_layer(tmp_path):
+    from ibau.attack import train_poisoned
+    from ibau.models import load_model
+
+    kw = dict(epochs=1, arch="tiny_vgg", train_limit=300, progress=False, log=lambda s: None)
+    train_poisoned("digits", "none", tmp_path / "clean", **kw)
+    ht = dict(reference_model=tmp_path / "clean" / "model.safetensors",
+              trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5})
+    train_poisoned("digits", "ht", tmp_path / "ht", **kw, **ht)
+    ref, _ = load_model(tmp_path / "clean" / "model.safetensors")
+    victim, card = load_model(tmp_path / "ht" / "model.safetensors")
+    assert card.metadata["attack"]["finetune"] == "last"
+    last = [name for name, m in victim.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    changed = {k for k, v in victim.state_dict().items() if not torch.equal(v, ref.state_dict()[k])}
+    assert changed == {f"{last}.weight", f"{last}.bias"}  # features and batch-norm statistics untouched
+    assert all(p.requires_grad for p in victim.parameters())
+    with pytest.raises(ValueError, match="architecture"):
+        train_poisoned("digits", "ht", tmp_path / "wrong", **{**kw, "arch": "small_vgg"}, **ht)
+    with pytest.raises(ValueError, match="finetune must be one of last, all, none"):
+        train_poisoned("digits", "ht", tmp_path / "bad", **kw, **{**ht, "trigger_options": {"finetune": "head"}})

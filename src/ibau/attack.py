@@ -153,6 +153,8 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         log(f"resuming from epoch {state['epoch']} of {epochs}")
     elif resume:
         log(f"no checkpoint in {out}; starting from scratch")
+    # a victim that fine-tunes the reference model (HT) starts from its weights unless a checkpoint took over
+    trainable = trigger.victim_start(model, load_reference=state is None) if hasattr(trigger, "victim_start") else None
     log_file = (out / "train.log").open("a")
     t0 = time.perf_counter()
 
@@ -179,7 +181,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         else:
             train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                              device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
-                             lr_schedule=lr_schedule,
+                             lr_schedule=lr_schedule, trainable=trainable,
                              desc=f"train ({trigger.name if trigger is not None else 'clean'})")
     finally:
         log_file.close()

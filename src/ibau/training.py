@@ -32,12 +32,14 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
                      batch_size: int = 128, seed: int = 0, device: str | None = None,
                      weight_decay: float = 0.0, progress: bool = True, desc: str = "train",
                      on_epoch: Callable[..., None] | None = None, resume: dict | None = None,
-                     lr_schedule: str = "constant") -> nn.Module:
+                     lr_schedule: str = "constant", trainable: list[nn.Parameter] | None = None) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode.
 
     ``lr_schedule``: ``"constant"`` (default) keeps ``lr``; ``"cosine"`` anneals it per step from ``lr`` to 0
     over all ``epochs`` (a model that is still underfitting at the end of a short budget fits better when the
     step size shrinks). The rate is a function of the step index, so a resumed run follows the same curve.
+    ``trainable``: train only these parameters (fine-tuning); layers whose own weights are all frozen stay
+    in eval mode, so their batch-norm statistics do not move either.
 
     ``on_epoch(epoch, mean_loss, state)`` is called after each epoch; ``state`` (next epoch, optimizer
     state, shuffling generator and CPU RNG states) is what ``resume`` takes back, together with the model's weights,
@@ -48,8 +50,16 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     dev = resolve_device(device)
+    params = list(model.parameters()) if trainable is None else list(trainable)
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
     model.to(dev).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for m in model.modules():
+        own = list(m.parameters(recurse=False))
+        if own and not any(id(p) in keep for p in own):
+            m.eval()  # a frozen layer keeps its batch-norm statistics too
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     start = 0
     if resume is not None:
@@ -79,4 +89,6 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
                      "rng": torch.get_rng_state()}
             on_epoch(epoch, total / count, state)
     bar.close()
+    for p in model.parameters():
+        p.requires_grad_(True)
     return model.eval()

@@ -7,6 +7,12 @@ random location; the poisons keep their correct (target) labels and look like ta
 trained on them learns to send patched source images to the target. The patch is used only at test
 time: :meth:`HiddenTrigger.apply` pastes it at a seeded random location.
 
+The collision holds in the reference model's feature space, so the victim is that model fine-tuned on
+the poisoned set (Saha et al. fine-tune the last layer of a pretrained network; the I-BAU appendix
+"only fine-tuned the clean model over the poison data"): ``finetune="last"`` (default) trains only the
+last linear layer on top of the reference's frozen features, ``"all"`` every weight from the reference,
+``"none"`` a model from scratch (where the collision does not carry over and the attack is weak).
+
 Each poison is paired with one patched source image drawn at random (the authors re-pair poisons with
 their nearest patched source in feature space as they go; fixed pairs are simpler and seeded).
 """
@@ -28,6 +34,8 @@ class HiddenTrigger(Trigger):
             50/255, the I-BAU paper's setting). poisons: number of poisoned target images (default 800).
         steps: PGD steps (default 200), step_size: PGD step (default 0.01), batch_size: poisons crafted
             at once (default 100). seed: seeds the patch, its positions and the pairing (default 0).
+        finetune: what the victim trains, starting from the reference model: ``"last"`` (its last linear
+            layer, default), ``"all"`` (every weight) or ``"none"`` (train from scratch).
 
     Needs a reference model (``HiddenTrigger.generate(model, images)`` / ``ibau attack
     --reference-model``) whose penultimate-layer features the poisons match.
@@ -40,7 +48,7 @@ class HiddenTrigger(Trigger):
 
     def __init__(self, source: int = 0, patch_size: int = 8, eps: float = 50 / 255, poisons: int = 800,
                  steps: int = 200, step_size: float = 0.01, batch_size: int = 100, seed: int = 0,
-                 target: int | None = 1, all_to_all: bool = False):
+                 finetune: str = "last", target: int | None = 1, all_to_all: bool = False):
         if all_to_all:
             raise ValueError("the hidden-trigger attack sends one source class to one target; all-to-all is not defined")
         super().__init__(target=target)
@@ -48,6 +56,9 @@ class HiddenTrigger(Trigger):
             raise ValueError(f"ht source and target must differ, got {source} for both")
         if patch_size < 1 or not 0 < eps <= 1 or poisons < 1 or steps < 0 or step_size <= 0 or batch_size < 1:
             raise ValueError("ht needs patch_size >= 1, 0 < eps <= 1, poisons >= 1, steps >= 0, step_size > 0, batch_size >= 1")
+        if finetune not in FINETUNE:
+            raise ValueError(f"ht finetune must be one of {', '.join(FINETUNE)}; got {finetune!r}")
+        self.finetune = finetune
         self.source, self.patch_size, self.eps, self.poisons = int(source), int(patch_size), float(eps), int(poisons)
         self.steps, self.step_size, self.batch_size, self.seed = int(steps), float(step_size), int(batch_size), int(seed)
         self.reference: nn.Module | None = None  # set by generate(); not part of the spec
@@ -120,16 +131,41 @@ class HiddenTrigger(Trigger):
     def _params(self) -> dict:
         return {"source": self.source, "patch_size": self.patch_size, "eps": self.eps, "poisons": self.poisons,
                 "steps": self.steps, "step_size": self.step_size, "batch_size": self.batch_size, "seed": self.seed,
-                "target": self.target}
+                "finetune": self.finetune, "target": self.target}
+
+    def victim_start(self, model: nn.Module, load_reference: bool = True) -> list[nn.Parameter]:
+        """Make ``model`` (same architecture as the reference) the victim's starting point; return the
+        parameters the victim trains (all of them for ``finetune="none"``). ``load_reference=False`` when
+        the weights come from a checkpoint of an interrupted run."""
+        params = list(model.parameters())
+        if self.finetune == "none":
+            return params
+        if not load_reference:
+            return params if self.finetune == "all" else list(_last_linear(model).parameters())
+        if self.reference is None:
+            raise ValueError("ht fine-tunes the reference model; build the trigger with HiddenTrigger.generate(model, images)")
+        try:
+            model.load_state_dict(self.reference.state_dict())
+        except RuntimeError:
+            raise ValueError("ht fine-tunes the reference model, so --arch must be the reference model's architecture") from None
+        return params if self.finetune == "all" else list(_last_linear(model).parameters())
+
+
+#: What an HT victim trains from the reference model.
+FINETUNE = ("last", "all", "none")
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ValueError("ht needs a reference model that ends in a linear layer (its input are the features)")
+    return last[-1]
 
 
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The input of the model's last linear layer (its penultimate features), flattened."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ValueError("ht needs a reference model that ends in a linear layer (its input are the features)")
     seen: list[torch.Tensor] = []
-    handle = last[-1].register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    handle = _last_linear(model).register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
     try:
         model(x)
     finally:
