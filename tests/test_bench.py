@@ -36,6 +36,7 @@ def test_builtin_suites_expand_with_shared_models():
     non_add = plans["non_additive"]
     sr = [c.job for c in non_add.cells if c.attack_label == "SR" and c.method == "ibau"][0]
     assert dict(sr.options)["norm"] == "none" and dict(sr.options)["clamp"] is True  # per-attack I-BAU setting
+    assert dict(sr.options)["inner_optimizer"] == "adam" and dict(sr.options)["inner_lr"] == 0.1
     ht = [t for t in non_add.trains if t.attack == "ht"][0]
     assert dict(ht.options)["poisons"] == 30 and non_add.reference is not None  # smoke-sized, crafted on a clean model
     ht_ibau = [c.job for c in non_add.cells if c.attack_label == "HT" and c.method == "ibau"][0]

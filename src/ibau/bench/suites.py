@@ -166,7 +166,9 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("stability", "I-BAU vs UAP adversarial training over seeds (Fig. 1)",
           [{"attack": "badnets", "label": "BadNets"}], ["ibau", "uap_at"], seeds=3),
     Suite("non_additive", "Non-additive backdoors (the paper's appendix)", [
-        {"attack": "sr", "label": "SR", "defense_options": {"ibau": {"norm": "none", "clamp": True}}},
+        # the appendix's I-BAU against SR: δ by Adam (lr 0.1), no norm bound, x + δ clamped to the pixel range
+        {"attack": "sr", "label": "SR", "defense_options": {"ibau": {"norm": "none", "clamp": True,
+                                                                     "inner_optimizer": "adam", "inner_lr": 0.1}}},
         {"attack": "wanet", "label": "WaNet"}, {"attack": "iab", "label": "IAB"},
         {"attack": "ht", "label": "HT", "defense_options": {"ibau": {"rounds": 20}}}],  # the appendix's 20 rounds for HT
         ["ibau", "neural_cleanse", "fine_pruning", "nad"], paper="appendix"),
