@@ -293,7 +293,9 @@ def plot_curves(run: dict, path: Path) -> Path | None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].set_ylabel("ASR (solid) / ACC (dashed) %")
-    axes.flat[0].legend(fontsize=7)
+    # one legend for the figure, from whichever panels have curves yet (the first may still be pending)
+    lines = {ln.get_label(): ln for ax in axes.flat for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    axes.flat[0].legend(list(lines.values()), list(lines), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
