@@ -14,7 +14,7 @@ from .data import ImageSet, load_dataset
 from .metrics import DEFINITIONS, evaluate
 from .models import ModelCard, build_model, load_model, save_model
 from .report import write_json
-from .training import LR_SCHEDULES, train_classifier
+from .training import check_lr_schedule, train_classifier
 from .utils import environment, resolve_device, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -113,8 +113,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     saved trigger and continues from its last finished epoch (same result as an uninterrupted one on CPU).
     ``lr_schedule`` is :func:`ibau.training.train_classifier`'s (``"constant"`` or ``"cosine"``).
     """
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    check_lr_schedule(lr_schedule)  # before any data is loaded
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -154,7 +153,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     elif resume:
         log(f"no checkpoint in {out}; starting from scratch")
     # a victim that fine-tunes the reference model (HT) starts from its weights unless a checkpoint took over
-    trainable = trigger.victim_start(model, load_reference=state is None) if hasattr(trigger, "victim_start") else None
+    trainable = trigger.victim_start(model, load_reference=state is None) if trigger is not None else None
     log_file = (out / "train.log").open("a")
     t0 = time.perf_counter()
 

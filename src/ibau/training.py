@@ -1,9 +1,8 @@
 """Plain supervised training and fine-tuning, shared by the demo, the attacks and the baselines."""
 from __future__ import annotations
 
-from typing import Callable
-
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,11 @@ from .utils import resolve_device
 
 #: Learning-rate schedules of :func:`train_classifier`.
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def check_lr_schedule(name: str) -> None:
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {name!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -47,11 +51,11 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    check_lr_schedule(lr_schedule)
     dev = resolve_device(device)
     params = list(model.parameters()) if trainable is None else list(trainable)
     keep = {id(p) for p in params}
+    flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     model.to(dev).train()
@@ -89,6 +93,6 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
                      "rng": torch.get_rng_state()}
             on_epoch(epoch, total / count, state)
     bar.close()
-    for p in model.parameters():
-        p.requires_grad_(True)
+    for p, flag in zip(model.parameters(), flags):
+        p.requires_grad_(flag)
     return model.eval()

@@ -7,6 +7,7 @@ on, and knows where stamped images should be sent: one target class, or ``y -> (
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 class Trigger:
@@ -56,6 +57,12 @@ class Trigger:
         """Build the trigger; optimised triggers use ``model`` (a reference classifier) and ``images``
         (reference images, N×C×H×W); the others ignore them."""
         return cls(**kwargs)
+
+    def victim_start(self, model: nn.Module, load_reference: bool = True) -> list[nn.Parameter] | None:
+        """Prepare the victim ``model`` before it trains on the poisoned set and return the parameters it
+        trains; None (the default): every weight, from scratch. An attack whose victim fine-tunes a
+        reference model (HT) loads it here, unless ``load_reference`` is False (a checkpoint took over)."""
+        return None
 
     def noise(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """Images that poisoning adds with their *true* labels (WaNet's noise mode); None: no such images.

@@ -137,18 +137,16 @@ class HiddenTrigger(Trigger):
         """Make ``model`` (same architecture as the reference) the victim's starting point; return the
         parameters the victim trains (all of them for ``finetune="none"``). ``load_reference=False`` when
         the weights come from a checkpoint of an interrupted run."""
-        params = list(model.parameters())
         if self.finetune == "none":
-            return params
-        if not load_reference:
-            return params if self.finetune == "all" else list(_last_linear(model).parameters())
-        if self.reference is None:
-            raise ValueError("ht fine-tunes the reference model; build the trigger with HiddenTrigger.generate(model, images)")
-        try:
-            model.load_state_dict(self.reference.state_dict())
-        except RuntimeError:
-            raise ValueError("ht fine-tunes the reference model, so --arch must be the reference model's architecture") from None
-        return params if self.finetune == "all" else list(_last_linear(model).parameters())
+            return list(model.parameters())
+        if load_reference:
+            if self.reference is None:
+                raise ValueError("ht fine-tunes the reference model; build the trigger with HiddenTrigger.generate(model, images)")
+            try:
+                model.load_state_dict(self.reference.state_dict())
+            except RuntimeError:
+                raise ValueError("ht fine-tunes the reference model, so --arch must be the reference model's architecture") from None
+        return list(model.parameters() if self.finetune == "all" else _last_linear(model).parameters())
 
 
 #: What an HT victim trains from the reference model.
