@@ -160,11 +160,12 @@ def test_hidden_trigger_victim_fine_tunes_the_reference_last_layer(tmp_path):
     kw = dict(epochs=1, arch="tiny_vgg", train_limit=300, progress=False, log=lambda s: None)
     train_poisoned("digits", "none", tmp_path / "clean", **kw)
     ht = dict(reference_model=tmp_path / "clean" / "model.safetensors",
-              trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5})
+              trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5, "finetune_size": 5})
     train_poisoned("digits", "ht", tmp_path / "ht", **kw, **ht)
     ref, _ = load_model(tmp_path / "clean" / "model.safetensors")
     victim, card = load_model(tmp_path / "ht" / "model.safetensors")
     assert card.metadata["attack"]["finetune"] == "last"
+    assert card.metadata["train_size"] == 300 and card.metadata["victim_train_size"] == 12 + 10 * 5
     last = [name for name, m in victim.named_modules() if isinstance(m, torch.nn.Linear)][-1]
     changed = {k for k, v in victim.state_dict().items() if not torch.equal(v, ref.state_dict()[k])}
     assert changed == {f"{last}.weight", f"{last}.bias"}  # features and batch-norm statistics untouched
@@ -173,3 +174,19 @@ def test_hidden_trigger_victim_fine_tunes_the_reference_last_layer(tmp_path):
         train_poisoned("digits", "ht", tmp_path / "wrong", **{**kw, "arch": "small_vgg"}, **ht)
     with pytest.raises(ValueError, match="finetune must be one of last, all, none"):
         train_poisoned("digits", "ht", tmp_path / "bad", **kw, **{**ht, "trigger_options": {"finetune": "head"}})
+
+
+def test_hidden_trigger_victim_set_is_the_poisons_plus_a_seeded_clean_set_per_class():
+    from ibau.attacks import HiddenTrigger
+
+    labels = torch.arange(10).repeat(20)  # 20 images of each class
+    poisoned = torch.nonzero(labels == 1).flatten()[:8]
+    rows = HiddenTrigger(finetune_size=5).victim_rows(labels, poisoned, seed=0)
+    assert set(poisoned.tolist()) <= set(rows.tolist()) and len(rows) == len(set(rows.tolist())) == 8 + 10 * 5
+    clean = rows[~torch.isin(rows, poisoned)]
+    assert torch.bincount(labels[clean], minlength=10).tolist() == [5] * 10
+    assert torch.equal(rows, HiddenTrigger(finetune_size=5).victim_rows(labels, poisoned, seed=0))  # seeded
+    assert not torch.equal(rows, HiddenTrigger(finetune_size=5).victim_rows(labels, poisoned, seed=1))
+    assert HiddenTrigger(finetune_size=0).victim_rows(labels, poisoned) is None  # 0: the whole set
+    with pytest.raises(ValueError, match="finetune_size"):
+        HiddenTrigger(finetune_size=-1)

@@ -140,6 +140,11 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
         images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
         noise = p.noise_indices.tolist()
+    victim_set = len(images)
+    rows = trigger.victim_rows(labels, torch.as_tensor(indices, dtype=torch.long), seed) if trigger is not None else None
+    if rows is not None:  # e.g. HT's victim fine-tunes on a small clean set plus the poisons
+        images, labels, victim_set = images[rows], labels[rows], len(rows)
+        log(f"the victim trains on {victim_set} of the {len(train)} poisoned training images ({len(indices)} poisons)")
     mean, std = channel_stats(train.images)
     model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
     state = None
@@ -166,7 +171,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         log_file.flush()
 
     what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
-    log(f"training {arch} on {len(train)} {dataset} images, {what}")
+    log(f"training {arch} on {victim_set} {dataset} images, {what}")
     try:
         if trigger is not None and trigger.trains_with_model:
             done = state["epoch"] if state else 0
@@ -192,13 +197,13 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
         "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
         "noise_indices": noise or None,
-        "dataset": dataset, "train_size": len(train), "epochs": epochs, "seed": seed, "test": metrics,
+        "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed, "test": metrics,
         "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "batch_size": batch_size},
         "definitions": DEFINITIONS, "environment": environment(),
     })
     save_model(model.cpu(), out / "model.safetensors", card)
     record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
-              "train_size": len(train), "arch": arch, "seed": seed, "lr": lr, "lr_schedule": lr_schedule,
+              "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr, "lr_schedule": lr_schedule,
               "test": metrics,
               "seconds": time.perf_counter() - t0}
     write_json(out / "metrics.json", record)

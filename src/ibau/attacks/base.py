@@ -64,6 +64,11 @@ class Trigger:
         reference model (HT) loads it here, unless ``load_reference`` is False (a checkpoint took over)."""
         return None
 
+    def victim_rows(self, labels: torch.Tensor, poisoned: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
+        """Rows of the poisoned training set the victim trains on; None (the default): all of them. An
+        attack whose victim fine-tunes on a small clean set plus the poisons (HT) picks them here, seeded."""
+        return None
+
     def noise(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """Images that poisoning adds with their *true* labels (WaNet's noise mode); None: no such images.
         ``cross_ratio`` of them per poisoned image."""
