@@ -140,11 +140,11 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
         images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
         noise = p.noise_indices.tolist()
-    victim_set = len(images)
     rows = trigger.victim_rows(labels, torch.as_tensor(indices, dtype=torch.long), seed) if trigger is not None else None
     if rows is not None:  # e.g. HT's victim fine-tunes on a small clean set plus the poisons
-        images, labels, victim_set = images[rows], labels[rows], len(rows)
-        log(f"the victim trains on {victim_set} of the {len(train)} poisoned training images ({len(indices)} poisons)")
+        images, labels = images[rows], labels[rows]
+        log(f"the victim trains on {len(rows)} of the {len(train)} poisoned training images ({len(indices)} poisons)")
+    victim_set = len(images)
     mean, std = channel_stats(train.images)
     model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
     state = None
@@ -197,14 +197,15 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
         "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
         "noise_indices": noise or None,
-        "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed, "test": metrics,
+        "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed,
+        "test": metrics,
         "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "batch_size": batch_size},
         "definitions": DEFINITIONS, "environment": environment(),
     })
     save_model(model.cpu(), out / "model.safetensors", card)
     record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
-              "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr, "lr_schedule": lr_schedule,
-              "test": metrics,
+              "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr,
+              "lr_schedule": lr_schedule, "test": metrics,
               "seconds": time.perf_counter() - t0}
     write_json(out / "metrics.json", record)
     ckpt.unlink(missing_ok=True)

@@ -158,7 +158,6 @@ class HiddenTrigger(Trigger):
                 raise ValueError("ht fine-tunes the reference model, so --arch must be the reference model's architecture") from None
         return list(model.parameters() if self.finetune == "all" else _last_linear(model).parameters())
 
-
     def victim_rows(self, labels: torch.Tensor, poisoned: torch.Tensor, seed: int = 0) -> torch.Tensor | None:
         """``finetune_size`` seeded clean rows of every class plus every poisoned row (sorted); None when
         ``finetune_size`` is 0 (the whole set)."""
