@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from ibau.attack import train_poisoned
-from ibau.attacks import BadNets
+from ibau.attack import restamper, train_poisoned
+from ibau.attacks import BadNets, build_attack, parse_attack, poison
 from ibau.cli import main
 from ibau.models import load_model
 
@@ -25,10 +25,10 @@ def test_attack_writes_model_card_and_trigger(tmp_path, capsys):
     assert (tmp_path / "train.log").read_text().count("epoch") == 2
 
 
-@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
-def test_resume_continues_exactly(tmp_path, monkeypatch, lr_schedule):
+@pytest.mark.parametrize("lr_schedule,augment", [("constant", "none"), ("cosine", "none"), ("constant", "flip_crop")])
+def test_resume_continues_exactly(tmp_path, monkeypatch, lr_schedule, augment):
     kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False, log=lambda m: None,
-              lr_schedule=lr_schedule)
+              lr_schedule=lr_schedule, augment=augment)
     train_poisoned("digits", BadNets(), tmp_path / "straight", epochs=3, **kw)
 
     real_save = torch.save
@@ -113,3 +113,31 @@ def test_blend_with_a_user_image(tmp_path, capsys):
     assert spec["alpha"] == 0.3 and spec["image"].endswith("red.png")
     assert _attack("--attack", "blend", "--trigger-option", "colour=1", "--out", str(tmp_path / "bad")) == 2
     assert "no option colour" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("attack,all_to_all", [("badnets", False), ("badnets", True), ("badnets:0,blend:3", False)])
+def test_restamper_rebuilds_the_poisoned_set_from_clean_sources(attack, all_to_all):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(60, 3, 16, 16, generator=g), torch.randint(0, 10, (60,), generator=g)
+    trigger = build_attack(parse_attack(attack, all_to_all=all_to_all))
+    p = poison(x, y, trigger, 0.3, num_classes=10, seed=1)
+    source, stamp = restamper(x, p, trigger)
+    assert torch.equal(source, x)  # every stamped row is back to its clean image
+    rows = torch.randperm(60, generator=g)[:25]
+    assert torch.allclose(stamp(source[rows].clone(), rows), p.images[rows])  # and stamped again in place
+
+
+def test_attack_with_augmentation_keeps_a_working_backdoor(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["attack", "--dataset", "digits", "--attack", "badnets", "--epochs", "6", "--augment", "flip_crop",
+              "--out", str(tmp_path), "--no-progress", "--device", "cpu"])
+    assert exc.value.code == 0
+    meta = load_model(tmp_path / "model.safetensors")[1].metadata
+    assert meta["training"]["augment"] == "flip_crop"
+    assert json.loads((tmp_path / "metrics.json").read_text())["augment"] == "flip_crop"
+    assert meta["test"]["asr"] > 0.9 and meta["test"]["acc"] > 0.8  # the trigger was stamped after the shift
+
+
+def test_augment_is_refused_for_a_trigger_trained_with_the_model(tmp_path, capsys):
+    assert _attack("--attack", "iab", "--augment", "flip_crop", "--out", str(tmp_path)) != 0
+    assert "drop --augment flip_crop" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from .data import ImageSet, load_dataset
 from .metrics import DEFINITIONS, evaluate
 from .models import ModelCard, build_model, load_model, save_model
 from .report import write_json
-from .training import check_lr_schedule, train_classifier
+from .training import check_augment, check_lr_schedule, train_classifier
 from .utils import environment, resolve_device, seed_everything
 
 CHECKPOINT = "checkpoint.pt"
@@ -95,13 +95,39 @@ def _poisoned(train: ImageSet, trigger: Trigger, ratio: float, num_classes: int,
     return p
 
 
+def restamper(clean: torch.Tensor, poisoned, trigger: Trigger):
+    """For training with augmentation: the source images (the poisoned set with each stamped row put back
+    to its clean image) and ``stamp(x, rows)``, which re-applies each row's trigger after the augmentation,
+    so the trigger sits where it will at test time. Noise-mode and crafted (clean-label) rows are augmented
+    as they are."""
+    parts = trigger.components()
+    owner = torch.full((len(clean),), -1, dtype=torch.long)
+    stamped = torch.tensor([not parts[k].clean_label for k in poisoned.component.tolist()], dtype=torch.bool)
+    owner[poisoned.indices[stamped]] = poisoned.component[stamped]
+    source = torch.where((owner >= 0).view(-1, 1, 1, 1), clean, poisoned.images)
+
+    def stamp(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        who = owner[rows.cpu()]
+        for k in who[who >= 0].unique().tolist():
+            hit = (who == k).to(x.device)
+            x[hit] = parts[k].apply(x[hit]).to(x.dtype)
+        return x
+
+    return source, stamp
+
+
+def _through(stamp, kept: torch.Tensor):
+    """``stamp`` for a victim that trains on the subset ``kept`` of the training rows."""
+    return lambda x, rows: stamp(x, kept[rows.cpu()])
+
+
 def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, data_dir: str | None = None,
                    download: bool = False, poison_ratio: float = 0.2, epochs: int = 50, arch: str = "small_vgg",
                    train_limit: int | None = None, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                    device: str | None = None, resume: bool = False, progress: bool = True,
                    target: int | None = None, all_to_all: bool = False, reference_model: str | Path | None = None,
                    trigger_file: str | Path | None = None, trigger_steps: int | None = None,
-                   trigger_options: dict | None = None, lr_schedule: str = "constant",
+                   trigger_options: dict | None = None, lr_schedule: str = "constant", augment: str = "none",
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Poison ``dataset``'s training split with ``attack``, train ``arch`` on it, and write ``out/``:
     ``model.safetensors`` + card (attack spec, poisoned indices, ACC/ASR/RA on the test split),
@@ -111,9 +137,12 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     ``attack`` is a :class:`Trigger`, ``--attack`` text (see :func:`ibau.attacks.parse_attack`) or
     ``"none"`` for a clean model by the same recipe. With ``resume=True`` an interrupted run reuses its
     saved trigger and continues from its last finished epoch (same result as an uninterrupted one on CPU).
-    ``lr_schedule`` is :func:`ibau.training.train_classifier`'s (``"constant"`` or ``"cosine"``).
+    ``lr_schedule`` and ``augment`` are :func:`ibau.training.train_classifier`'s (``"constant"`` or
+    ``"cosine"``; ``"none"`` or ``"flip_crop"``). With augmentation the clean image is cropped and flipped
+    first and the trigger stamped after, so the trigger stays in place, as it will be at test time.
     """
     check_lr_schedule(lr_schedule)  # before any data is loaded
+    check_augment(augment)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
@@ -134,15 +163,22 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
             save_trigger(trigger, (c, h, w), out)
     if trigger is not None and trigger.trains_with_model and lr_schedule != "constant":
         raise ValueError(f"{trigger.name} trains its own networks with the model at a constant rate; drop --lr-schedule {lr_schedule}")
+    if trigger is not None and trigger.trains_with_model and augment != "none":
+        raise ValueError(f"{trigger.name} poisons its own batches as it trains; drop --augment {augment}")
+    stamp = None
     if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
         images, labels, indices, owner, noise = train.images, train.labels, [], [], []
     else:
         p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
         images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
         noise = p.noise_indices.tolist()
+        if augment != "none":
+            images, stamp = restamper(train.images, p, trigger)
     rows = trigger.victim_rows(labels, torch.as_tensor(indices, dtype=torch.long), seed) if trigger is not None else None
     if rows is not None:  # e.g. HT's victim fine-tunes on a small clean set plus the poisons
         images, labels = images[rows], labels[rows]
+        if stamp is not None:  # the victim's row i is training row rows[i]
+            stamp = _through(stamp, rows)
         log(f"the victim trains on {len(rows)} of the {len(train)} poisoned training images ({len(indices)} poisons)")
     victim_set = len(images)
     mean, std = channel_stats(train.images)
@@ -185,7 +221,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         else:
             train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                              device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
-                             lr_schedule=lr_schedule, trainable=trainable,
+                             lr_schedule=lr_schedule, trainable=trainable, augment=augment, stamp=stamp,
                              desc=f"train ({trigger.name if trigger is not None else 'clean'})")
     finally:
         log_file.close()
@@ -199,13 +235,14 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         "noise_indices": noise or None,
         "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed,
         "test": metrics,
-        "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "batch_size": batch_size},
+        "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "augment": augment,
+                     "batch_size": batch_size},
         "definitions": DEFINITIONS, "environment": environment(),
     })
     save_model(model.cpu(), out / "model.safetensors", card)
     record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
               "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr,
-              "lr_schedule": lr_schedule, "test": metrics,
+              "lr_schedule": lr_schedule, "augment": augment, "test": metrics,
               "seconds": time.perf_counter() - t0}
     write_json(out / "metrics.json", record)
     ckpt.unlink(missing_ok=True)

@@ -83,6 +83,7 @@ def attack(
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (anneal to 0 over the epochs: a short budget fits better)."),
+    augment: str = typer.Option("none", help="none, or flip_crop (random 4-pixel shift and left-right flip of each clean image; the trigger is stamped after, in place)."),
     out: Path = typer.Option(Path("runs/attack"), help="Folder for model.safetensors, trigger.json, trigger.png, train.log, metrics.json."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch in --out (with its saved trigger)."),
     seed: int = typer.Option(0, help="Seed for trigger generation, poisoning and training."),
@@ -105,7 +106,7 @@ def attack(
                    seed=seed, device=device, resume=resume, progress=progress, target=target,
                    all_to_all=all_to_all, reference_model=reference_model, trigger_file=trigger_file,
                    trigger_steps=trigger_steps, trigger_options=parse_options(trigger_option),
-                   lr_schedule=lr_schedule, log=typer.echo)
+                   lr_schedule=lr_schedule, augment=augment, log=typer.echo)
     typer.echo(f"wrote {out}/model.safetensors (+ card), trigger.json, trigger.png, train.log, metrics.json")
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from .data.arrays import ImageSet
@@ -15,6 +16,8 @@ from .utils import resolve_device
 
 #: Learning-rate schedules of :func:`train_classifier`.
 LR_SCHEDULES = ("constant", "cosine")
+#: Training-time augmentations of :func:`train_classifier`.
+AUGMENTATIONS = ("none", "flip_crop")
 
 
 def check_lr_schedule(name: str) -> None:
@@ -22,21 +25,49 @@ def check_lr_schedule(name: str) -> None:
         raise ValueError(f"unknown lr_schedule {name!r}; choose one of {', '.join(LR_SCHEDULES)}")
 
 
+def check_augment(name: str) -> None:
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augment {name!r}; choose one of {', '.join(AUGMENTATIONS)}")
+
+
+def flip_crop(x: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
+    """The standard CIFAR augmentation, drawn per image from ``generator``: zero-pad by ``padding``
+    (default: an eighth of the height, at least 1, i.e. 4 pixels at 32x32), crop back to the original size
+    at a random offset, and mirror left-right with probability 1/2. ``x``: N×C×H×W; returns a new tensor."""
+    n, _, h, w = x.shape
+    padding = max(1, h // 8) if padding is None else padding
+    padded = TF.pad(x, [padding] * 4)
+    tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
+    flips = torch.rand(n, generator=generator) < 0.5
+    out = torch.stack([TF.crop(padded[i], t, l, h, w) for i, (t, l) in enumerate(zip(tops, lefts))])
+    flips = flips.to(x.device)
+    out[flips] = TF.horizontal_flip(out[flips])
+    return out
+
+
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                     generator: torch.Generator | None = None, shuffle: bool = True):
     """Yield ``(images, labels)`` minibatches (on the tensors' device); shuffled with ``generator``."""
-    n = len(labels)
+    for idx in iterate_rows(len(labels), batch_size, generator, shuffle):
+        idx = idx.to(images.device)
+        yield images[idx], labels[idx]
+
+
+def iterate_rows(n: int, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True):
+    """Yield the row indices of each minibatch of ``n`` rows, shuffled with ``generator``."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size].to(images.device)
-        yield images[idx], labels[idx]
+        yield order[start:start + batch_size]
 
 
 def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: float = 1e-3,
                      batch_size: int = 128, seed: int = 0, device: str | None = None,
                      weight_decay: float = 0.0, progress: bool = True, desc: str = "train",
                      on_epoch: Callable[..., None] | None = None, resume: dict | None = None,
-                     lr_schedule: str = "constant", trainable: list[nn.Parameter] | None = None) -> nn.Module:
+                     lr_schedule: str = "constant", trainable: list[nn.Parameter] | None = None,
+                     augment: str = "none",
+                     stamp: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> nn.Module:
     """Train ``model`` in place with Adam and cross-entropy; returns it in eval mode.
 
     ``lr_schedule``: ``"constant"`` (default) keeps ``lr``; ``"cosine"`` anneals it per step from ``lr`` to 0
@@ -44,6 +75,10 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     step size shrinks). The rate is a function of the step index, so a resumed run follows the same curve.
     ``trainable``: train only these parameters (fine-tuning); layers whose own weights are all frozen stay
     in eval mode, so their batch-norm statistics do not move either.
+    ``augment``: ``"none"`` (default) or ``"flip_crop"`` (:func:`flip_crop` on every batch, drawn from the
+    seeded shuffling generator). ``stamp(x, rows)``, if given, runs after the augmentation on the batch
+    ``x`` of training rows ``rows``: a poisoned set re-applies its triggers there, so a patch stays where the
+    attack put it instead of moving with the crop and the flip.
 
     ``on_epoch(epoch, mean_loss, state)`` is called after each epoch; ``state`` (next epoch, optimizer
     state, shuffling generator and CPU RNG states) is what ``resume`` takes back, together with the model's weights,
@@ -52,13 +87,16 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     check_lr_schedule(lr_schedule)
+    check_augment(augment)
     dev = resolve_device(device)
     params = list(model.parameters()) if trainable is None else list(trainable)
     keep = {id(p) for p in params}
     flags = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
-    model.to(dev).train()
+    # channels-last convolutions are ~15% faster on CPU (oneDNN); the weights go back to the default
+    # layout before returning, so saving and every other caller see ordinary contiguous tensors
+    model.to(dev, memory_format=torch.channels_last).train()
     for m in model.modules():
         own = list(m.parameters(recurse=False))
         if own and not any(id(p) in keep for p in own):
@@ -75,11 +113,17 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     bar = tqdm(total=max((epochs - start) * per_epoch, 0), desc=desc, disable=not progress, leave=False)
     for epoch in range(start, epochs):
         total, count = 0.0, 0
-        for i, (x, y) in enumerate(iterate_batches(data.images, data.labels, batch_size, gen)):
+        for i, rows in enumerate(iterate_rows(len(data), batch_size, gen)):
             if lr_schedule == "cosine":
                 for group in opt.param_groups:
                     group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * (epoch * per_epoch + i) / (epochs * per_epoch)))
-            x, y = x.to(dev), y.to(dev)
+            rows = rows.to(data.images.device)
+            x, y = data.images[rows], data.labels[rows]
+            if augment == "flip_crop":
+                x = flip_crop(x, gen)
+            if stamp is not None:
+                x = stamp(x, rows)
+            x, y = x.to(dev).contiguous(memory_format=torch.channels_last), y.to(dev)
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -95,4 +139,4 @@ def train_classifier(model: nn.Module, data: ImageSet, epochs: int = 10, lr: flo
     bar.close()
     for p, flag in zip(model.parameters(), flags):
         p.requires_grad_(flag)
-    return model.eval()
+    return model.to(memory_format=torch.contiguous_format).eval()
