@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
+
+from ibau.unlearn.config import IBAUConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "measurements" / "cifar_attacks"
@@ -47,6 +50,15 @@ def load(name: str, kind: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def settings(config: dict) -> str:
+    """The I-BAU options of a record that differ from the default preset (``ibau presets default``) other
+    than the round count, as ``--defense-option`` text; empty for the default."""
+    default = asdict(IBAUConfig())
+    skip = {"rounds", "seed", "device"}
+    diff = [f"{k}={v}" for k, v in config.items() if k in default and k not in skip and v != default[k]]
+    return (", " + " ".join(diff)) if diff else ""
+
+
 def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
 
@@ -55,7 +67,7 @@ def table() -> str:
     clean = load("clean", "attack")
     clean_acc = clean["test"]["acc"] if clean else None
     rows = ["| attack | test ACC % (Δ vs clean) | test ASR % | held-out ACC / ASR % before | after I-BAU ACC / ASR % "
-            "| ACC drop | train s | I-BAU s (rounds) | paper: none → I-BAU (ACC/ASR) | meets issue 3 |",
+            "| ACC drop | train s | I-BAU s (rounds, non-default options) | paper: none → I-BAU (ACC/ASR) | meets issue 3 |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, label in LABELS.items():
         att, dfd = load(name, "attack"), load(name, "ibau")
@@ -75,7 +87,8 @@ def table() -> str:
             drop = 100 * (b["acc"] - a["acc"])
             ok += [a["asr"] <= 0.20, drop <= 5]
             cells += [f"{pct(b['acc'])} / {pct(b['asr'])}", f"{pct(a['acc'])} / {pct(a['asr'])}", f"{drop:.2f}",
-                      f"{att['seconds']:.0f}", f"{dfd['seconds']['defense']:.0f} ({len(dfd['rounds'])})"]
+                      f"{att['seconds']:.0f}",
+                      f"{dfd['seconds']['defense']:.0f} ({len(dfd['rounds'])}{settings(dfd.get('config', {}))})"]
         else:
             ok.append(False)
             cells += ["–", "not run yet", "–", f"{att['seconds']:.0f}", "–"]
