@@ -26,12 +26,16 @@ PAPER = {
     "smooth": ((85.34, 99.24), (83.46, 18.30)), "trojan_sq": ((84.76, 99.66), (83.18, 9.82)),
     "trojan_wm": ((84.92, 99.96), (83.58, 3.42)), "all_to_all": ((86.38, 85.02), (80.34, 10.46)),
     "all_to_all_24": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_50k": ((86.38, 85.02), (80.34, 10.46)),
-    "all_to_all_cos30": ((86.38, 85.02), (80.34, 10.46)),
+    "all_to_all_cos30": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_aug50k": ((86.38, 85.02), (80.34, 10.46)),
+    "all_to_all_p4": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_p5": ((86.38, 85.02), (80.34, 10.46)),
 }
 LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv": "ℓ2 inv", "smooth": "Smooth",
           "trojan_sq": "Trojan SQ", "trojan_wm": "Trojan WM", "all_to_all": "all-to-all",
           "all_to_all_24": "all-to-all, 24 epochs", "all_to_all_50k": "all-to-all, 50,000 images, 20 epochs",
-          "all_to_all_cos30": "all-to-all, 30 epochs, cosine lr"}
+          "all_to_all_cos30": "all-to-all, 30 epochs, cosine lr",
+          "all_to_all_aug50k": "all-to-all, 50,000 images, 20 epochs, cosine lr, flip+crop",
+          "all_to_all_p4": "all-to-all, 40% poison, 50,000 images, 20 epochs, cosine lr",
+          "all_to_all_p5": "all-to-all, 50% poison, 50,000 images, 20 epochs, cosine lr"}
 
 
 def collect(runs: Path) -> None:
