@@ -20,14 +20,17 @@ LR_SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("none", "flip_crop")
 
 
+def _check_choice(option: str, name: str, choices: tuple[str, ...]) -> None:
+    if name not in choices:
+        raise ValueError(f"unknown {option} {name!r}; choose one of {', '.join(choices)}")
+
+
 def check_lr_schedule(name: str) -> None:
-    if name not in LR_SCHEDULES:
-        raise ValueError(f"unknown lr_schedule {name!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    _check_choice("lr_schedule", name, LR_SCHEDULES)
 
 
 def check_augment(name: str) -> None:
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"unknown augment {name!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    _check_choice("augment", name, AUGMENTATIONS)
 
 
 def flip_crop(x: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
