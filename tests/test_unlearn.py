@@ -168,3 +168,16 @@ def test_both_solvers_and_warm_start_run(tiny_task, solver):
     model, x, y = tiny_task
     res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, solver=solver, warm_start=True), progress=False)
     assert all(torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_train_mode_updates_batchnorm_only_from_outer_batches(tiny_task):
+    """model_mode="train": BatchNorm's running statistics follow the outer (mostly clean) batches only; the
+    hypergradient's L_in is the eval-mode H that δ maximised, so it neither adds forward passes to the
+    statistics nor uses the statistics of a batch of δ-images."""
+    model, x, y = tiny_task
+    cfg = IBAUConfig(rounds=2, batch_size=20, outer_steps=3, model_mode="train")
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert int(res.model[1].num_batches_tracked) == 2 * 3  # one train-mode forward per θ step, none from L_in
+    assert not res.model.training
+    frozen = unlearn(model, (x, y), cfg.replace(model_mode="eval"), progress=False).model[1]
+    assert int(frozen.num_batches_tracked) == 0 and torch.equal(frozen.running_mean, model[1].running_mean)

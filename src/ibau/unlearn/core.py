@@ -1,6 +1,7 @@
 """The I-BAU round loop: :func:`unlearn`."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -74,17 +75,13 @@ def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.
     """Check the clean set against the model; returns the number of classes."""
     check_images(x, "clean images")
     check_labels(y, n=len(x), name="clean labels")
-    was = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with _eval_mode(model), torch.no_grad():
             out = model(x[:1].to(device))
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0][:200]
         raise ValueError(f"clean images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
                          "resize them or check the channel count") from None
-    finally:
-        model.train(was)
     if out.dim() != 2:
         raise ValueError(f"the model must return N×classes logits, got shape {tuple(out.shape)}")
     num_classes = out.shape[1]
@@ -179,6 +176,16 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
 
 
+@contextlib.contextmanager
+def _eval_mode(net: nn.Module):
+    was = net.training
+    net.eval()
+    try:
+        yield
+    finally:
+        net.train(was)
+
+
 def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps: int, on_step) -> float:
     """``steps`` θ updates with the implicit hypergradient; δ stays fixed. Returns the mean L_out."""
     total, done, v = 0.0, 0, None
@@ -198,7 +205,11 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
         k = max(1, round(cfg.perturb_fraction * len(x)))
 
         def inner_loss(d, xh=xh, yh=yh):  # L_in = −H with true labels
-            return -objective(net, xh, yh, d, cfg)
+            # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
+            # model_mode "train" a train-mode L_in would be another function (batch statistics of 20
+            # δ-images) and would pour those statistics into BatchNorm's running estimates every step.
+            with _eval_mode(net):
+                return -objective(net, xh, yh, d, cfg)
 
         def outer_loss(d, x=x, y=y, k=k):  # CE with δ on the first k images (batches are shuffled)
             mixed = torch.cat([perturb(x[:k], d, cfg.clamp), x[k:]])
