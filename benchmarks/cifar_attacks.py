@@ -28,6 +28,15 @@ RUNS: dict[str, list[str]] = {
     "trojan_sq": ["--attack", "trojan_sq", "--reference-model", "{clean}"],
     "trojan_wm": ["--attack", "trojan_wm", "--reference-model", "{clean}"],
     "all_to_all": ["--attack", "badnets", "--all-to-all"],
+    # the all-to-all recipe (docs/results.md): all training images, cosine rate, 40% / 50% poison
+    "all_to_all_p4": ["--attack", "badnets", "--all-to-all", "--train-limit", "50000", "--epochs", "20",
+                      "--lr-schedule", "cosine", "--poison-ratio", "0.4"],
+    "all_to_all_p5": ["--attack", "badnets", "--all-to-all", "--train-limit", "50000", "--epochs", "20",
+                      "--lr-schedule", "cosine", "--poison-ratio", "0.5"],
+}
+#: run name -> extra `ibau defend` arguments (default: the default preset's 3 rounds).
+DEFEND: dict[str, list[str]] = {
+    name: ["--rounds", "10", "--defense-option", "model_mode=train"] for name in ("all_to_all_p4", "all_to_all_p5")
 }
 
 
@@ -64,7 +73,8 @@ def main() -> None:
                      "--resume", "--no-progress", log=log)
             if name != "clean" and not (run / "ibau" / "metrics.json").exists():
                 ibau("defend", "--model", str(run / "model.safetensors"), *data, "--clean-size", "5000",
-                     "--method", "ibau", "--seed", str(args.seed), "--out", str(run / "ibau"), "--no-progress", log=log)
+                     "--method", "ibau", *DEFEND.get(name, []), "--seed", str(args.seed), "--out", str(run / "ibau"),
+                     "--no-progress", log=log)
             print(f"{name}: done", flush=True)
 
 

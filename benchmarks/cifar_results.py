@@ -28,6 +28,7 @@ PAPER = {
     "all_to_all_24": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_50k": ((86.38, 85.02), (80.34, 10.46)),
     "all_to_all_cos30": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_aug50k": ((86.38, 85.02), (80.34, 10.46)),
     "all_to_all_p4": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_p5": ((86.38, 85.02), (80.34, 10.46)),
+    "rerun_all_to_all_p4": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_p4_seed1": ((86.38, 85.02), (80.34, 10.46)),
 }
 LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv": "ℓ2 inv", "smooth": "Smooth",
           "trojan_sq": "Trojan SQ", "trojan_wm": "Trojan WM", "all_to_all": "all-to-all",
@@ -35,7 +36,9 @@ LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv"
           "all_to_all_cos30": "all-to-all, 30 epochs, cosine lr",
           "all_to_all_aug50k": "all-to-all, 50,000 images, 20 epochs, cosine lr, flip+crop",
           "all_to_all_p4": "all-to-all, 40% poison, 50,000 images, 20 epochs, cosine lr",
-          "all_to_all_p5": "all-to-all, 50% poison, 50,000 images, 20 epochs, cosine lr"}
+          "all_to_all_p5": "all-to-all, 50% poison, 50,000 images, 20 epochs, cosine lr",
+          "rerun_all_to_all_p4": "all-to-all, 40% poison (the same command rerun with the final code)",
+          "all_to_all_p4_seed1": "all-to-all, 40% poison, --seed 1"}
 
 
 def collect(runs: Path) -> None:
@@ -80,7 +83,7 @@ def table() -> str:
             continue
         acc, asr = att["test"]["acc"], att["test"].get("asr")
         gap = None if clean_acc is None else 100 * (acc - clean_acc)
-        one_to_one = not name.startswith("all_to_all")
+        one_to_one = "all_to_all" not in name
         # issue 3: one-to-one ASR >= 95% within 3 ACC points of the clean model; all-to-all ASR >= 70%
         ok = [asr is not None and asr >= (0.95 if one_to_one else 0.70)]
         if one_to_one:
