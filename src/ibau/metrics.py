@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .attacks.base import Trigger
+from .utils import eval_mode
 
 DEFINITIONS = {
     "acc": "top-1 accuracy on clean held-out test images, disjoint from the defender's clean set",
@@ -29,12 +30,8 @@ DEFINITIONS = {
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device=None) -> torch.Tensor:
     """Predicted classes for ``images``, in eval mode (the model's mode is restored afterwards)."""
     dev = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         preds = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.int64)
 
 

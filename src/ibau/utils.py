@@ -1,6 +1,7 @@
 """Small cross-cutting helpers: devices, seeds, environment records."""
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 
@@ -19,6 +20,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
     return dev
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module):
+    """Run a block with ``model`` in eval mode and give it back in the mode it had, even on an error."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def seed_everything(seed: int) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..data.arrays import ImageSet
-from ..utils import resolve_device
+from ..utils import eval_mode, resolve_device
 
 #: ``callback(model, seconds) -> dict | None``; a returned dict is stored in the history.
 Callback = Callable[[nn.Module, float], Any]
@@ -152,9 +152,5 @@ def seeded_rng(seed: int, device: torch.device):
 def num_classes_of(model: nn.Module, clean: ImageSet) -> int:
     """Output width of ``model`` (probed on one clean image)."""
     dev = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        n = int(model(clean.images[:1].to(dev)).shape[1])
-    model.train(was_training)
-    return n
+    with eval_mode(model), torch.no_grad():
+        return int(model(clean.images[:1].to(dev)).shape[1])

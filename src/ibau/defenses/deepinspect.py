@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
 from ..training import iterate_batches
+from ..utils import eval_mode
 from .base import Defense, DefenseResult, num_classes_of
 from .neural_cleanse import anomaly_index, flag_outliers
 
@@ -195,19 +196,17 @@ class DeepInspect(Defense):
         """Per class: mean ℓ1 norm of ``num_samples`` triggers, the fraction of stamped clean images that
         reach the class, and the mean trigger."""
         c, dev = self.config, self._device
-        was_training = model.training
-        model.eval()
         magnitudes, success, triggers = torch.zeros(num_classes), torch.zeros(num_classes), {}
-        for k in range(num_classes):
-            t = torch.full((c.num_samples,), k, dtype=torch.long, device=dev)
-            z = torch.randn(c.num_samples, c.noise_dim, generator=gen).to(dev)
-            delta = G(z, t)
-            idx = torch.randint(0, len(clean), (c.num_samples,), generator=gen)
-            pred = model((clean.images[idx].to(dev) + delta).clamp(0, 1)).argmax(1)
-            magnitudes[k] = delta.flatten(1).abs().sum(1).mean().cpu()
-            success[k] = (pred == k).float().mean().cpu()
-            triggers[k] = delta.mean(0).cpu()
-        model.train(was_training)
+        with eval_mode(model):
+            for k in range(num_classes):
+                t = torch.full((c.num_samples,), k, dtype=torch.long, device=dev)
+                z = torch.randn(c.num_samples, c.noise_dim, generator=gen).to(dev)
+                delta = G(z, t)
+                idx = torch.randint(0, len(clean), (c.num_samples,), generator=gen)
+                pred = model((clean.images[idx].to(dev) + delta).clamp(0, 1)).argmax(1)
+                magnitudes[k] = delta.flatten(1).abs().sum(1).mean().cpu()
+                success[k] = (pred == k).float().mean().cpu()
+                triggers[k] = delta.mean(0).cpu()
         return magnitudes, success, triggers
 
     def _patch(self, model, G, clean, flagged, gen, progress) -> None:

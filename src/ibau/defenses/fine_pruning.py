@@ -17,6 +17,7 @@ from torch.nn.utils import prune
 from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
+from ..utils import eval_mode
 from .base import Defense, DefenseResult
 from .finetune import fit
 
@@ -58,15 +59,12 @@ def conv_sites(model: nn.Module, sample: torch.Tensor) -> list[ConvSite]:
         calls.append((module, inputs[0] if inputs else None, output))
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(sample)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
 
     def consumer(after: int, tensor) -> tuple[int, nn.Module] | None:
         for j in range(after + 1, len(calls)):

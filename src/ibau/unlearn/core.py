@@ -1,7 +1,6 @@
 """The I-BAU round loop: :func:`unlearn`."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
 from ..training import iterate_batches
-from ..utils import resolve_device
+from ..utils import eval_mode, resolve_device
 from .config import IBAUConfig
 from .hypergrad import implicit_hypergradient
 from .inner import objective, perturb, solve_delta
@@ -76,7 +75,7 @@ def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.
     check_images(x, "clean images")
     check_labels(y, n=len(x), name="clean labels")
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(x[:1].to(device))
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0][:200]
@@ -176,16 +175,6 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
 
 
-@contextlib.contextmanager
-def _eval_mode(net: nn.Module):
-    was = net.training
-    net.eval()
-    try:
-        yield
-    finally:
-        net.train(was)
-
-
 def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps: int, on_step) -> float:
     """``steps`` θ updates with the implicit hypergradient; δ stays fixed. Returns the mean L_out."""
     total, done, v = 0.0, 0, None
@@ -208,7 +197,7 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
             # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
             # model_mode "train" a train-mode L_in would be another function (batch statistics of 20
             # δ-images) and would pour those statistics into BatchNorm's running estimates every step.
-            with _eval_mode(net):
+            with eval_mode(net):
                 return -objective(net, xh, yh, d, cfg)
 
         def outer_loss(d, x=x, y=y, k=k):  # CE with δ on the first k images (batches are shuffled)
