@@ -28,12 +28,10 @@ RUNS: dict[str, list[str]] = {
     "trojan_sq": ["--attack", "trojan_sq", "--reference-model", "{clean}"],
     "trojan_wm": ["--attack", "trojan_wm", "--reference-model", "{clean}"],
     "all_to_all": ["--attack", "badnets", "--all-to-all"],
-    # the all-to-all recipe (docs/results.md): all training images, cosine rate, 40% / 50% poison
-    "all_to_all_p4": ["--attack", "badnets", "--all-to-all", "--train-limit", "50000", "--epochs", "20",
-                      "--lr-schedule", "cosine", "--poison-ratio", "0.4"],
-    "all_to_all_p5": ["--attack", "badnets", "--all-to-all", "--train-limit", "50000", "--epochs", "20",
-                      "--lr-schedule", "cosine", "--poison-ratio", "0.5"],
 }
+#: the all-to-all recipe (docs/results.md): all training images, 20 epochs, cosine rate; 40% / 50% poison
+_A2A_RECIPE = ["--attack", "badnets", "--all-to-all", "--train-limit", "50000", "--epochs", "20", "--lr-schedule", "cosine"]
+RUNS.update({f"all_to_all_p{r}": [*_A2A_RECIPE, "--poison-ratio", f"0.{r}"] for r in (4, 5)})
 #: run name -> extra `ibau defend` arguments (default: the default preset's 3 rounds).
 DEFEND: dict[str, list[str]] = {
     name: ["--rounds", "10", "--defense-option", "model_mode=train"] for name in ("all_to_all_p4", "all_to_all_p5")

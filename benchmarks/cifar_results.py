@@ -19,16 +19,13 @@ from ibau.unlearn.config import IBAUConfig
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "measurements" / "cifar_attacks"
 
-#: SPEC §5, Table 1 (CIFAR-10, small VGG): (ACC, ASR) without defense, then after I-BAU.
+#: SPEC §5, Table 1 (CIFAR-10, small VGG): (ACC, ASR) without defense, then after I-BAU. Every all-to-all
+#: variant is compared with the paper's one all-to-all model (see :func:`paper`).
 PAPER = {
     "badnets": ((84.94, 98.28), (83.35, 12.30)), "blend": ((84.82, 99.78), (82.30, 12.96)),
     "l0_inv": ((85.36, 100.0), (84.08, 9.54)), "l2_inv": ((85.26, 100.0), (83.48, 7.48)),
     "smooth": ((85.34, 99.24), (83.46, 18.30)), "trojan_sq": ((84.76, 99.66), (83.18, 9.82)),
     "trojan_wm": ((84.92, 99.96), (83.58, 3.42)), "all_to_all": ((86.38, 85.02), (80.34, 10.46)),
-    "all_to_all_24": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_50k": ((86.38, 85.02), (80.34, 10.46)),
-    "all_to_all_cos30": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_aug50k": ((86.38, 85.02), (80.34, 10.46)),
-    "all_to_all_p4": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_p5": ((86.38, 85.02), (80.34, 10.46)),
-    "rerun_all_to_all_p4": ((86.38, 85.02), (80.34, 10.46)), "all_to_all_p4_seed1": ((86.38, 85.02), (80.34, 10.46)),
 }
 LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv": "ℓ2 inv", "smooth": "Smooth",
           "trojan_sq": "Trojan SQ", "trojan_wm": "Trojan WM", "all_to_all": "all-to-all",
@@ -39,6 +36,14 @@ LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv"
           "all_to_all_p5": "all-to-all, 50% poison, 50,000 images, 20 epochs, cosine lr",
           "rerun_all_to_all_p4": "all-to-all, 40% poison (the same command rerun with the final code)",
           "all_to_all_p4_seed1": "all-to-all, 40% poison, --seed 1"}
+
+
+def is_all_to_all(name: str) -> bool:
+    return "all_to_all" in name
+
+
+def paper(name: str):
+    return PAPER["all_to_all" if is_all_to_all(name) else name]
 
 
 def collect(runs: Path) -> None:
@@ -83,7 +88,7 @@ def table() -> str:
             continue
         acc, asr = att["test"]["acc"], att["test"].get("asr")
         gap = None if clean_acc is None else 100 * (acc - clean_acc)
-        one_to_one = "all_to_all" not in name
+        one_to_one = not is_all_to_all(name)
         # issue 3: one-to-one ASR >= 95% within 3 ACC points of the clean model; all-to-all ASR >= 70%
         ok = [asr is not None and asr >= (0.95 if one_to_one else 0.70)]
         if one_to_one:
@@ -99,7 +104,7 @@ def table() -> str:
         else:
             ok.append(False)
             cells += ["–", "not run yet", "–", f"{att['seconds']:.0f}", "–"]
-        (pa, ps), (qa, qs) = PAPER[name]
+        (pa, ps), (qa, qs) = paper(name)
         cells += [f"{pa:.2f}/{ps:.2f} → {qa:.2f}/{qs:.2f}", "yes" if all(ok) else "**no**"]
         rows.append("| " + " | ".join(cells) + " |")
     head = f"Clean model by the same recipe: test ACC {pct(clean_acc)}%." if clean else "Clean model: not run yet."
