@@ -4,6 +4,8 @@ from ibau import IBAUConfig
 
 def test_reference_is_the_authors_code():
     ref = IBAUConfig.reference()
+    # defense.py: the ℓ2 projection is commented out, the loader does not shuffle, K = 5, n_rounds = 5
+    assert (ref.norm, ref.shuffle, ref.rounds, ref.inner_passes, ref.inner_warm_start) == ("none", False, 5, 1, False)
     assert (ref.batch_size, ref.solver, ref.solver_iters, ref.fixed_point_lr) == (100, "fixed_point", 5, 0.1)
     assert (ref.inner_optimizer, ref.inner_lr, ref.inner_penalty, ref.pseudo_labels) == ("sgd", 10.0, 0.001, True)
     assert (ref.hyper_batch, ref.hyper_batch_size, ref.perturb_fraction) == ("first", None, 0.01)
@@ -14,6 +16,14 @@ def test_paper_is_algorithm_1():
     paper = IBAUConfig.paper()
     assert (paper.norm, paper.norm_bound, paper.inner_penalty, paper.pseudo_labels) == ("l2", 10.0, 0.0, False)
     assert (paper.perturb_fraction, paper.hyper_batch) == (1.0, "current")
+
+
+def test_norm_bound_defaults_per_norm_and_an_empty_box_is_refused():
+    import pytest
+    assert IBAUConfig().norm_bound == 10.0 and IBAUConfig(norm="linf").norm_bound == 1.0
+    assert IBAUConfig().replace(norm="linf").norm_bound == 1.0  # the new norm's default, not ℓ2's 10
+    with pytest.raises(ValueError, match="constrains nothing"):
+        IBAUConfig(norm="linf", norm_bound=10.0)
 
 
 def test_default_differs_from_reference_only_in_the_measured_speed_ups():

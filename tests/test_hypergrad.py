@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ibau.unlearn.hypergrad import implicit_hypergradient
-from ibau.unlearn.solvers import conjugate_gradient, fixed_point
+from ibau.unlearn.solvers import SolveStats, conjugate_gradient, fixed_point, minres
 
 def _rel(a, b):
     return float((a - b).norm() / b.norm())
@@ -47,10 +47,10 @@ def test_solvers_warm_start_from_solution_stays_there():
 
 
 def test_fixed_point_matches_authors_recursion():
-    """From x0=None, K iterations equal lr·v_K with v ← (I − lr·A)v + b, v_0 = b (the authors' loop)."""
+    """From x0=None, K iterations equal lr·v_K with v ← (I − lr·A)v + b, v_0 = 0 (the authors' loop)."""
     a, b = _spd(6)
     lr, k = 0.07, 5
-    v = b.clone()
+    v = torch.zeros_like(b)
     for _ in range(k):
         v = v - lr * (a @ v) + b
     assert _rel(fixed_point(lambda u: a @ u, b, iters=k, lr=lr), lr * v) < 1e-12
@@ -163,3 +163,198 @@ def test_hypergradient_matches_finite_differences():
     # The implicit term matters here: the direct gradient alone is far from ψ's gradient.
     direct = torch.autograd.grad(outer(delta), params)
     assert _rel(torch.cat([g.flatten() for g in direct]), fd) > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# The constraint binds: δ* on the ℓ2 sphere or on faces of the ℓ∞ box (KKT on the tangent space)
+# ---------------------------------------------------------------------------------------------
+def test_sphere_closed_form_linear_inner():
+    """H = ⟨a(θ), δ⟩ on ‖δ‖ ≤ C: δ* = C·a/‖a‖ (closed form). A = 0, so the unconstrained formula has no
+    inverse at all; on the tangent space the system is μP with μ = ‖a‖/C."""
+    g = torch.Generator().manual_seed(3)
+    m, n, bound = 4, 5, 2.0
+    bmat, c = torch.randn(n, m, generator=g), torch.randn(n, generator=g)
+    theta = torch.randn(m, generator=g, requires_grad=True)
+    a = lambda t: torch.tanh(bmat @ t) + 0.3
+    inner = lambda d: -(a(theta) * d).sum()
+    outer = lambda d: 0.5 * (d - c).pow(2).sum() + (theta ** 2).sum()
+    delta_star = bound * a(theta).detach() / a(theta).detach().norm()
+    exact = torch.autograd.grad(outer(bound * a(theta) / a(theta).norm()), theta)[0]
+    for solver in (functools.partial(conjugate_gradient, iters=3), functools.partial(minres, iters=3)):
+        (grad,), v, _ = implicit_hypergradient(inner, outer, delta_star, [theta], solver, norm="l2", bound=bound)
+        assert _rel(grad, exact) < 1e-10
+        assert abs(float(v @ delta_star)) < 1e-10  # nothing moves along δ
+
+
+def _kkt_sphere(inner, shape, bound, start, descent_steps=3000):
+    """δ* of min L_in s.t. ‖δ‖ = bound: projected descent, then Newton on the KKT system (∇L + μδ, ‖δ‖²−C²)."""
+    d = start.clone()
+    for _ in range(descent_steps):
+        d = d.detach().requires_grad_(True)
+        gr = torch.autograd.grad(inner(d), d)[0]
+        d = d.detach() - 0.2 * gr
+        d = d * (bound / d.norm())
+    d = d.detach().flatten()
+    dv = d.clone().requires_grad_(True)
+    mu = -float((torch.autograd.grad(inner(dv.view(shape)), dv)[0] @ d) / d.dot(d))
+    for _ in range(30):
+        dv = d.clone().requires_grad_(True)
+        gr = torch.autograd.grad(inner(dv.view(shape)), dv)[0]
+        res = torch.cat([gr + mu * d, (0.5 * (d.dot(d) - bound ** 2)).view(1)])
+        if res.norm() < 1e-14:
+            break
+        h = torch.autograd.functional.hessian(lambda z: inner(z.view(shape)), d)
+        n = d.numel()
+        kkt = torch.zeros(n + 1, n + 1)
+        kkt[:n, :n], kkt[:n, n], kkt[n, :n] = h + mu * torch.eye(n), d, d
+        step = torch.linalg.solve(kkt, -res)
+        d, mu = d + step[:n], mu + float(step[n])
+    return d.view(shape).detach(), mu
+
+
+SPHERE_BOUND = 0.6
+
+
+def _sphere_setup():
+    torch.manual_seed(4)
+    net = TinyNet().double()
+    x = torch.rand(6, 1, 4, 4)
+    y = torch.randint(0, 3, (6,))
+    inner = lambda d: -F.cross_entropy(net(x + d), y) + 0.001 * d.pow(2).sum()  # the authors' λ: not convex
+    outer = lambda d: F.cross_entropy(net(torch.cat([x[:2] + d, x[2:]])), y)
+    return net, inner, outer
+
+
+def _fd_gradient(params, psi, eps=1e-5):
+    fd = []
+    with torch.no_grad():
+        for p in params:
+            for i in range(p.numel()):
+                orig = p.view(-1)[i].item()
+                p.view(-1)[i] = orig + eps
+                plus = psi()
+                p.view(-1)[i] = orig - eps
+                minus = psi()
+                p.view(-1)[i] = orig
+                fd.append((plus - minus) / (2 * eps))
+    return torch.tensor(fd)
+
+
+def test_sphere_hypergradient_matches_finite_differences_where_a_is_indefinite():
+    net, inner, outer = _sphere_setup()
+    shape, params = (1, 4, 4), list(net.parameters())
+    start = torch.full(shape, 0.1)
+    delta, mu = _kkt_sphere(inner, shape, SPHERE_BOUND, start)
+    assert abs(float(delta.norm()) - SPHERE_BOUND) < 1e-12 and mu > 0  # the constraint binds
+    hess = torch.autograd.functional.hessian(lambda z: inner(z.view(shape)), delta.flatten())
+    eig = torch.linalg.eigvalsh(hess)
+    assert eig.min() < 0 < eig.max()  # A = ∇²L_in is indefinite at δ*: the unconstrained IFT does not apply
+    unit = delta.flatten() / delta.norm()
+    proj = torch.eye(16) - torch.outer(unit, unit)
+    tangent = torch.linalg.eigvalsh(proj @ (hess + mu * torch.eye(16)) @ proj)
+    assert tangent[1:].min() > 0  # strict constrained optimum: P(A + μI)P is positive definite on T
+
+    def psi():
+        with torch.enable_grad():
+            return float(outer(_kkt_sphere(inner, shape, SPHERE_BOUND, delta, descent_steps=0)[0]))
+
+    fd = _fd_gradient(params, psi)
+    for solver in (functools.partial(conjugate_gradient, iters=100, tol=1e-14),
+                   functools.partial(minres, iters=100, tol=1e-14)):
+        grads, _, _ = implicit_hypergradient(inner, outer, delta, params, solver, norm="l2", bound=SPHERE_BOUND)
+        err = _rel(torch.cat([g.flatten() for g in grads]), fd)
+        print(f'sphere, {solver.func.__name__}: relative error vs finite differences {err:.2e}')
+        assert err < 1e-4, err
+    # Ignoring the constraint (the unconstrained formula, solved exactly by MINRES) is wrong here.
+    grads, _, _ = implicit_hypergradient(inner, outer, delta, params, functools.partial(minres, iters=100, tol=1e-14))
+    assert _rel(torch.cat([g.flatten() for g in grads]), fd) > 1e-2
+
+
+def test_box_faces_hypergradient_matches_finite_differences():
+    net, inner, outer = _setup()  # λ = 0.5: strongly convex L_in, a unique δ*
+    shape, params = (1, 4, 4), list(net.parameters())
+    free_opt = _solve_inner(inner, shape)
+    bound = float(free_opt.abs().flatten().median())  # about half of the coordinates end on a face
+
+    def solve_box(start, held=None):
+        d = start.clone()
+        if held is None:
+            for _ in range(4000):  # projected gradient on a strongly convex problem: linear convergence
+                d = d.detach().requires_grad_(True)
+                d = (d.detach() - 0.3 * torch.autograd.grad(inner(d), d)[0]).clamp(-bound, bound)
+            held = d.abs() >= bound * (1 - 1e-9)
+        d, free = d.detach().flatten(), ~held.flatten()
+        for _ in range(20):  # Newton on the free coordinates, the held ones at ±bound
+            dv = d.clone().requires_grad_(True)
+            g = torch.autograd.grad(inner(dv.view(shape)), dv)[0][free]
+            if g.norm() < 1e-14:
+                break
+            h = torch.autograd.functional.hessian(lambda z: inner(z.view(shape)), d)[free][:, free]
+            d[free] -= torch.linalg.solve(h, g)
+        assert bool((d.abs() <= bound * (1 + 1e-12)).all())  # the same coordinates stay held
+        return d.view(shape).detach(), held
+
+    delta, held = solve_box(torch.zeros(shape))
+    assert 0 < int(held.sum()) < 16
+    grads, _, _ = implicit_hypergradient(inner, outer, delta, params,
+                                         functools.partial(conjugate_gradient, iters=100, tol=1e-14),
+                                         norm="linf", bound=bound)
+
+    def psi():
+        with torch.enable_grad():
+            return float(outer(solve_box(delta, held)[0]))
+
+    fd = _fd_gradient(params, psi)
+    err = _rel(torch.cat([g.flatten() for g in grads]), fd)
+    print(f'box faces: relative error vs finite differences {err:.2e}')
+    assert err < 1e-4, err
+
+
+# ---------------------------------------------------------------------------------------------
+# Solvers on indefinite systems
+# ---------------------------------------------------------------------------------------------
+def _indefinite(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g))
+    eig = torch.linspace(-2.0, 3.0, n)
+    eig[eig.abs() < 0.2] = 0.5
+    return q @ torch.diag(eig) @ q.T, torch.randn(n, generator=g)
+
+
+def test_minres_solves_an_indefinite_system_and_reports_its_residual():
+    a, b = _indefinite()
+    exact = torch.linalg.solve(a, b)
+    stats = SolveStats()
+    x = minres(lambda v: a @ v, b, iters=12, stats=stats)
+    assert _rel(x, exact) < 1e-10 and stats.matvecs == 12 and stats.residual < 1e-10
+    residuals = []
+    for k in (1, 3, 6, 9):
+        st = SolveStats()
+        xk = minres(lambda v: a @ v, b, iters=k, stats=st)
+        assert abs(st.residual - float((b - a @ xk).norm() / b.norm())) < 1e-10  # reported = true residual
+        residuals.append(st.residual)
+    assert all(r2 <= r1 for r1, r2 in zip(residuals, residuals[1:]))  # minimal residual: never rises
+
+
+def test_cg_says_when_curvature_makes_its_answer_meaningless():
+    a, b = _indefinite()
+    exact = torch.linalg.solve(a, b)
+    stats = SolveStats()
+    x = conjugate_gradient(lambda v: a @ v, b, iters=100, stats=stats)
+    assert stats.breakdown == "negative_curvature"
+    assert _rel(x, exact) > 0.5 and stats.residual > 0.5  # nothing was solved, and the stats say so
+    ok = SolveStats()
+    spd, rhs = _spd(8)
+    conjugate_gradient(lambda v: spd @ v, rhs, iters=100, stats=ok)
+    assert ok.breakdown is None and ok.residual < 1e-10
+
+
+def test_fixed_point_k_is_the_authors_k():
+    """K iterations from v = 0 are the authors' K: K = 1 is lr·b, K = 0 no implicit term at all."""
+    a, b = _spd(6)
+    lr = 0.07
+    assert float(fixed_point(lambda u: a @ u, b, iters=0, lr=lr).abs().max()) == 0.0
+    assert _rel(fixed_point(lambda u: a @ u, b, iters=1, lr=lr), lr * b) < 1e-15
+    stats = SolveStats()
+    fixed_point(lambda u: a @ u, b, iters=5, lr=lr, stats=stats)
+    assert stats.matvecs == 4

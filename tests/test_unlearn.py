@@ -181,3 +181,134 @@ def test_train_mode_updates_batchnorm_only_from_outer_batches(tiny_task):
     assert not res.model.training
     frozen = unlearn(model, (x, y), cfg.replace(model_mode="eval"), progress=False).model[1]
     assert int(frozen.num_batches_tracked) == 0 and torch.equal(frozen.running_mean, model[1].running_mean)
+
+
+# ---------------------------------------------------------------------------------------------
+# Smaller defects of issue 15, each with a test that failed before its fix
+# ---------------------------------------------------------------------------------------------
+def test_a_float64_model_runs_in_float64(tiny_task):
+    model, x, y = tiny_task
+    res = unlearn(model.double(), (x, y), IBAUConfig(rounds=1, batch_size=20), progress=False)
+    assert res.delta.dtype == torch.float64
+    assert all(p.dtype == torch.float64 and torch.isfinite(p).all() for p in res.model.parameters())
+
+
+def test_a_model_error_that_is_not_about_shapes_keeps_its_own_message(tiny_task):
+    _, x, y = tiny_task
+
+    class Broken(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            raise RuntimeError("CUDA driver exploded")
+
+    with pytest.raises(RuntimeError, match="CUDA driver exploded"):
+        unlearn(Broken(), (x, y), IBAUConfig(rounds=1), progress=False)
+    wrong = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(5, 4))
+    with pytest.raises(ValueError, match="do not fit the model") as info:
+        unlearn(wrong, (x, y), IBAUConfig(rounds=1), progress=False)
+    assert isinstance(info.value.__cause__, RuntimeError)  # the cause is kept for --debug
+
+
+def test_train_mode_dropout_is_seeded_and_leaves_the_global_rng_alone(tiny_task):
+    _, x, y = tiny_task
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 16), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(16, 4)).eval()
+    cfg = IBAUConfig(rounds=1, batch_size=20, model_mode="train", seed=3)
+    torch.manual_seed(123)
+    a = unlearn(model, (x, y), cfg, progress=False).model
+    after_a = torch.rand(1)
+    torch.manual_seed(456)
+    b = unlearn(model, (x, y), cfg, progress=False).model
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))  # same seed, same weights
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_a)  # the caller's RNG stream is unchanged by unlearn
+
+
+def test_interrupted_run_returns_the_delta_of_the_model_it_returns(tiny_task):
+    model, x, y = tiny_task
+    calls = {"n": 0}
+
+    class Interrupting(torch.nn.Module):  # Ctrl-C in the middle of round 2's θ steps
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, inp):
+            calls["n"] += 1
+            if self.training is False and calls["n"] == calls.get("stop", -1):
+                raise KeyboardInterrupt
+            return self.net(inp)
+
+    wrapped = Interrupting(model)
+    cfg = IBAUConfig(rounds=3, batch_size=20)
+    full = unlearn(wrapped, (x, y), cfg, progress=False)
+    calls["n"] = 0
+    unlearn(wrapped, (x, y), cfg.replace(rounds=1), progress=False)
+    # the check of the data and round 1, then round 2's δ search (3 steps, 2 forwards each), then 1 θ step
+    calls["n"], calls["stop"] = 0, calls["n"] + 3 * 2 + 2 + 1
+    res = unlearn(wrapped, (x, y), cfg, progress=False)
+    assert res.interrupted and len(res.history) == 1
+    assert torch.equal(res.delta, res.history[-1].delta) and torch.equal(res.delta, full.history[0].delta)
+    assert all(torch.equal(p, q) for p, q in zip(res.model.state_dict().values(), _state_after_one_round(model, x, y, cfg)))
+
+
+def _state_after_one_round(model, x, y, cfg):
+    return list(unlearn(model, (x, y), cfg.replace(rounds=1), progress=False).model.state_dict().values())
+
+
+def test_flush_denormal_is_restored_not_forced_off(tiny_task):
+    model, x, y = tiny_task
+    probe = lambda: float((torch.tensor([1e-39]) * torch.tensor([1.0]))[0]) == 0.0
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20), progress=False)
+        assert probe()  # the caller had it on: still on
+    finally:
+        torch.set_flush_denormal(False)
+    unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20), progress=False)
+    assert not probe()
+
+
+def test_rounds_report_fooling_rates_and_solver_residuals(tiny_task):
+    model, x, y = tiny_task
+    res = unlearn(model, (x, y), IBAUConfig(rounds=2, batch_size=20, solver="minres", solver_iters=3), progress=False)
+    for rec in res.history:
+        assert len(rec.fooling) == 4 and abs(sum(rec.fooling) - 1) < 1e-9
+        assert 0 <= rec.solver_residual <= 1 and rec.solver_breakdowns == 0  # MINRES never rises above ‖b‖
+
+
+def test_cg_breakdown_is_counted_and_logged(tiny_task, caplog, monkeypatch):
+    from ibau.unlearn import solvers
+    model, x, y = tiny_task
+
+    def negative(matvec, b, x0=None, *, iters=5, tol=1e-12, stats=None):  # CG on a system that is -I
+        return solvers.conjugate_gradient(lambda v: -v, b, x0, iters=iters, tol=tol, stats=stats)
+
+    monkeypatch.setitem(solvers.SOLVERS, "cg", negative)
+    with caplog.at_level("WARNING", logger="ibau.unlearn.core"):
+        res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, solver="cg"), progress=False)
+    assert res.history[0].solver_breakdowns == 3  # every θ step of the round (60 images / 20)
+    assert "negative curvature" in caplog.text
+
+
+def test_reference_keeps_the_data_order_and_its_first_batch(tiny_task, monkeypatch):
+    """The authors' loader does not shuffle: the hypergradient's L_in is always on the first images."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    seen = []
+    real = core.implicit_hypergradient
+
+    def spy(inner_loss, outer_loss, delta, params, solver, **kw):
+        seen.append(kw["norm"])
+        return real(inner_loss, outer_loss, delta, params, solver, **kw)
+
+    monkeypatch.setattr(core, "implicit_hypergradient", spy)
+    order = []
+    monkeypatch.setattr(core, "iterate_batches", lambda xs, ys, bs, gen, shuffle: (order.append(shuffle) or iter([(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)])))
+    unlearn(model, (x, y), IBAUConfig.reference(rounds=1, batch_size=20), progress=False)
+    assert set(order) == {False} and set(seen) == {"none"}

@@ -31,16 +31,26 @@ class IBAUConfig:
 
     δ (inner maximisation of H = CE(f(x+δ), labels) − inner_penalty·‖δ‖²):
         norm: constraint on δ, ``"l2"`` ball, ``"linf"`` box or ``"none"`` (default "l2").
-        norm_bound: Cδ, radius of the constraint (default 10.0; ignored with norm "none").
+        norm_bound: Cδ, radius of the constraint (default None: 10.0 for ℓ2, the paper's; 1.0 for ℓ∞, the
+            pixel range, the smallest box holding every trigger; ignored with norm "none"). An ℓ∞ bound
+            above 1 constrains nothing for images in [0, 1] and is refused.
         clamp: clamp x+δ to the valid pixel range [0, 1] (default False, as the authors' CIFAR code).
-        inner_steps: T, ascent steps per round (default None: one per clean batch).
+        inner_steps: T, ascent steps per round (default None: ``inner_passes`` passes over the clean set).
+        inner_passes: passes over the clean set when ``inner_steps`` is None (default 1, the authors').
+        inner_warm_start: start each round's δ from the previous round's instead of 0 (default False).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
         inner_penalty: λ of the −λ‖δ‖² term (default 0.001).
         pseudo_labels: attack the model's own predictions instead of the true labels (default True).
-    Hypergradient (L_in = −H with true labels, on the hyper batch):
-        solver: ``"fixed_point"`` (Neumann) or ``"cg"`` (default "fixed_point").
-        solver_iters: K, Hessian-vector products per hypergradient (default 1; authors 5).
+    Hypergradient (L_in = −H with true labels, on the hyper batch; where δ ends on the boundary of the
+    constraint the linear system is the KKT one on the boundary's tangent space, see
+    :mod:`ibau.unlearn.hypergrad`):
+        solver: ``"fixed_point"`` (Neumann), ``"cg"`` (positive-definite systems only) or ``"minres"``
+            (symmetric, indefinite too) (default "fixed_point").
+        solver_iters: K, the solver's iterations (default 2). For the fixed-point solver K is the authors' K
+            (K iterations of v ← (∂Φ/∂δ)ᵀv + ∂L_out/∂δ from v = 0; K − 1 Hessian-vector products; K = 0:
+            no implicit term).
+        solver_damping: ρ ≥ 0 added to the system's diagonal (default 0).
         fixed_point_lr: α of the map Φ(δ) = δ − α∇_δ L_in (default 0.1).
         hyper_batch: L_in on the ``"first"`` batch of the round (authors) or the ``"current"`` one.
         hyper_batch_size: use only this many images of that batch for L_in (default 20; None: all, as the
@@ -53,11 +63,14 @@ class IBAUConfig:
         outer_steps: θ steps per round (default None: one per clean batch).
     Run:
         rounds: number of rounds (default 3); batch_size: clean batch size (default 100).
+        shuffle: draw the clean batches in a new seeded order every pass (default True; the authors keep
+            the data order, and their first batch is then always the same images).
         model_mode: ``"eval"`` freezes BatchNorm statistics and dropout for the whole defense (authors),
             ``"train"`` uses train mode in the outer loss of the θ steps, so BatchNorm follows the clean set
             (what removes an all-to-all backdoor within 5 ACC points, docs/results.md); δ is always searched
             and the hypergradient's L_in always evaluated in eval mode (default "eval").
-        seed: seeds batch order (default 0); device: ``None`` uses the model's device.
+        seed: seeds batch order, which outer images carry δ, and dropout in train mode (default 0);
+            device: ``None`` uses the model's device.
         flush_denormal: treat subnormal floats (< 1.2e-38) as zero on CPU during the run (default True).
             Gradients of confidently classified inputs underflow into subnormals, which the CPU handles
             up to ~2× slower; flushing them changes nothing measurable (docs/performance.md).
@@ -66,15 +79,18 @@ class IBAUConfig:
     rounds: int = 3
     batch_size: int = 100
     norm: str = "l2"
-    norm_bound: float = 10.0
+    norm_bound: float | None = None
     clamp: bool = False
     inner_steps: int | None = None
+    inner_passes: int = 1
+    inner_warm_start: bool = False
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
     pseudo_labels: bool = True
     solver: str = "fixed_point"
-    solver_iters: int = 1
+    solver_iters: int = 2
+    solver_damping: float = 0.0
     fixed_point_lr: float = 0.1
     hyper_batch: str = "first"
     hyper_batch_size: int | None = 20
@@ -84,6 +100,7 @@ class IBAUConfig:
     outer_lr: float = 1e-3
     outer_steps: int | None = None
     model_mode: str = "eval"
+    shuffle: bool = True
     seed: int = 0
     device: str | None = None
     flush_denormal: bool = True
@@ -93,9 +110,14 @@ class IBAUConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.norm_bound is None:
+            self.norm_bound = _DEFAULT_BOUND.get(self.norm)
         if self.norm != "none" and not self.norm_bound > 0:
             raise ValueError(f"norm_bound (Cδ) must be > 0, got {self.norm_bound}; use norm='none' for no bound")
-        for name in ("rounds", "batch_size"):
+        if self.norm == "linf" and self.norm_bound > 1:
+            raise ValueError(f"an ℓ∞ norm_bound of {self.norm_bound} constrains nothing for images in [0, 1]; "
+                             "use a bound <= 1 (default 1.0) or norm='none'")
+        for name in ("rounds", "batch_size", "inner_passes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:
@@ -106,6 +128,8 @@ class IBAUConfig:
                 raise ValueError(f"{name} must be >= 0 or None (one pass), got {value}")
         if self.solver_iters < 0:
             raise ValueError(f"solver_iters (K) must be >= 0, got {self.solver_iters}")
+        if self.solver_damping < 0:
+            raise ValueError(f"solver_damping must be >= 0, got {self.solver_damping}")
         for name in ("inner_lr", "outer_lr", "fixed_point_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -117,8 +141,10 @@ class IBAUConfig:
     # --- presets -------------------------------------------------------------------------------
     @classmethod
     def reference(cls, **overrides: Any) -> "IBAUConfig":
-        """The authors' public code (SPEC §1.1): pseudo-labels, SGD lr 10 with λ=0.001, no clamp; fixed-point
-        K=5 on the first batch; 1% of each outer batch perturbed; Adam 1e-3; eval mode."""
+        """The authors' public code (SPEC §1.1, their ``defense.py``): δ by one pass of SGD lr 10 against the
+        model's own predictions with a 0.001‖δ‖² penalty, **no projection** and no clamp; fixed-point K = 5
+        on the first batch of the unshuffled clean set; one image in 100 of each outer batch perturbed;
+        Adam 1e-3; eval mode; 5 rounds."""
         return cls(**{**_REFERENCE, **overrides})
 
     @classmethod
@@ -135,6 +161,8 @@ class IBAUConfig:
         return PRESETS[name](**overrides)
 
     def replace(self, **changes: Any) -> "IBAUConfig":
+        if "norm" in changes and "norm_bound" not in changes and changes["norm"] != self.norm:
+            changes["norm_bound"] = None  # the new norm's default bound, not the old norm's
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,14 +179,22 @@ class IBAUConfig:
         return [f.name for f in fields(cls)]
 
 
+_DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
+
+#: YiZeng623/I-BAU defense.py, step for step: no projection of δ (commented out there), data in their order
+#: (their loader does not shuffle, so their first batch is always the same images), K = 5, 5 rounds.
 _REFERENCE: dict[str, Any] = dict(
-    rounds=3, batch_size=100, norm="l2", norm_bound=10.0, clamp=False, inner_steps=None,
-    inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True, solver="fixed_point",
-    solver_iters=5, fixed_point_lr=0.1, hyper_batch="first", hyper_batch_size=None, warm_start=False, perturb_fraction=0.01,
-    outer_optimizer="adam", outer_lr=1e-3, outer_steps=None, model_mode="eval",
+    rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1,
+    inner_warm_start=False, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
+    solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
+    hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
+    outer_steps=None, model_mode="eval", shuffle=False,
 )
+#: Algorithm 1 as written: projected ascent on H (true labels, no penalty) in the ℓ2 ball Cδ = 10, then θ
+#: descends ψ(θ) = H(δ, θ) on the current batch (every image carries δ).
 _PAPER: dict[str, Any] = {
-    **_REFERENCE, "inner_penalty": 0.0, "pseudo_labels": False, "hyper_batch": "current", "perturb_fraction": 1.0,
+    **_REFERENCE, "norm": "l2", "norm_bound": 10.0, "inner_penalty": 0.0, "pseudo_labels": False,
+    "hyper_batch": "current", "perturb_fraction": 1.0, "shuffle": True,
 }
 
 PRESETS = {"reference": IBAUConfig.reference, "paper": IBAUConfig.paper, "default": IBAUConfig}

@@ -1,7 +1,9 @@
 """The I-BAU round loop: :func:`unlearn`."""
 from __future__ import annotations
 
+import contextlib
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -17,6 +19,11 @@ from ..utils import eval_mode, resolve_device
 from .config import IBAUConfig
 from .hypergrad import implicit_hypergradient
 from .inner import objective, perturb, solve_delta
+from .solvers import SolveStats
+
+logger = logging.getLogger(__name__)
+#: clean images on which each round's δ is scored for the fooling-rate diagnostic
+FOOLING_SAMPLE = 1000
 
 
 @dataclass
@@ -30,13 +37,18 @@ class RoundRecord:
     seconds: float      # wall time of the round, callback excluded
     inner_seconds: float = 0.0  # of which: the search for δ
     delta: torch.Tensor | None = field(default=None, repr=False)  # this round's δ (CPU)
+    # Diagnostics a defender can compute (clean data only): where δ sends clean images, per class (fraction
+    # of the first ≤ 1,000 clean images predicted as each class once δ is added), and the linear solves.
+    fooling: list[float] = field(default_factory=list)
+    solver_residual: float = float("nan")  # mean relative residual of the round's solves (nan: not computed)
+    solver_breakdowns: int = 0             # solves that met negative curvature (CG on an indefinite system)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class UnlearnResult:
     model: nn.Module
-    delta: torch.Tensor               # the last round's δ (C×H×W, pixel space)
+    delta: torch.Tensor               # the last finished round's δ (C×H×W, pixel space)
     history: list[RoundRecord]
     config: IBAUConfig
     seconds: float                    # total wall time, callbacks excluded
@@ -70,17 +82,43 @@ def _as_tensors(clean_data) -> tuple[torch.Tensor, torch.Tensor]:
     raise TypeError(f"clean_data must be a Dataset, an (images, labels) pair or an iterable of batches, got {type(clean_data).__name__}")
 
 
+#: words of PyTorch's messages for inputs of the wrong shape or channel count
+_SHAPE_ERRORS = ("shape", "size", "channels", "dimension", "mat1 and mat2")
+
+
+def _param_dtype(model: nn.Module) -> torch.dtype:
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+
+@contextlib.contextmanager
+def _flush_denormal(enabled: bool):
+    """Flush subnormal floats to zero inside the block and restore the previous (process-wide) setting."""
+    if not enabled:
+        yield
+        return
+    before = float((torch.tensor([1e-39]) * torch.tensor([1.0]))[0]) == 0.0  # PyTorch has no getter
+    torch.set_flush_denormal(True)  # False (and no effect) where the CPU lacks support
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> int:
     """Check the clean set against the model; returns the number of classes."""
     check_images(x, "clean images")
     check_labels(y, n=len(x), name="clean labels")
+    dtype = _param_dtype(model)
     try:
         with eval_mode(model), torch.no_grad():
-            out = model(x[:1].to(device))
+            out = model(x[:1].to(device, dtype))
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()[0][:200]
+        if not any(word in msg for word in _SHAPE_ERRORS):
+            raise  # not a shape problem: a real error of the model, with its traceback
         raise ValueError(f"clean images of shape {tuple(x.shape[1:])} do not fit the model ({msg}); "
-                         "resize them or check the channel count") from None
+                         "resize them or check the channel count") from exc
     if out.dim() != 2:
         raise ValueError(f"the model must return N×classes logits, got shape {tuple(out.shape)}")
     num_classes = out.shape[1]
@@ -118,64 +156,94 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     net = model if inplace else copy.deepcopy(model)
     net.to(device)
     x_all, y_all = _as_tensors(clean_data)
-    _validate(net, x_all, y_all, device)
-    x_all, y_all = x_all.to(device, torch.float32), y_all.to(device, torch.int64)
+    num_classes = _validate(net, x_all, y_all, device)
+    x_all, y_all = x_all.to(device, _param_dtype(net)), y_all.to(device, torch.int64)
 
     n, bs = len(x_all), cfg.batch_size
     batches_per_pass = (n + bs - 1) // bs
-    inner_steps = batches_per_pass if cfg.inner_steps is None else cfg.inner_steps
+    inner_steps = cfg.inner_passes * batches_per_pass if cfg.inner_steps is None else cfg.inner_steps
     outer_steps = batches_per_pass if cfg.outer_steps is None else cfg.outer_steps
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batches():
-        return iterate_batches(x_all, y_all, bs, gen)
+        return iterate_batches(x_all, y_all, bs, gen, shuffle=cfg.shuffle)
 
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(params, lr=cfg.outer_lr)
     solver = cfg.make_solver()
     history: list[RoundRecord] = []
-    delta = torch.zeros(x_all.shape[1:], device=device)
+    delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
-    flushing = cfg.flush_denormal and torch.set_flush_denormal(True)  # False where the CPU lacks support
     bar = tqdm(total=cfg.rounds * (inner_steps + outer_steps), desc="I-BAU", disable=not progress, leave=False)
+    # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
+    # gives the same weights and the caller's RNG state is left as it was.
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
-    try:
-        for r in range(cfg.rounds):
-            t0 = time.perf_counter()
-            net.eval()  # δ is always searched against the deployed (eval-mode) model
-            delta, inner_loss = solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
-                                            on_step=lambda *_: bar.update(1))
-            inner_seconds = time.perf_counter() - t0
-            net.train(cfg.model_mode == "train")
-            outer_loss = _outer_pass(net, params, opt, solver, batches, delta, cfg, outer_steps,
-                                     on_step=lambda *_: bar.update(1))
-            net.eval()
-            record = RoundRecord(r + 1, inner_loss, outer_loss, float(delta.norm()), time.perf_counter() - t0,
-                                 inner_seconds, delta.detach().cpu())
-            total_seconds += record.seconds
-            history.append(record)
-            snapshot = copy.deepcopy(net.state_dict())
-            bar.set_postfix(delta=f"{record.delta_norm:.2f}", outer=f"{outer_loss:.3f}")
-            if callback is not None:
-                answer = callback(record, net, delta)
-                if isinstance(answer, dict):
-                    record.extra.update(answer)
-                elif answer is True:
-                    break
-    except KeyboardInterrupt:
-        interrupted = True
-        net.load_state_dict(snapshot)
-    finally:
-        bar.close()
-        if flushing:
-            torch.set_flush_denormal(False)  # PyTorch's default; the setting is process-wide
+    with _flush_denormal(cfg.flush_denormal), rng:
+        torch.manual_seed(cfg.seed)
+        try:
+            for r in range(cfg.rounds):
+                t0 = time.perf_counter()
+                net.eval()  # δ is always searched against the deployed (eval-mode) model
+                start = delta if cfg.inner_warm_start else None
+                new_delta, inner_loss = solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
+                                                    on_step=lambda *_: bar.update(1), start=start)
+                inner_seconds = time.perf_counter() - t0
+                net.train(cfg.model_mode == "train")
+                stats: list[SolveStats] = []
+                outer_loss = _outer_pass(net, params, opt, solver, batches, new_delta, cfg, outer_steps, gen,
+                                         stats, on_step=lambda *_: bar.update(1))
+                net.eval()
+                seconds = time.perf_counter() - t0
+                record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
+                                     inner_seconds, new_delta.detach().cpu(),
+                                     fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp, num_classes),
+                                     **_solve_summary(stats))
+                if record.solver_breakdowns:
+                    logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
+                                   "indefinite system solves nothing); use solver='minres' or solver_damping",
+                                   r + 1, record.solver_breakdowns, len(stats), cfg.solver)
+                delta = new_delta  # only a finished round's δ is kept, with the model of that round
+                total_seconds += record.seconds
+                history.append(record)
+                snapshot = copy.deepcopy(net.state_dict())
+                bar.set_postfix(delta=f"{record.delta_norm:.2f}", outer=f"{outer_loss:.3f}")
+                if callback is not None:
+                    answer = callback(record, net, delta)
+                    if isinstance(answer, dict):
+                        record.extra.update(answer)
+                    elif answer is True:
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+            net.load_state_dict(snapshot)
+        finally:
+            bar.close()
     net.eval()
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
 
 
-def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps: int, on_step) -> float:
+def fooling_rates(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, clamp: bool, num_classes: int,
+                  batch_size: int = 500) -> list[float]:
+    """Fraction of the images ``x`` the model assigns to each class once ``delta`` is added (clean data only)."""
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    with eval_mode(model), torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            pred = model(perturb(x[i:i + batch_size], delta, clamp)).argmax(1)
+            counts += torch.bincount(pred.cpu(), minlength=num_classes)
+    return (counts.double() / max(len(x), 1)).tolist()
+
+
+def _solve_summary(stats: list[SolveStats]) -> dict[str, Any]:
+    residuals = [s.residual for s in stats if s.residual == s.residual]
+    return {"solver_residual": sum(residuals) / len(residuals) if residuals else float("nan"),
+            "solver_breakdowns": sum(s.breakdown is not None for s in stats)}
+
+
+def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps: int, gen: torch.Generator,
+                stats: list[SolveStats], on_step) -> float:
     """``steps`` θ updates with the implicit hypergradient; δ stays fixed. Returns the mean L_out."""
     total, done, v = 0.0, 0, None
     hyper = None
@@ -192,6 +260,8 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
         if cfg.hyper_batch_size is not None:
             xh, yh = xh[:cfg.hyper_batch_size], yh[:cfg.hyper_batch_size]
         k = max(1, round(cfg.perturb_fraction * len(x)))
+        # Which images carry δ: the first k of a shuffled batch, or k drawn at random from an ordered one.
+        chosen = slice(0, k) if cfg.shuffle else torch.randperm(len(x), generator=gen)[:k].to(x.device)
 
         def inner_loss(d, xh=xh, yh=yh):  # L_in = −H with true labels
             # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
@@ -200,12 +270,16 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
             with eval_mode(net):
                 return -objective(net, xh, yh, d, cfg)
 
-        def outer_loss(d, x=x, y=y, k=k):  # CE with δ on the first k images (batches are shuffled)
-            mixed = torch.cat([perturb(x[:k], d, cfg.clamp), x[k:]])
+        def outer_loss(d, x=x, y=y, chosen=chosen):  # CE with δ on the chosen images
+            mixed = x.clone()
+            mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
             return F.cross_entropy(net(mixed), y)
 
+        stats.append(SolveStats())
         grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
-                                                    x0=v if cfg.warm_start else None)
+                                                    x0=v if cfg.warm_start else None, norm=cfg.norm,
+                                                    bound=cfg.norm_bound, damping=cfg.solver_damping,
+                                                    stats=stats[-1])
         v = v_new
         for p, g in zip(params, grads):
             p.grad = g

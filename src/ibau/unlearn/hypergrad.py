@@ -1,35 +1,94 @@
-"""The implicit hypergradient (paper eq. 2–3), for any inner/outer losses.
+"""The implicit hypergradient (paper eq. 2–3), for any inner/outer losses, where δ* really sits.
 
-Bilevel problem: θ minimises L_out(δ*(θ), θ) where δ*(θ) minimises L_in(δ, θ) (for I-BAU L_in = −H,
-so δ* maximises H). At a stationary δ*, the implicit function theorem gives
+Bilevel problem: θ minimises ψ(θ) = L_out(δ*(θ), θ) where δ*(θ) minimises L_in(δ, θ) over the feasible
+set ‖δ‖ ≤ Cδ (for I-BAU L_in = −H, so δ* maximises H).
 
-    ∇ψ(θ) = ∂_θ L_out − ∂²_θδ L_in · A⁻¹ ∂_δ L_out,      A = ∂²_δδ L_in,
+- **Unconstrained, or the constraint does not bind** (δ* stationary, ∇_δ L_in = 0): the implicit function
+  theorem gives ``∇ψ = ∂_θ L_out − ∂²_θδ L_in · A⁻¹ ∂_δ L_out`` with ``A = ∂²_δδ L_in``.
+- **On the ℓ2 sphere** ‖δ*‖ = Cδ (the usual case: the ascent ends on the boundary): δ* is a KKT point,
+  ``∇_δ L_in + μ δ* = 0`` with ``μ = −⟨∇_δ L_in, δ*⟩ / Cδ² ≥ 0``, and δ* can only move along the sphere's
+  tangent space. Differentiating the KKT system gives the same formula with ``A`` replaced by
+  ``P (A + μI) P`` on that space (P = I − δδᵀ/‖δ‖²) and ``∂_δ L_out`` by ``P ∂_δ L_out``; nothing moves
+  along δ. There A itself is often indefinite, while ``P(A + μI)P`` is positive definite at a strict
+  constrained optimum.
+- **On faces of the ℓ∞ box**: coordinates held at ±Cδ by the constraint (the ascent pushes outward) do not
+  move; the system is A restricted to the free coordinates.
 
-and A⁻¹ ∂_δ L_out is approximated by an iterative solver using Hessian-vector products only. Nothing
-depends on how δ was found, so the inner optimisation path is never stored (memory is independent of T).
+The inverse-Hessian-vector product is left to a solver strategy ``(matvec, b, x0) -> x`` using
+Hessian-vector products only. Nothing depends on how δ was found, so the inner optimisation path is never
+stored (memory is independent of T).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
-from .solvers import LinearSolver
+from .solvers import LinearSolver, SolveStats
+
+#: δ counts as on the boundary when within this relative distance of it.
+BOUNDARY_RTOL = 1e-4
+
+
+@dataclass
+class ActiveSet:
+    """The part of the constraint binding at δ: the hypergradient's linear system lives on its tangent space.
+
+    ``kind`` is ``"none"`` (nothing binds), ``"l2_sphere"`` or ``"linf_faces"``; ``shift`` is the KKT
+    multiplier μ of ‖δ‖ ≤ Cδ (0 otherwise); ``free`` is the mask of ℓ∞ coordinates that may move.
+    """
+
+    kind: str = "none"
+    shift: float = 0.0
+    direction: torch.Tensor | None = None   # unit δ on the sphere
+    free: torch.Tensor | None = None        # bool mask for box faces
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """P·v: onto the tangent space of the active constraint."""
+        if self.kind == "l2_sphere":
+            return v - (v * self.direction).sum() * self.direction
+        if self.kind == "linf_faces":
+            return v * self.free
+        return v
+
+
+def active_set(delta: torch.Tensor, grad_inner: torch.Tensor, norm: str, bound: float | None,
+               rtol: float = BOUNDARY_RTOL) -> ActiveSet:
+    """Which constraint binds at ``delta`` given ∇_δ L_in there (``grad_inner``)."""
+    delta, grad_inner = delta.detach(), grad_inner.detach()
+    if norm == "l2" and bound is not None:
+        size = float(delta.norm())
+        if size >= (1 - rtol) * bound and size > 0:
+            mu = -float((grad_inner * delta).sum()) / size ** 2
+            return ActiveSet("l2_sphere", shift=mu, direction=delta / size)
+    elif norm == "linf" and bound is not None:
+        # held: on a face and pushed outward by the ascent on H (= descent on L_in)
+        held = (delta.abs() >= (1 - rtol) * bound) & (grad_inner * delta < 0)
+        if bool(held.any()):
+            return ActiveSet("linf_faces", free=(~held).to(delta.dtype))
+    return ActiveSet()
 
 
 def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
                            outer_loss: Callable[[torch.Tensor], torch.Tensor],
                            delta: torch.Tensor, params: Sequence[torch.Tensor], solver: LinearSolver,
-                           x0: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Hypergradient of ``outer_loss`` w.r.t. ``params`` through ``delta = argmin inner_loss``.
+                           x0: torch.Tensor | None = None, *, norm: str = "none", bound: float | None = None,
+                           damping: float = 0.0, stats: SolveStats | None = None,
+                           ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Hypergradient of ``outer_loss`` w.r.t. ``params`` through ``delta = argmin inner_loss`` s.t. ‖δ‖ ≤ bound.
 
     Args:
         inner_loss: ``delta -> scalar`` L_in(δ, θ); θ enters through ``params`` captured by the closure.
         outer_loss: ``delta -> scalar`` L_out(δ, θ).
         delta: the (approximate) inner solution; it is detached here.
         params: the tensors θ to differentiate with respect to (all must require grad).
-        solver: ``(matvec, b, x0) -> x`` solving A·x = b (see :mod:`ibau.unlearn.solvers`).
+        solver: ``(matvec, b, x0, stats=) -> x`` solving A·x = b (see :mod:`ibau.unlearn.solvers`).
         x0: optional warm start for the solver (e.g. the previous step's solution).
+        norm, bound: the inner problem's constraint (``"l2"``, ``"linf"`` or ``"none"``; Cδ). Where it
+            binds at ``delta`` the system is solved on its tangent space (module docstring).
+        damping: ρ ≥ 0 added to the system (A + ρI): makes CG valid on a mildly indefinite A, at a bias.
+        stats: optional :class:`SolveStats` the solver fills (products, residual, breakdown).
 
     Returns:
         ``(grads, v, outer)``: one gradient per parameter, the solver's solution v ≈ A⁻¹ ∂_δ L_out
@@ -43,11 +102,18 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
     g_out_delta = g_out[0] if g_out[0] is not None else torch.zeros_like(delta)
 
     (g_in_delta,) = torch.autograd.grad(inner_loss(delta), delta, create_graph=True)
+    active = active_set(delta, g_in_delta, norm, bound)
+    shift = active.shift + damping
 
-    def matvec(v: torch.Tensor) -> torch.Tensor:  # A·v = ∂²_δδ L_in · v
-        return torch.autograd.grad(g_in_delta, delta, v, retain_graph=True)[0]
+    def matvec(v: torch.Tensor) -> torch.Tensor:  # P (A + μI + ρI) P v
+        pv = active.project(v)
+        av = torch.autograd.grad(g_in_delta, delta, pv, retain_graph=True, allow_unused=True)[0]
+        av = torch.zeros_like(pv) if av is None else av  # L_in linear in δ: A = 0
+        return active.project(av + shift * pv)
 
-    v = solver(matvec, g_out_delta.detach(), x0).detach()
+    b = active.project(g_out_delta.detach())
+    v = solver(matvec, b, None if x0 is None else active.project(x0), stats=stats)
+    v = active.project(v.detach())
     mixed = torch.autograd.grad(g_in_delta, params, v, allow_unused=True)  # ∂²_θδ L_in · v
     grads = []
     for p, go, m in zip(params, g_out[1:], mixed):

@@ -39,13 +39,18 @@ def objective(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: to
 
 def solve_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                 shape: tuple[int, ...], cfg: IBAUConfig, steps: int,
-                on_step: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, float]:
-    """Run ``steps`` ascent steps from δ = 0; returns ``(δ, mean H over the steps)``.
+                on_step: Callable[[torch.Tensor], None] | None = None,
+                start: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """Run ``steps`` ascent steps from ``start`` (default δ = 0); returns ``(δ, mean H over the steps)``.
 
     Only δ is differentiated (``autograd.grad``), so no weight gradients are computed or accumulated.
     """
-    device = next(model.parameters()).device
-    delta = torch.zeros(shape, device=device, requires_grad=True)
+    param = next(model.parameters())
+    if start is None:
+        delta = torch.zeros(shape, device=param.device, dtype=param.dtype)
+    else:
+        delta = project(start.detach().clone().to(param.device, param.dtype), cfg.norm, cfg.norm_bound)
+    delta.requires_grad_(True)
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls([delta], lr=cfg.inner_lr)
     total, done = 0.0, 0
