@@ -84,3 +84,34 @@ def test_missing_card_and_bad_suffix(tmp_path):
         load_model(tmp_path / "m.safetensors")
     with pytest.raises(ValueError, match="must end in .safetensors"):
         save_model(small_vgg(10), tmp_path / "m.pt", _card())
+
+
+def _authors_names(model):
+    """The small VGG's tensors under the I-BAU authors' names: features.<i>.* then classifier.*"""
+    renamed = {}
+    for key, value in model.state_dict().items():
+        index, _, rest = key.partition(".")
+        renamed[f"classifier.{rest}" if int(index) == len(model) - 1 else f"features.{index}.{rest}"] = value
+    return renamed
+
+
+def test_same_layout_under_other_names_loads_by_layout(tmp_path, caplog):
+    torch.manual_seed(0)
+    model = small_vgg(10).eval()
+    path = tmp_path / "badnets_8_02_ckpt.pth"
+    torch.save({"net": _authors_names(model), "acc": 84.9, "epoch": 50}, path)
+    with caplog.at_level("INFO", logger="ibau.models.io"):
+        loaded, _ = load_model(path, ModelCard("small_vgg", 10, [3, 32, 32]))
+    assert "loaded by layout" in caplog.text
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_different_layout_is_refused_with_the_first_mismatch(tmp_path):
+    state = _authors_names(small_vgg(10))
+    state["classifier.weight"] = torch.zeros(43, 2048)  # a GTSRB head for a 10-class card
+    state["classifier.bias"] = torch.zeros(43)
+    path = tmp_path / "other.pth"
+    torch.save({"net": state}, path)
+    with pytest.raises(ValueError, match="does not match its card.*missing 44 tensors"):
+        load_model(path, ModelCard("small_vgg", 10, [3, 32, 32]))

@@ -7,6 +7,7 @@ Anything that would need full unpickling is refused.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+logger = logging.getLogger(__name__)
 CARD_FORMAT = "ibau-model/1"
 _NESTED_KEYS = ("net", "state_dict", "model")
 
@@ -102,6 +104,21 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     return _read_checkpoint(path)
 
 
+def by_layout(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+              name: str = "the file") -> dict[str, torch.Tensor] | None:
+    """``state`` renamed to ``expected``'s keys when the two match one-to-one in order and shape (another
+    code base's names for the same architecture, e.g. the I-BAU authors' ``features.0.weight`` for the
+    small VGG); ``None`` when they do not, so the caller reports the mismatch."""
+    if len(state) != len(expected):
+        return None
+    if any(tuple(a.shape) != tuple(b.shape) for a, b in zip(state.values(), expected.values())):
+        return None
+    first = next((f"{a} -> {b}" for a, b in zip(state, expected) if a != b), "")
+    logger.info("%s: tensor names differ from the architecture's; loaded by layout (%d tensors in the same "
+                "order and shapes, e.g. %s)", name, len(state), first)
+    return dict(zip(expected, state.values()))
+
+
 def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Module, ModelCard]:
     """Load weights and rebuild the model from its card (or the card given).
 
@@ -112,6 +129,8 @@ def load_model(path: str | Path, card: ModelCard | None = None) -> tuple[nn.Modu
     model = card.build()
     state = load_state(path)
     expected = model.state_dict()
+    if set(state) != set(expected):
+        state = by_layout(state, expected, Path(path).name) or state
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
