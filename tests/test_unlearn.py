@@ -312,3 +312,21 @@ def test_reference_keeps_the_data_order_and_its_first_batch(tiny_task, monkeypat
     monkeypatch.setattr(core, "iterate_batches", lambda xs, ys, bs, gen, shuffle: (order.append(shuffle) or iter([(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)])))
     unlearn(model, (x, y), IBAUConfig.reference(rounds=1, batch_size=20), progress=False)
     assert set(order) == {False} and set(seen) == {"none"}
+
+
+def test_min_steps_makes_the_work_follow_the_clean_set(tiny_task, monkeypatch):
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    counted = {}
+    real = core.solve_delta
+
+    def spy(model, batches, shape, cfg, steps, **kw):
+        counted["inner"] = steps
+        return real(model, batches, shape, cfg, steps, **kw)
+
+    monkeypatch.setattr(core, "solve_delta", spy)
+    res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=7), progress=False)
+    assert counted["inner"] == 7  # 60 images at batch 20 are 3 steps a pass; at least 7 are taken
+    assert res.history[0].outer_loss > 0
+    unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=2, inner_passes=2), progress=False)
+    assert counted["inner"] == 6  # two passes are more than min_steps

@@ -35,4 +35,6 @@ class IBAU(Defense):
         return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
                              extra={"interrupted": result.interrupted, "rounds": [
                                  {"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
-                                  "delta_norm": h.delta_norm, "seconds": h.seconds} for h in result.history]})
+                                  "delta_norm": h.delta_norm, "seconds": h.seconds, "fooling": h.fooling,
+                                  "solver_residual": h.solver_residual, "solver_breakdowns": h.solver_breakdowns}
+                                 for h in result.history]})

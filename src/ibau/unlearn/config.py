@@ -37,6 +37,9 @@ class IBAUConfig:
         clamp: clamp x+δ to the valid pixel range [0, 1] (default False, as the authors' CIFAR code).
         inner_steps: T, ascent steps per round (default None: ``inner_passes`` passes over the clean set).
         inner_passes: passes over the clean set when ``inner_steps`` is None (default 1, the authors').
+        min_steps: a round takes at least this many δ steps and θ steps when ``inner_steps`` /
+            ``outer_steps`` are None, cycling the clean set, so the work follows the clean set's size rather
+            than a round count tuned on 5,000 images (default 0: one pass; 5,000 images at batch 100 are 50).
         inner_warm_start: start each round's δ from the previous round's instead of 0 (default False).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
@@ -83,6 +86,7 @@ class IBAUConfig:
     clamp: bool = False
     inner_steps: int | None = None
     inner_passes: int = 1
+    min_steps: int = 0
     inner_warm_start: bool = False
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
@@ -122,6 +126,8 @@ class IBAUConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:
             raise ValueError(f"hyper_batch_size must be >= 1 or None (the whole batch), got {self.hyper_batch_size}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps must be >= 0, got {self.min_steps}")
         for name in ("inner_steps", "outer_steps"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -184,7 +190,7 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 #: YiZeng623/I-BAU defense.py, step for step: no projection of δ (commented out there), data in their order
 #: (their loader does not shuffle, so their first batch is always the same images), K = 5, 5 rounds.
 _REFERENCE: dict[str, Any] = dict(
-    rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1,
+    rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
     inner_warm_start=False, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
     solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
     hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,

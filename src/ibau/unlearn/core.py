@@ -161,8 +161,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
     n, bs = len(x_all), cfg.batch_size
     batches_per_pass = (n + bs - 1) // bs
-    inner_steps = cfg.inner_passes * batches_per_pass if cfg.inner_steps is None else cfg.inner_steps
-    outer_steps = batches_per_pass if cfg.outer_steps is None else cfg.outer_steps
+    inner_steps = max(cfg.inner_passes * batches_per_pass, cfg.min_steps) if cfg.inner_steps is None else cfg.inner_steps
+    outer_steps = max(batches_per_pass, cfg.min_steps) if cfg.outer_steps is None else cfg.outer_steps
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batches():
