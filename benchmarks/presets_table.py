@@ -1,0 +1,71 @@
+"""docs/presets.md's tables, generated from the records of benchmarks/compare_presets.py.
+
+    python benchmarks/presets_table.py docs/measurements/issue15
+
+Rows: one per (task, model tag, configuration), over its seeds: held-out ACC and ASR after the last round
+(mean ± std), the ACC drop against the model before the defense (mean and worst seed), the worst seed's
+ASR, ‖δ‖, the share of δ's energy on the trigger's mask (evaluation only), seconds per round. Records of the
+authors' own loop (``authors_loop/*.json``, run outside the project) are shown beside, where present.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+
+def _ms(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def rows(folder: Path) -> list[dict]:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for path in sorted(folder.rglob("*.json")):
+        rec = json.loads(path.read_text())
+        if "curve" in rec:
+            groups[(rec["task"], rec.get("tag", ""), rec["name"], len(rec["curve"]))].append(rec)
+        elif "rounds" in rec and "project" in rec:  # the authors' loop
+            key = ("authors", "", "authors' loop" + (" + projection" if rec["project"] else ""), len(rec["rounds"]))
+            groups[key].append({"seed": rec["seed"], "before": rec["before"], "curve": rec["rounds"],
+                                "seconds_per_round": [r["seconds"] for r in rec["rounds"]]})
+    out = []
+    for (task, tag, name, rounds), recs in sorted(groups.items()):
+        last = [r["curve"][-1] for r in recs]
+        drops = [100 * (r["before"]["acc"] - c["acc"]) for r, c in zip(recs, last)]
+        asr = [100 * c["asr"] for c in last]
+        share = [c["trigger_share"] for c in last if c.get("trigger_share") is not None]
+        out.append({"task": task, "tag": tag, "name": name, "rounds": rounds, "seeds": sorted(r["seed"] for r in recs),
+                    "acc": _ms([100 * c["acc"] for c in last]), "asr": _ms(asr), "worst_asr": max(asr),
+                    "drop": statistics.mean(drops), "worst_drop": max(drops),
+                    "before": f"{100 * recs[0]['before']['acc']:.2f} / {100 * recs[0]['before']['asr']:.2f}",
+                    "norm": statistics.mean(c["delta_norm"] for c in last),
+                    "share": statistics.mean(share) if share else None,
+                    "sec": statistics.mean(s for r in recs for s in r["seconds_per_round"])})
+    return out
+
+
+def table(items: list[dict]) -> str:
+    lines = ["| task | model | configuration | rounds | seeds | before ACC / ASR % | ACC after % | ASR after % "
+             "| worst ASR % | ACC drop (mean / worst) | ‖δ‖ | δ on trigger | s / round |",
+             "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in items:
+        share = "–" if r["share"] is None else f"{r['share']:.2f}"
+        lines.append(f"| {r['task']} | {r['tag'] or '–'} | {r['name']} | {r['rounds']} | {','.join(map(str, r['seeds']))} "
+                     f"| {r['before']} | {r['acc']} | {r['asr']} | {r['worst_asr']:.2f} "
+                     f"| {r['drop']:.2f} / {r['worst_drop']:.2f} | {r['norm']:.1f} | {share} | {r['sec']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path)
+    args = ap.parse_args()
+    print(table(rows(args.folder)))
+
+
+if __name__ == "__main__":
+    main()
