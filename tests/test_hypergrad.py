@@ -146,18 +146,7 @@ def test_hypergradient_matches_finite_differences():
         with torch.enable_grad():
             return float(outer(_solve_inner(inner, shape, start=delta)))
 
-    eps, fd = 1e-5, []
-    with torch.no_grad():
-        for p in params:
-            for i in range(p.numel()):
-                orig = p.view(-1)[i].item()
-                p.view(-1)[i] = orig + eps
-                plus = psi()
-                p.view(-1)[i] = orig - eps
-                minus = psi()
-                p.view(-1)[i] = orig
-                fd.append((plus - minus) / (2 * eps))
-    fd = torch.tensor(fd)
+    fd = _fd_gradient(params, psi)
     print('relative error vs finite differences:', _rel(flat, fd))
     assert _rel(flat, fd) < 1e-4, _rel(flat, fd)
     # The implicit term matters here: the direct gradient alone is far from ψ's gradient.
