@@ -67,6 +67,9 @@ def settings(config: dict) -> str:
     than the round count, as ``--defense-option`` text; empty for the default."""
     default = asdict(IBAUConfig())
     skip = {"rounds", "seed", "device"}
+    if "min_steps" not in config and config.get("solver") == "fixed_point":
+        # records made before issue 15 count fixed-point iterations from v0 = b: their K is today's K + 1
+        config = {**config, "solver_iters": config["solver_iters"] + 1}
     diff = [f"{k}={v}" for k, v in config.items() if k in default and k not in skip and v != default[k]]
     return (", " + " ".join(diff)) if diff else ""
 
