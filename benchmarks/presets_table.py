@@ -1,8 +1,9 @@
 """docs/presets.md's tables, generated from the records of benchmarks/compare_presets.py.
 
     python benchmarks/presets_table.py docs/measurements/issue15
+    python benchmarks/presets_table.py docs/measurements/issue15 --names default,unbms,authors
 
-Rows: one per (task, model tag, configuration), over its seeds: held-out ACC and ASR after the last round
+Rows: one per (task, model tag, configuration), over its seeds (digits: split N with seed N, pooled): held-out ACC and ASR after the last round
 (mean ± std), the ACC drop against the model before the defense (mean and worst seed), the worst seed's
 ASR, ‖δ‖, the share of δ's energy on the trigger's mask (evaluation only), seconds per round. Records of the
 authors' own loop (``authors_loop/*.json``, run outside the project) are shown beside, where present.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -22,13 +24,17 @@ def _ms(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def rows(folder: Path) -> list[dict]:
+def rows(folder: Path, names: set[str] | None = None) -> list[dict]:
+    """One row per (task, model, configuration, rounds); digits splits are pooled (split N runs seed N)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for path in sorted(folder.rglob("*.json")):
         rec = json.loads(path.read_text())
         if "curve" in rec:
-            groups[(rec["task"], rec.get("tag", ""), rec["name"], len(rec["curve"]))].append(rec)
-        elif "rounds" in rec and "project" in rec:  # the authors' loop
+            if names is not None and rec["name"] not in names:
+                continue
+            tag = re.sub(r"_split\d+$", "", rec.get("tag", ""))
+            groups[(rec["task"], tag, rec["name"], len(rec["curve"]))].append(rec)
+        elif "rounds" in rec and "project" in rec and (names is None or "authors" in names):  # the authors' loop
             key = ("authors", "", "authors' loop" + (" + projection" if rec["project"] else ""), len(rec["rounds"]))
             groups[key].append({"seed": rec["seed"], "before": rec["before"], "curve": rec["rounds"],
                                 "seconds_per_round": [r["seconds"] for r in rec["rounds"]]})
@@ -41,7 +47,8 @@ def rows(folder: Path) -> list[dict]:
         out.append({"task": task, "tag": tag, "name": name, "rounds": rounds, "seeds": sorted(r["seed"] for r in recs),
                     "acc": _ms([100 * c["acc"] for c in last]), "asr": _ms(asr), "worst_asr": max(asr),
                     "drop": statistics.mean(drops), "worst_drop": max(drops),
-                    "before": f"{100 * recs[0]['before']['acc']:.2f} / {100 * recs[0]['before']['asr']:.2f}",
+                    "before": f"{statistics.mean(100 * r['before']['acc'] for r in recs):.2f} / "
+                              f"{statistics.mean(100 * r['before']['asr'] for r in recs):.2f}",
                     "norm": statistics.mean(c["delta_norm"] for c in last),
                     "share": statistics.mean(share) if share else None,
                     "sec": statistics.mean(s for r in recs for s in r["seconds_per_round"])})
@@ -49,7 +56,7 @@ def rows(folder: Path) -> list[dict]:
 
 
 def table(items: list[dict]) -> str:
-    lines = ["| task | model | configuration | rounds | seeds | before ACC / ASR % | ACC after % | ASR after % "
+    lines = ["| task | model | configuration | rounds | seeds | before ACC / ASR % (mean) | ACC after % | ASR after % "
              "| worst ASR % | ACC drop (mean / worst) | ‖δ‖ | δ on trigger | s / round |",
              "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in items:
@@ -63,8 +70,9 @@ def table(items: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
+    ap.add_argument("--names", help="comma-separated configurations to show (\"authors\": the authors' loop)")
     args = ap.parse_args()
-    print(table(rows(args.folder)))
+    print(table(rows(args.folder, set(args.names.split(",")) if args.names else None)))
 
 
 if __name__ == "__main__":
