@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import dataclasses
 import json
 import os
@@ -173,3 +174,51 @@ def test_paper_rule_for_comparable_or_better():
     assert compare_with_best(rows).startswith("comparable or better")
     assert compare_with_best({"ibau": rows["ibau"], "dp": rows["dp"]}).startswith("better")
     assert compare_with_best({"ibau": rows["ibau"], "nad": [{"record": None}]}) == "pending"
+
+
+def _defend_records(out: Path) -> dict[str, dict]:
+    recs = (json.loads(p.read_text()) for p in (out / "records").glob("*.json"))
+    return {r["id"]: r for r in recs if r["kind"] == "defend"}
+
+
+def test_interrupted_defense_is_not_recorded_and_a_clean_model_is_a_cell(tmp_path, monkeypatch):
+    """Issue 16: Ctrl-C inside I-BAU stops the grid without an `ok` record (a re-run repeats the job, with
+    an uninterrupted run's numbers), and a clean model's cell has ACC but no ASR, DER or verdict."""
+    import shutil
+
+    core = importlib.import_module("ibau.unlearn.core")  # `ibau.unlearn` is also the function
+
+    suite = Suite("mixed", "mixed", [{"attack": "none"}, {"attack": "badnets"}], ["ibau"])
+    out = tmp_path / "bench"
+    real, calls = core.solve_delta, {"n": 0}
+
+    def interrupting(*args, **kwargs):  # the second round of the first defense job gets Ctrl-C
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, "solve_delta", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(suite, "smoke", out, log=lambda s: None)
+    assert calls["n"] == 2 and _defend_records(out) == {}  # stopped there: nothing recorded as finished
+    monkeypatch.setattr(core, "solve_delta", real)
+
+    counts = run_bench(suite, "smoke", out, log=lambda s: None)
+    assert counts["errors"] == 0 and counts["ran"] == 2  # both defense jobs now, the models were kept
+    records = _defend_records(out)
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records.values())
+    clean = next(r for r in records.values() if r["attack"] == "none")
+    poisoned = next(r for r in records.values() if r["attack"] == "badnets")
+    assert "asr" not in clean["after"] and clean["after"]["acc"] > 0.3
+    assert clean["der"] is None and clean["failed"] is None
+    assert 0 <= poisoned["der"] <= 1 and isinstance(poisoned["failed"], bool)
+    build_report(out)  # the report takes the clean cell too
+
+    again = tmp_path / "again"  # the same jobs, never interrupted, on the same models
+    shutil.copytree(out, again)
+    for job_id in records:
+        record_path(again, job_id).unlink()
+    run_bench(suite, "smoke", again, log=lambda s: None)
+    for job_id, rec in _defend_records(again).items():
+        assert rec["after"] == records[job_id]["after"], job_id
