@@ -2,6 +2,8 @@
 
     python benchmarks/presets_table.py docs/measurements/issue15
     python benchmarks/presets_table.py docs/measurements/issue15 --names default,unbms,authors
+    python benchmarks/presets_table.py docs/measurements/issue15 --doc   # the tables of docs/presets.md
+    python benchmarks/presets_table.py docs/measurements/issue15 --write docs/presets.md   # ... written into it
 
 Rows: one per (task, model tag, configuration), over its seeds (digits: split N with seed N, pooled): held-out ACC and ASR after the last round
 (mean ± std), the ACC drop against the model before the defense (mean and worst seed), the worst seed's
@@ -22,6 +24,23 @@ def _ms(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+#: docs/presets.md's tables: (task, configurations); tests/test_docs.py checks the doc shows them as generated.
+DOC_TABLES = {
+    "authors": ("authors", {"authors", "reference", "refK0", "refsh", "refK2h20", "default", "unb", "unbpf05",
+                            "unbpf20", "unbo2", "unbp2", "unbclamp", "unbclamppf20", "passes2", "p2pf20", "p2pf20r3"}),
+    "digits": ("digits", {"default", "K0", "minres5", "unb", "unbms", "unbmsK0"}),
+    "cifar": ("cifar", {"default", "unbms"}),
+}
+FOLDER = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue15"
+
+
+def doc_tables(folder: Path = FOLDER) -> dict[str, str]:
+    out = {}
+    for key, (task, names) in DOC_TABLES.items():
+        out[key] = table([r for r in rows(folder, names) if r["task"] == task])
+    return out
 
 
 def rows(folder: Path, names: set[str] | None = None) -> list[dict]:
@@ -51,19 +70,20 @@ def rows(folder: Path, names: set[str] | None = None) -> list[dict]:
                               f"{statistics.mean(100 * r['before']['asr'] for r in recs):.2f}",
                     "norm": statistics.mean(c["delta_norm"] for c in last),
                     "share": statistics.mean(share) if share else None,
-                    "sec": statistics.mean(s for r in recs for s in r["seconds_per_round"])})
+                    "sec": statistics.mean(s for r in recs for s in r["seconds_per_round"]),
+                    "threads": ",".join(sorted({str(r.get("threads", "?")) for r in recs}))})
     return out
 
 
 def table(items: list[dict]) -> str:
     lines = ["| task | model | configuration | rounds | seeds | before ACC / ASR % (mean) | ACC after % | ASR after % "
-             "| worst ASR % | ACC drop (mean / worst) | ‖δ‖ | δ on trigger | s / round |",
+             "| worst ASR % | ACC drop (mean / worst) | ‖δ‖ | δ on trigger | s / round (threads) |",
              "|---|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in items:
         share = "–" if r["share"] is None else f"{r['share']:.2f}"
         lines.append(f"| {r['task']} | {r['tag'] or '–'} | {r['name']} | {r['rounds']} | {','.join(map(str, r['seeds']))} "
                      f"| {r['before']} | {r['acc']} | {r['asr']} | {r['worst_asr']:.2f} "
-                     f"| {r['drop']:.2f} / {r['worst_drop']:.2f} | {r['norm']:.1f} | {share} | {r['sec']:.1f} |")
+                     f"| {r['drop']:.2f} / {r['worst_drop']:.2f} | {r['norm']:.1f} | {share} | {r['sec']:.1f} ({r['threads']}) |")
     return "\n".join(lines)
 
 
@@ -71,7 +91,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path)
     ap.add_argument("--names", help="comma-separated configurations to show (\"authors\": the authors' loop)")
+    ap.add_argument("--doc", action="store_true", help="print docs/presets.md's tables (DOC_TABLES)")
+    ap.add_argument("--write", type=Path, help="replace each <!-- table:KEY --> ... <!-- /table --> block of this file")
     args = ap.parse_args()
+    if args.write:
+        text = args.write.read_text()
+        for key, table_text in doc_tables(args.folder).items():
+            text = re.sub(rf"(<!-- table:{key} -->\n).*?(\n<!-- /table -->)", lambda m: m.group(1) + table_text + m.group(2),
+                          text, flags=re.S)
+        args.write.write_text(text)
+        return
+    if args.doc:
+        for key, text in doc_tables(args.folder).items():
+            print(f"<!-- {key} -->\n{text}\n")
+        return
     print(table(rows(args.folder, set(args.names.split(",")) if args.names else None)))
 
 

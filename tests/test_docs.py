@@ -40,3 +40,13 @@ def test_issue3_tables_in_results_are_generated_from_the_records():
     sweep = _benchmark("a2a_sweep_table")
     text = sweep.table(json.loads(sweep.SUMMARY.read_text())["runs"])
     assert text.count("\n") > 10 and text in results
+
+
+def test_issue15_tables_in_presets_are_generated_from_the_records():
+    """docs/presets.md's measurements are the tables benchmarks/presets_table.py makes from the records."""
+    presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    tables = _benchmark("presets_table").doc_tables()
+    assert set(tables) == {"authors", "digits", "cifar"}
+    for key, text in tables.items():
+        assert text.count("\n") >= 3, key  # a header, a rule and at least two rows
+        assert text in presets, f"docs/presets.md's {key} table differs from `presets_table.py --doc`"

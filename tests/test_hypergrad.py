@@ -95,6 +95,19 @@ def test_zero_iterations_is_the_direct_gradient_only_for_cg():
     assert torch.allclose(g, s) and float(v.abs().max()) == 0.0
 
 
+def test_no_implicit_term_skips_the_inner_graph_and_equals_k0():
+    """``implicit=False`` (what solver_iters=0 runs) is the K = 0 hypergradient, without touching L_in."""
+    inner, outer, delta_star, theta, exact = _quadratic()
+    k0 = implicit_hypergradient(inner, outer, delta_star, [theta], functools.partial(fixed_point, iters=0, lr=0.3))
+
+    def untouchable(d):
+        raise AssertionError("L_in evaluated")
+
+    direct = implicit_hypergradient(untouchable, outer, delta_star, [theta], None, implicit=False)
+    assert torch.equal(direct[0][0], k0[0][0]) and torch.equal(direct[1], k0[1]) and torch.equal(direct[2], k0[2])
+    assert _rel(direct[0][0], exact) > 1e-2  # and it is not the hypergradient
+
+
 # ---------------------------------------------------------------------------------------------
 # Finite differences on a small network: ψ(θ) = L_out(δ*(θ), θ), δ* solved by Newton to machine precision
 # ---------------------------------------------------------------------------------------------

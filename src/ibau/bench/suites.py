@@ -124,7 +124,7 @@ class Preset:
 
 #: Cheap settings for every defense on the embedded digits (seconds per job on 2 cores).
 _SMOKE_DEFENSES = {
-    "ibau": {"rounds": 2, "batch_size": 50},
+    "ibau": {"rounds": 2, "batch_size": 50, "min_steps": 0},  # smoke: the plumbing, not 40 steps a round
     "neural_cleanse": {"steps": 20, "epoch_steps": 1, "patience": 5, "early_stop_patience": None,
                        "batch_size": 16, "lr": 0.3, "detect_images": 100, "unlearn_epochs": 1},
     "tabor": {"steps": 20, "epoch_steps": 1, "patience": 5, "early_stop_patience": None,
@@ -173,7 +173,7 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
         {"attack": "ht", "label": "HT", "defense_options": {"ibau": {"rounds": 20}}}],  # the appendix's 20 rounds for HT
         ["ibau", "neural_cleanse", "fine_pruning", "nad"], paper="appendix"),
     Suite("norm_bound", "I-BAU's norm bound Cδ (Fig. 2)", [{"attack": "trojan_wm", "label": "Trojan WM"}], ["ibau"],
-          variants={f"Cδ={b}": {"ibau": {"norm_bound": b}} for b in (0.5, 5.0, 10.0, 20.0)}
+          variants={f"Cδ={b}": {"ibau": {"norm": "l2", "norm_bound": b}} for b in (0.5, 5.0, 10.0, 20.0)}
           | {"Cδ=none": {"ibau": {"norm": "none"}}}),
 )}
 

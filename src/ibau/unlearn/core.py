@@ -279,7 +279,7 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
         grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
                                                     x0=v if cfg.warm_start else None, norm=cfg.norm,
                                                     bound=cfg.norm_bound, damping=cfg.solver_damping,
-                                                    stats=stats[-1])
+                                                    stats=stats[-1], implicit=cfg.solver_iters > 0)
         v = v_new
         for p, g in zip(params, grads):
             p.grad = g

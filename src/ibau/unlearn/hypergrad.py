@@ -74,7 +74,7 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
                            outer_loss: Callable[[torch.Tensor], torch.Tensor],
                            delta: torch.Tensor, params: Sequence[torch.Tensor], solver: LinearSolver,
                            x0: torch.Tensor | None = None, *, norm: str = "none", bound: float | None = None,
-                           damping: float = 0.0, stats: SolveStats | None = None,
+                           damping: float = 0.0, stats: SolveStats | None = None, implicit: bool = True,
                            ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Hypergradient of ``outer_loss`` w.r.t. ``params`` through ``delta = argmin inner_loss`` s.t. ‖δ‖ ≤ bound.
 
@@ -89,6 +89,8 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
             binds at ``delta`` the system is solved on its tangent space (module docstring).
         damping: ρ ≥ 0 added to the system (A + ρI): makes CG valid on a mildly indefinite A, at a bias.
         stats: optional :class:`SolveStats` the solver fills (products, residual, breakdown).
+        implicit: ``False`` returns the direct gradient ∂L_out/∂θ alone (v = 0) without building L_in's
+            graph: what K = 0 means, at the cost of one backward pass.
 
     Returns:
         ``(grads, v, outer)``: one gradient per parameter, the solver's solution v ≈ A⁻¹ ∂_δ L_out
@@ -100,6 +102,9 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
     outer = outer_loss(delta)
     g_out = torch.autograd.grad(outer, [delta, *params], allow_unused=True)
     g_out_delta = g_out[0] if g_out[0] is not None else torch.zeros_like(delta)
+    if not implicit:  # the direct term only: no graph of ∇_δ L_in, no solve, no mixed product
+        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_out[1:])], \
+            torch.zeros_like(delta), outer.detach()
 
     (g_in_delta,) = torch.autograd.grad(inner_loss(delta), delta, create_graph=True)
     active = active_set(delta, g_in_delta, norm, bound)
