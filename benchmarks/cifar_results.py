@@ -63,13 +63,16 @@ def load(name: str, kind: str) -> dict | None:
 
 
 def settings(config: dict) -> str:
-    """The I-BAU options of a record that differ from the default preset (``ibau presets default``) other
-    than the round count, as ``--defense-option`` text; empty for the default."""
+    """The I-BAU options of a record that differ from the default preset of the release that made it
+    (``ibau presets default`` for today's) other than the round count, as ``--defense-option`` text;
+    empty for the default."""
     default = asdict(IBAUConfig())
     skip = {"rounds", "seed", "device"}
-    if "min_steps" not in config and config.get("solver") == "fixed_point":
-        # records made before issue 15 count fixed-point iterations from v0 = b: their K is today's K + 1
-        config = {**config, "solver_iters": config["solver_iters"] + 1}
+    if "min_steps" not in config:
+        # a record made before issue 15: compared with the default of its day (ℓ2 ball, one pass a round)
+        default = asdict(IBAUConfig(norm="l2", min_steps=0))
+        if config.get("solver") == "fixed_point":  # it counted fixed-point iterations from v0 = b: K + 1 today
+            config = {**config, "solver_iters": config["solver_iters"] + 1}
     diff = [f"{k}={v}" for k, v in config.items() if k in default and k not in skip and v != default[k]]
     return (", " + " ".join(diff)) if diff else ""
 

@@ -97,8 +97,8 @@ def main() -> None:
     if args.write:
         text = args.write.read_text()
         for key, table_text in doc_tables(args.folder).items():
-            text = re.sub(rf"(<!-- table:{key} -->\n).*?(\n<!-- /table -->)", lambda m: m.group(1) + table_text + m.group(2),
-                          text, flags=re.S)
+            block = re.compile(rf"<!-- table:{key} -->\n(?:(?!<!-- ).*\n)*<!-- /table -->")  # whole lines, no marker inside
+            text = block.sub(lambda m: f"<!-- table:{key} -->\n{table_text}\n<!-- /table -->", text)
         args.write.write_text(text)
         return
     if args.doc:
