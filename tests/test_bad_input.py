@@ -40,7 +40,8 @@ def test_empty_iterable_and_wrong_types(tiny_task):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"norm_bound": 0.0}, "norm_bound"), ({"norm_bound": -1.0}, "norm_bound"), ({"norm": "l3"}, "norm must be one of"),
+    ({"norm_bound": 0.0, "norm": "l2"}, "norm_bound"), ({"norm_bound": -1.0, "norm": "l2"}, "norm_bound"),
+    ({"norm_bound": 5.0}, "needs a norm"), ({"norm": "l3"}, "norm must be one of"),
     ({"solver": "newton"}, "solver must be one of"), ({"rounds": 0}, "rounds must be >= 1"),
     ({"perturb_fraction": 0.0}, "perturb_fraction"), ({"inner_lr": 0.0}, "inner_lr"),
 ])
@@ -51,7 +52,11 @@ def test_impossible_options(kwargs, match):
 
 
 def test_no_bound_needed_without_a_norm():
-    assert IBAUConfig(norm="none", norm_bound=0.0).norm == "none"
+    """norm "none" (the default) needs no bound, and refuses one: it would silently constrain nothing."""
+    assert IBAUConfig(norm="none").norm_bound is None
+    assert IBAUConfig(norm="l2", norm_bound=5.0).replace(norm="none").norm_bound is None
+    with pytest.raises(ValueError, match="needs a norm"):
+        IBAUConfig(norm="none", norm_bound=0.0)
 
 
 def test_unknown_preset():

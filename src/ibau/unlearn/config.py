@@ -43,7 +43,7 @@ class IBAUConfig:
     δ (inner maximisation of H = CE(f(x+δ), labels) − inner_penalty·‖δ‖²):
         norm: constraint on δ, ``"l2"`` ball, ``"linf"`` box or ``"none"`` (default "none", as the authors' code).
         norm_bound: Cδ, radius of the constraint (default None: 10.0 for ℓ2, the paper's; 1.0 for ℓ∞, the
-            pixel range, the smallest box holding every trigger; ignored with norm "none"). An ℓ∞ bound
+            pixel range, the smallest box holding every trigger; refused with norm "none"). An ℓ∞ bound
             above 1 constrains nothing for images in [0, 1] and is refused.
         clamp: clamp x+δ to the valid pixel range [0, 1] (default False, as the authors' CIFAR code).
         inner_steps: T, ascent steps per round (default None: ``inner_passes`` passes over the clean set).
@@ -126,6 +126,10 @@ class IBAUConfig:
             value = getattr(self, name)
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.norm == "none" and self.norm_bound is not None:
+            # the default norm is "none": a bound given alone would silently constrain nothing
+            raise ValueError(f"norm_bound={self.norm_bound} needs a norm; pass norm='l2' (or 'linf') with it, "
+                             "or leave norm_bound unset for an unbounded δ")
         if self.norm_bound is None:
             self.norm_bound = _DEFAULT_BOUND.get(self.norm)
         if self.norm != "none" and not self.norm_bound > 0:
