@@ -291,7 +291,7 @@ def test_cg_breakdown_is_counted_and_logged(tiny_task, caplog, monkeypatch):
 
     monkeypatch.setitem(solvers.SOLVERS, "cg", negative)
     with caplog.at_level("WARNING", logger="ibau.unlearn.core"):
-        res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, solver="cg"), progress=False)
+        res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, solver="cg", min_steps=0), progress=False)
     assert res.history[0].solver_breakdowns == 3  # every θ step of the round (60 images / 20)
     assert "negative curvature" in caplog.text
 
