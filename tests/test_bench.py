@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import dataclasses
+import importlib
 import json
 import os
 import signal

@@ -71,3 +71,8 @@ def test_poison_draws_non_target_and_leaves_input():
     assert float(p.images[p.indices][:, :, -3:-1, -3:-1].min()) == 1.0
     again = poison(x, y, BadNets(size=2, target=1), ratio=0.5, num_classes=4, seed=0)
     assert torch.equal(again.indices, p.indices)
+
+
+def test_der_and_failure_rule_are_empty_for_a_clean_model():
+    """A model without a trigger has ACC only: no DER and no verdict, instead of a KeyError."""
+    assert der({"acc": 0.9}, {"acc": 0.88}) is None and failed({"acc": 0.9}, {"acc": 0.5}) is None

@@ -74,8 +74,7 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
         r.pop("step", None)
     record = {
         **extra, "method": defense.name, "interrupted": bool(result.extra.get("interrupted", False)),
-        "before": before, "after": after, "der": der(before, after) if has_asr else None,
-        "failed": failed(before, after) if has_asr else None,
+        "before": before, "after": after, "der": der(before, after), "failed": failed(before, after),
         "seconds": {**seconds, "defense": result.seconds},
         "time_to_effect": result.time_to_effect, "acc_at_effect": result.acc_at_effect,
         "flagged": result.flagged, "anomaly": result.anomaly,

@@ -228,10 +228,8 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
             # Ctrl-C inside the defense: it returned its last finished round, which is not this job's result.
             # No record is written, so a re-run repeats the job, and the grid stops instead of moving on.
             raise KeyboardInterrupt(f"{job.id} interrupted")
-        has_asr = "asr" in before  # a clean model (attack "none") has no trigger: ACC only
-        done = dict(num_classes=card.num_classes, before=before, after=after,
-                    der=der(before, after) if has_asr else None,
-                    failed=failed(before, after) if has_asr else None, defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
+        done = dict(num_classes=card.num_classes, before=before, after=after, der=der(before, after),
+                    failed=failed(before, after), defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
                     acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
                     anomaly=result.anomaly, config=defense_config(defense), details=result.details())
         pictures = _pictures(result)

@@ -103,8 +103,8 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
     g_out = torch.autograd.grad(outer, [delta, *params], allow_unused=True)
     g_out_delta = g_out[0] if g_out[0] is not None else torch.zeros_like(delta)
     if not implicit:  # the direct term only: no graph of ∇_δ L_in, no solve, no mixed product
-        return [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_out[1:])], \
-            torch.zeros_like(delta), outer.detach()
+        direct = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_out[1:])]
+        return direct, torch.zeros_like(delta), outer.detach()
 
     (g_in_delta,) = torch.autograd.grad(inner_loss(delta), delta, create_graph=True)
     active = active_set(delta, g_in_delta, norm, bound)
