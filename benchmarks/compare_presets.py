@@ -139,7 +139,7 @@ def main() -> None:
                 continue
             curve = []
 
-            def score(r, net, d):
+            def score(r, net, d, curve=curve):
                 m = evaluate(net, held.images, held.labels, trigger, num_classes)
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,

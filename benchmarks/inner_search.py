@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from compare_presets import parse_config, trigger_share
 from ibau.attacks import BadNets
 from ibau.unlearn import solve_delta
 from ibau.unlearn.core import fooling_rates
-
-from compare_presets import parse_config, trigger_share
 
 
 def targeted(model, x, cfg, target: int, passes: int, seed: int) -> torch.Tensor:
@@ -87,7 +86,7 @@ def main() -> None:
             gen = torch.Generator().manual_seed(cfg.seed)
             from ibau.training import iterate_batches
             ys = torch.zeros(len(x), dtype=torch.long)  # pseudo-labels replace them (every preset here)
-            delta, _ = solve_delta(model, lambda: iterate_batches(x, ys, cfg.batch_size, gen, shuffle=cfg.shuffle),
+            delta, _ = solve_delta(model, lambda ys=ys, cfg=cfg, gen=gen: iterate_batches(x, ys, cfg.batch_size, gen, shuffle=cfg.shuffle),
                                    tuple(x.shape[1:]), cfg, steps)
         else:
             delta = targeted(model, x, cfg, target, cfg.inner_passes, cfg.seed)

@@ -11,8 +11,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from ibau.attacks import BadNets, poison
 from ibau.data import ImageSet, defender_split, load_npz
 from ibau.metrics import evaluate

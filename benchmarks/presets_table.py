@@ -5,7 +5,8 @@
     python benchmarks/presets_table.py docs/measurements/issue15 --doc   # the tables of docs/presets.md
     python benchmarks/presets_table.py docs/measurements/issue15 --write docs/presets.md   # ... written into it
 
-Rows: one per (task, model tag, configuration), over its seeds (digits: split N with seed N, pooled): held-out ACC and ASR after the last round
+Rows: one per (task, model tag, configuration), over its seeds (digits: split N with seed N, pooled):
+held-out ACC and ASR after the last round
 (mean ± std), the ACC drop against the model before the defense (mean and worst seed), the worst seed's
 ASR, ‖δ‖, the share of δ's energy on the trigger's mask (evaluation only), seconds per round. Records of the
 authors' own loop (``authors_loop/*.json``, run outside the project) are shown beside, where present.
@@ -98,7 +99,7 @@ def main() -> None:
         text = args.write.read_text()
         for key, table_text in doc_tables(args.folder).items():
             block = re.compile(rf"<!-- table:{key} -->\n(?:(?!<!-- ).*\n)*<!-- /table -->")  # whole lines, no marker inside
-            text = block.sub(lambda m: f"<!-- table:{key} -->\n{table_text}\n<!-- /table -->", text)
+            text = block.sub(lambda m, key=key, table_text=table_text: f"<!-- table:{key} -->\n{table_text}\n<!-- /table -->", text)
         args.write.write_text(text)
         return
     if args.doc:

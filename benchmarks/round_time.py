@@ -23,7 +23,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compare_presets import parse_config  # noqa: E402
-
 from ibau import unlearn  # noqa: E402
 from ibau.attacks import BadNets  # noqa: E402
 from ibau.data import defender_split, load_npz  # noqa: E402
@@ -73,7 +72,8 @@ def main() -> None:
         m = evaluate(res.model, held.images, held.labels, trigger, 10) if args.model else {}
         rows.append({"name": name, "seconds": res.seconds, "inner_seconds": res.history[0].inner_seconds, **m,
                      "config": cfg.to_dict()})
-        print(f"{name}: {res.seconds:.1f}s (δ search {res.history[0].inner_seconds:.1f}s)" + (f"  ACC {100 * m['acc']:.2f} ASR {100 * m['asr']:.2f}" if m else ""), flush=True)
+        scores = f"  ACC {100 * m['acc']:.2f} ASR {100 * m['asr']:.2f}" if m else ""
+        print(f"{name}: {res.seconds:.1f}s (δ search {res.history[0].inner_seconds:.1f}s){scores}", flush=True)
     ft.append(finetune_epoch(model, clean))
     ft_mean = sum(ft) / len(ft)
     before = evaluate(model, held.images, held.labels, trigger, 10) if args.model else None

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ibau.attacks import parse_options
-from ibau.defend import defense_config, build_defense, load_for_dataset, run_defense, trigger_for
+from ibau.defend import build_defense, defense_config, load_for_dataset, run_defense, trigger_for
 from ibau.defenses import DEFENSES
 from ibau.metrics import DEFINITIONS
 from ibau.report import write_json

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from torch import nn
 from PIL import Image
+from torch import nn
 
 from ibau.attacks import ATTACKS, Blend, make_trigger
 

@@ -80,7 +80,6 @@ def test_iab_triggers_differ_across_inputs_and_train_with_the_model(digits, tmp_
     from ibau.attack import train_poisoned
     from ibau.attacks import InputAware
     from ibau.attacks.io import load_trigger
-    from ibau.metrics import evaluate
 
     x = digits.images[:8]
     t = InputAware(seed=0, mask_epochs=1)

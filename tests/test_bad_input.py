@@ -95,3 +95,35 @@ def test_cli_attack_rejects_unknown_lr_schedule_before_work(capsys, tmp_path):
     assert "unknown lr_schedule 'step'" in err and "Traceback" not in err
     _one_line(err.strip())
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_debug_is_the_parsed_option_not_a_substring(capsys, tmp_path):
+    # "--debug" as the value of another option is not the flag: the error stays one line
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--preset", "--debug", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "unknown preset '--debug'" in capsys.readouterr().err
+
+
+def test_cli_keeps_the_traceback_of_a_bug(monkeypatch):
+    from ibau.unlearn.config import PRESETS
+
+    def broken(**_):
+        raise TypeError("unsupported operand")  # a programming error, not the user's input
+
+    monkeypatch.setitem(PRESETS, "default", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["presets"])
+
+
+def test_cli_help_lists_every_registered_name(capsys):
+    from ibau.attacks import ATTACKS
+    from ibau.defenses import DEFENSES
+    from ibau.models import MODELS
+
+    for command, names in (("attack", list(ATTACKS) + list(MODELS)), ("defend", list(DEFENSES) + list(MODELS))):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.replace("│", " ").split())
+        missing = [n for n in names if n not in text]
+        assert not missing, (command, missing)

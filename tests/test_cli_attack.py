@@ -73,7 +73,8 @@ def test_clean_reference_then_optimised_trigger_then_reuse(tmp_path, capsys):
     assert "--reference-model" in capsys.readouterr().err
 
     ref = str(tmp_path / "clean" / "model.safetensors")
-    assert _attack("--attack", "trojan_sq", "--reference-model", ref, "--target", "3", "--trigger-steps", "5", "--out", str(tmp_path / "sq")) == 0
+    assert _attack("--attack", "trojan_sq", "--reference-model", ref, "--target", "3", "--trigger-steps", "5",
+                   "--out", str(tmp_path / "sq")) == 0
     spec = json.loads((tmp_path / "sq" / "trigger.json").read_text())
     assert spec["name"] == "trojan_sq" and spec["target"] == 3 and len(spec["pattern"]) == 3
     _, card = load_model(tmp_path / "sq" / "model.safetensors")

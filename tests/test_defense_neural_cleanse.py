@@ -11,8 +11,7 @@ from ibau.data import ImageSet
 from ibau.defenses import make_defense
 from ibau.defenses import neural_cleanse as nc_module
 from ibau.defenses import tabor as tabor_module
-from ibau.defenses.neural_cleanse import (NeuralCleanse, NeuralCleanseConfig, anomaly_index, flag_outliers,
-                                          reverse_engineer)
+from ibau.defenses.neural_cleanse import NeuralCleanse, NeuralCleanseConfig, anomaly_index, flag_outliers, reverse_engineer
 from ibau.defenses.tabor import TABOR, TABORConfig, tabor_regulariser
 from ibau.metrics import EffectMonitor, evaluate
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from ibau.unlearn.hypergrad import implicit_hypergradient
 from ibau.unlearn.solvers import SolveStats, conjugate_gradient, fixed_point, minres
 
+
 def _rel(a, b):
     return float((a - b).norm() / b.norm())
 

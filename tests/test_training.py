@@ -47,8 +47,8 @@ def test_flip_crop_shifts_and_mirrors_each_image_from_the_generator():
     padded = torch.nn.functional.pad(x, [1] * 4)  # 8x8 images: padding 1
     kinds = set()
     for i in range(len(x)):  # every output is one of the 2 x 9 shifted, possibly mirrored, windows
-        hits = [(t, l, f) for t in range(3) for l in range(3) for f in (0, 1)
-                if torch.equal(a[i], (lambda w: w.flip(-1) if f else w)(padded[i, :, t:t + 8, l:l + 8]))]
+        hits = [(top, left, f) for top in range(3) for left in range(3) for f in (0, 1)
+                if torch.equal(a[i], (lambda w, f=f: w.flip(-1) if f else w)(padded[i, :, top:top + 8, left:left + 8]))]
         assert hits, i
         kinds.add(hits[0])
     assert len(kinds) > 6  # drawn per image, not one draw for the batch

@@ -5,8 +5,20 @@ import pytest
 import torch
 from torch import nn
 
-from ibau.attacks import (L0Invisible, L2Invisible, MultiTrigger, Smooth, TrojanSquare, TrojanWatermark,
-                          BadNets, Blend, build_attack, make_trigger, parse_attack, poison)
+from ibau.attacks import (
+    BadNets,
+    Blend,
+    L0Invisible,
+    L2Invisible,
+    MultiTrigger,
+    Smooth,
+    TrojanSquare,
+    TrojanWatermark,
+    build_attack,
+    make_trigger,
+    parse_attack,
+    poison,
+)
 from ibau.attacks.excite import excite, last_conv, select_neurons
 from ibau.attacks.io import load_trigger, save_trigger
 from ibau.metrics import evaluate

@@ -309,7 +309,10 @@ def test_reference_keeps_the_data_order_and_its_first_batch(tiny_task, monkeypat
 
     monkeypatch.setattr(core, "implicit_hypergradient", spy)
     order = []
-    monkeypatch.setattr(core, "iterate_batches", lambda xs, ys, bs, gen, shuffle: (order.append(shuffle) or iter([(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)])))
+    def in_order(xs, ys, bs, gen, shuffle):
+        order.append(shuffle)
+        return iter([(xs[i:i + bs], ys[i:i + bs]) for i in range(0, len(xs), bs)])
+    monkeypatch.setattr(core, "iterate_batches", in_order)
     unlearn(model, (x, y), IBAUConfig.reference(rounds=1, batch_size=20), progress=False)
     assert set(order) == {False} and set(seen) == {"none"}
 

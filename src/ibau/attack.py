@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .attacks import ATTACKS, build_attack, make_trigger, parse_attack, poison
 from .attacks.base import Trigger
+from .attacks.inputaware import InputAware
 from .attacks.io import load_trigger, save_trigger
 from .data import ImageSet, load_dataset
 from .metrics import DEFINITIONS, evaluate
@@ -209,7 +211,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
     log(f"training {arch} on {victim_set} {dataset} images, {what}")
     try:
-        if trigger is not None and trigger.trains_with_model:
+        if isinstance(trigger, InputAware):  # the only trigger trained with the model (trains_with_model)
             done = state["epoch"] if state else 0
             if done > 0:
                 log("an input-aware trigger resumes with its networks from the checkpoint; the mask network is not re-trained")

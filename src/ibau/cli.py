@@ -1,20 +1,41 @@
-"""The ``ibau`` command. Every command only adapts a function of the Python API."""
+"""The ``ibau`` command. Every command only adapts a function of the Python API; the choices in its help
+texts come from the registries (datasets, architectures, attacks, defenses, presets, suites)."""
 from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import typer
+
+from .attacks import ATTACKS
+from .bench.suites import PRESETS as BENCH_PRESETS
+from .bench.suites import SUITES
+from .data.registry import DATASETS
+from .defenses import DEFENSES
+from .errors import USER_ERRORS
+from .models import MODELS
+from .unlearn import PRESETS as IBAU_PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Remove backdoors from image classifiers with I-BAU, and measure it.")
 
 
+def _names(registry) -> str:
+    return ", ".join(registry)
+
+
+@dataclass
+class _Session:
+    """State of one ``ibau`` invocation that :func:`main` needs after the command: the parsed ``--debug``."""
+
+    debug: bool = False
+
+
 # Options shared by the commands that read a dataset or a model file (one definition, one help text).
 def _dataset_opt():
-    return typer.Option(..., help="Dataset name: digits, cifar10, gtsrb, npz, imagefolder.")
+    return typer.Option(..., help=f"Dataset name: {_names(DATASETS)}.")
 
 
 def _data_dir_opt():
@@ -34,12 +55,24 @@ def _attack_from_opt():
 
 
 def _arch_opt():
-    return typer.Option(None, help="Architecture of a plain checkpoint without a card (e.g. small_vgg).")
+    return typer.Option(None, help=f"Architecture of a plain checkpoint without a card: {_names(MODELS)}.")
+
+
+def _recipes() -> str:
+    from .attack import RECIPES
+
+    return ", ".join(f"{name} ({r['train_limit'] or 'all'} images, {r['epochs']} epochs)" for name, r in RECIPES.items())
+
+
+def _ibau_preset_opt():
+    return typer.Option("default", help=f"I-BAU preset: {_names(IBAU_PRESETS)}.")
 
 
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+def _root(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
     """Remove backdoors from image classifiers with I-BAU, and measure it."""
+    if isinstance(ctx.obj, _Session):
+        ctx.obj.debug = debug
 
 
 @app.command()
@@ -47,9 +80,9 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for metrics.json, report.md, delta.png, curve.png."),
     seed: int = typer.Option(0, help="Seed for the split, poisoning, training and I-BAU."),
     epochs: int = typer.Option(12, help="Training epochs of the poisoned model."),
-    rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default 5)."),
-    preset: str = typer.Option("default", help="I-BAU preset: default, reference or paper."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    rounds: int | None = typer.Option(None, help="I-BAU rounds (default 5)."),
+    preset: str = _ibau_preset_opt(),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Poison the embedded digits with BadNets, train a small VGG, remove the backdoor with I-BAU.
@@ -65,29 +98,33 @@ def demo(
 @app.command()
 def attack(
     dataset: str = _dataset_opt(),
-    attack_name: str = typer.Option(..., "--attack", help="badnets, blend, l0_inv, l2_inv, smooth, trojan_sq, trojan_wm, sr, wanet, iab, ht; "
-                                    "name:target pairs joined by commas (multi-trigger); multi7 (the paper's 7 triggers); none (clean model)."),
-    data_dir: Optional[str] = _data_dir_opt(),
+    attack_name: str = typer.Option(..., "--attack", help=f"{_names(ATTACKS)}; name:target pairs joined by commas "
+                                    "(multi-trigger); multi7 (the paper's 7 triggers); none (clean model)."),
+    data_dir: str | None = _data_dir_opt(),
     download: bool = _download_opt(),
-    target: Optional[int] = typer.Option(None, help="Target class (default: the attack's paper target)."),
+    target: int | None = typer.Option(None, help="Target class (default: the attack's paper target)."),
     all_to_all: bool = typer.Option(False, "--all-to-all", help="Relabel y to (y+1) mod C instead of one target."),
-    reference_model: Optional[Path] = typer.Option(None, help="Model that optimised triggers (l0_inv, l2_inv, trojan_*) excite, e.g. a clean model."),
-    trigger_file: Optional[Path] = typer.Option(None, "--trigger", help="Reuse a saved trigger.json instead of generating one."),
-    trigger_steps: Optional[int] = typer.Option(None, help="Optimisation steps of generated triggers (default 200)."),
-    trigger_option: list[str] = typer.Option([], help="KEY=VALUE for the trigger, repeatable: e.g. image=cat.png alpha=0.1 (blend), size=3 (badnets), pixels=8 region=last_row (l0_inv)."),
-    poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled (split between the triggers of a multi-trigger attack)."),
-    preset: str = typer.Option("paper", help="Training recipe: paper (all images, 50 epochs) or cpu (20,000 images, 12 epochs)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the preset's)."),
-    arch: str = typer.Option("small_vgg", help="Architecture: small_vgg, preact_resnet18, resnet18, googlenet, densenet121."),
-    train_limit: Optional[int] = typer.Option(None, help="Use only this many training images (default: the preset's)."),
+    reference_model: Path | None = typer.Option(
+        None, help="Model that optimised triggers (l0_inv, l2_inv, trojan_*) excite, e.g. a clean model."),
+    trigger_file: Path | None = typer.Option(None, "--trigger", help="Reuse a saved trigger.json instead of generating one."),
+    trigger_steps: int | None = typer.Option(None, help="Optimisation steps of generated triggers (default 200)."),
+    trigger_option: list[str] = typer.Option([], help="KEY=VALUE for the trigger, repeatable: e.g. image=cat.png alpha=0.1 (blend), "
+                                             "size=3 (badnets), pixels=8 region=last_row (l0_inv)."),
+    poison_ratio: float = typer.Option(0.2, help="Fraction of the training set stamped and relabelled "
+                                       "(split between the triggers of a multi-trigger attack)."),
+    preset: str = typer.Option("paper", help=f"Training recipe: {_recipes()}."),
+    epochs: int | None = typer.Option(None, help="Training epochs (default: the preset's)."),
+    arch: str = typer.Option("small_vgg", help=f"Architecture: {_names(MODELS)}."),
+    train_limit: int | None = typer.Option(None, help="Use only this many training images (default: the preset's)."),
     batch_size: int = typer.Option(128, help="Training batch size."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (anneal to 0 over the epochs: a short budget fits better)."),
-    augment: str = typer.Option("none", help="none, or flip_crop (random 4-pixel shift and left-right flip of each clean image; the trigger is stamped after, in place)."),
+    augment: str = typer.Option("none", help="none, or flip_crop (random 4-pixel shift and left-right flip of each clean image; "
+                                "the trigger is stamped after, in place)."),
     out: Path = typer.Option(Path("runs/attack"), help="Folder for model.safetensors, trigger.json, trigger.png, train.log, metrics.json."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last finished epoch in --out (with its saved trigger)."),
     seed: int = typer.Option(0, help="Seed for trigger generation, poisoning and training."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Train a backdoored model: poison a fraction of the training set with a trigger and train on it.
@@ -114,19 +151,19 @@ def attack(
 def defend(
     model: Path = _model_opt(),
     dataset: str = _dataset_opt(),
-    data_dir: Optional[str] = _data_dir_opt(),
+    data_dir: str | None = _data_dir_opt(),
     download: bool = _download_opt(),
     clean_size: int = typer.Option(5000, help="Clean test images given to the defense; the rest are held out."),
-    method: str = typer.Option("ibau", help="Defense: ibau, finetune, fine_pruning, neural_cleanse, tabor, deepinspect, nad, dp, uap_at."),
-    preset: str = typer.Option("default", help="I-BAU preset: default, reference or paper."),
-    rounds: Optional[int] = typer.Option(None, help="I-BAU rounds (default: the preset's)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size of the defense (default: its config's; I-BAU: 100)."),
+    method: str = typer.Option("ibau", help=f"Defense: {_names(DEFENSES)}."),
+    preset: str = _ibau_preset_opt(),
+    rounds: int | None = typer.Option(None, help="I-BAU rounds (default: the preset's)."),
+    batch_size: int | None = typer.Option(None, help="Batch size of the defense (default: its config's; I-BAU: 100)."),
     defense_option: list[str] = typer.Option([], help="KEY=VALUE setting of the defense's config, repeatable (e.g. epochs=5)."),
-    attack_from: Optional[Path] = _attack_from_opt(),
-    arch: Optional[str] = _arch_opt(),
+    attack_from: Path | None = _attack_from_opt(),
+    arch: str | None = _arch_opt(),
     out: Path = typer.Option(Path("runs/defend"), help="Folder for model.safetensors, metrics.json, report.md, delta.png, curve.png."),
     seed: int = typer.Option(0, help="Seed for the clean/held-out split and I-BAU."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Remove a backdoor from a model file (I-BAU or a baseline) and report ACC/ASR/RA on held-out images.
@@ -164,11 +201,11 @@ def defend(
 def evaluate_cmd(
     model: Path = _model_opt(),
     dataset: str = _dataset_opt(),
-    data_dir: Optional[str] = _data_dir_opt(),
+    data_dir: str | None = _data_dir_opt(),
     download: bool = _download_opt(),
     clean_size: int = typer.Option(5000, help="Test images reserved for the defender; metrics use the rest."),
-    attack_from: Optional[Path] = _attack_from_opt(),
-    arch: Optional[str] = _arch_opt(),
+    attack_from: Path | None = _attack_from_opt(),
+    arch: str | None = _arch_opt(),
     seed: int = typer.Option(0, help="Seed of the clean/held-out split (use the defense's)."),
 ) -> None:
     """Print ACC (and ASR/RA when the trigger is known) of a model on held-out test images as JSON.
@@ -185,14 +222,12 @@ def evaluate_cmd(
 
 
 @app.command()
-def presets(name: Optional[str] = typer.Argument(None, help="Show one preset (default: list them all).")) -> None:
+def presets(name: str | None = typer.Argument(None, help="Show one preset (default: list them all).")) -> None:
     """Print the I-BAU presets as JSON: default, reference (authors' code), paper (Algorithm 1).
 
     Example: ibau presets reference
     """
-    from .unlearn import PRESETS
-
-    table = {k: f().to_dict() for k, f in PRESETS.items()}
+    table = {k: f().to_dict() for k, f in IBAU_PRESETS.items()}
     if name is not None:
         if name not in table:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(table)}")
@@ -202,15 +237,15 @@ def presets(name: Optional[str] = typer.Argument(None, help="Show one preset (de
 
 @app.command()
 def bench(
-    suite: str = typer.Option(..., help="one_trigger, multi_trigger, poison_ratio, clean_size, efficiency, stability, "
-                                        "norm_bound, non_additive, or a .json suite file."),
-    preset: str = typer.Option("smoke", help="smoke (digits, minutes), cpu (CIFAR-10 npz, hours on 2 cores) or paper (GPU)."),
-    data_dir: Optional[str] = _data_dir_opt(),
+    suite: str = typer.Option(..., help=f"{_names(SUITES)}, or a .json suite file."),
+    preset: str = typer.Option("smoke", help=f"Scale of the grid: {_names(BENCH_PRESETS)} (smoke: digits, minutes; "
+                               "cpu: CIFAR-10 npz, hours on 2 cores; paper: GPU)."),
+    data_dir: str | None = _data_dir_opt(),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for models/, records/, artifacts/, suites/."),
     jobs: int = typer.Option(1, help="Independent jobs run at once in separate processes."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
+    device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     retry_errors: bool = typer.Option(False, help="Run again the jobs whose record is an error."),
-    defenses: Optional[str] = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all)."),
+    defenses: str | None = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all)."),
     report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
 ) -> None:
     """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.
@@ -231,7 +266,7 @@ def bench(
 @app.command("report")
 def report_cmd(
     folder: Path = typer.Argument(..., help="A folder written by `ibau bench`."),
-    dest: Optional[Path] = typer.Option(None, help="Where to write the report (default FOLDER/report)."),
+    dest: Path | None = typer.Option(None, help="Where to write the report (default FOLDER/report)."),
 ) -> None:
     """Build markdown/CSV tables, plots and report.html from a bench folder's stored records only.
 
@@ -245,16 +280,14 @@ def report_cmd(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: one-line errors with exit code 2 unless ``--debug``."""
+    """Entry point: errors the user can fix (:data:`ibau.errors.USER_ERRORS`) are one line with exit code 2
+    unless ``--debug``; anything else is a bug and keeps its traceback."""
     args = sys.argv[1:] if argv is None else list(argv)
+    session = _Session()
     try:
-        app(args=args, prog_name="ibau")
-    except (ValueError, TypeError) as exc:
-        if "--debug" in args:
+        app(args=args, prog_name="ibau", obj=session)
+    except USER_ERRORS as exc:
+        if session.debug:
             raise
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
-
-
-if __name__ == "__main__":
-    main()

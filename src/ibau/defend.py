@@ -7,8 +7,9 @@ defense time).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,7 +64,7 @@ def _pictures(result: DefenseResult) -> dict[str, torch.Tensor]:
 
 
 def write_report(out: Path, title: str, defense: Defense, result: DefenseResult, before: dict[str, float],
-                 after: dict[str, float], trigger: Trigger | None, shape: tuple[int, int, int],
+                 after: dict[str, float], trigger: Trigger | None, shape: tuple[int, ...],
                  seconds: dict[str, float], description: str, extra: dict[str, Any]) -> dict[str, Any]:
     """Write metrics.json, report.md, delta.png and curve.png into ``out``; returns the record."""
     out.mkdir(parents=True, exist_ok=True)
@@ -97,8 +98,9 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
                   + ", ".join(f"{k}: {v:.2f}" for k, v in (result.anomaly or {}).items()), ""]
     if has_asr:
         tte = result.time_to_effect
-        lines += ["Time to effect (held-out ASR < 20%): " + (f"{tte:.1f}s, ACC then {100 * result.acc_at_effect:.2f}%."
-                                                              if tte is not None else "never."), ""]
+        acc_then = result.acc_at_effect
+        lines += ["Time to effect (held-out ASR < 20%): " + (f"{tte:.1f}s, ACC then {100 * acc_then:.2f}%."
+                                                              if tte is not None and acc_then is not None else "never."), ""]
         lines += ["| checkpoint | defense s | ACC % | ASR % |", "|---|---:|---:|---:|"]
         lines += [f"| {p.get('step', 'before')} | {p['seconds']:.1f} | {100 * p['acc']:.2f} | {100 * p['asr']:.2f} |"
                   for p in points]
@@ -126,7 +128,8 @@ def load_for_dataset(model_path: str | Path, dataset: str, data_dir: str | None,
     card = None
     if not card_path(model_path).exists():
         if arch is None:
-            raise ValueError(f"{Path(model_path).name} has no card ({card_path(model_path).name}); pass --arch to say which architecture it is")
+            raise ValueError(f"{Path(model_path).name} has no card ({card_path(model_path).name}); "
+                             "pass --arch to say which architecture it is")
         num_classes = int(test.labels.max()) + 1
         card = ModelCard(arch, num_classes, list(test.shape))
     model, card = load_model(model_path, card=card)

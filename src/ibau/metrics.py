@@ -8,7 +8,7 @@ Definitions (recorded with every result, see :data:`DEFINITIONS`):
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -18,7 +18,8 @@ from .utils import eval_mode
 
 DEFINITIONS = {
     "acc": "top-1 accuracy on clean held-out test images, disjoint from the defender's clean set",
-    "asr": "fraction of triggered held-out images whose true label is not the target that are classified as the target (all-to-all: as (y+1) mod C)",
+    "asr": ("fraction of triggered held-out images whose true label is not the target that are classified as the target "
+            "(all-to-all: as (y+1) mod C)"),
     "ra": "fraction of the same triggered images classified as their true label",
     "der": "(max(0, ASR_before - ASR_after) - max(0, ACC_before - ACC_after) + 1) / 2, as in BackdoorBench",
     "failed": "ASR >= 20% or ACC drop > 10 points",

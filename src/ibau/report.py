@@ -65,7 +65,8 @@ def markdown_report(title: str, method: str, before: dict, after: dict, seconds:
     rows = [
         f"# {title}", "",
         "| model | ACC % | ASR % | RA % | seconds |", "|---|---:|---:|---:|---:|",
-        f"| before (poisoned) | {pct(before['acc'])} | {pct(before['asr'])} | {pct(before['ra'])} | {seconds.get('train', 0):.1f} (training) |",
+        f"| before (poisoned) | {pct(before['acc'])} | {pct(before['asr'])} | {pct(before['ra'])} "
+        f"| {seconds.get('train', 0):.1f} (training) |",
         f"| after {method} | {pct(after['acc'])} | {pct(after['asr'])} | {pct(after['ra'])} | {seconds.get('defense', 0):.1f} (defense) |",
         "", f"DER {der(before, after):.3f}; the defense "
         + ("**failed** (ASR ≥ 20% or ACC drop > 10 points)." if failed(before, after) else "succeeded by the paper's rule."),

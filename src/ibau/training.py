@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,6 @@ from tqdm.auto import tqdm
 
 from .data.arrays import ImageSet
 from .utils import resolve_device
-
 
 #: Learning-rate schedules of :func:`train_classifier`.
 LR_SCHEDULES = ("constant", "cosine")
@@ -43,7 +42,7 @@ def flip_crop(x: torch.Tensor, generator: torch.Generator, padding: int | None =
     tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
     lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
     flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.stack([TF.crop(padded[i], t, l, h, w) for i, (t, l) in enumerate(zip(tops, lefts))])
+    out = torch.stack([TF.crop(padded[i], top, left, h, w) for i, (top, left) in enumerate(zip(tops, lefts))])
     flips = flips.to(x.device)
     out[flips] = TF.horizontal_flip(out[flips])
     return out

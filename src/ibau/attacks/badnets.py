@@ -37,7 +37,7 @@ class BadNets(AdditiveTrigger):
             raise ValueError(f"BadNets value must be a pixel value in [0, 1], got {value}")
         self.size, self.margin, self.value = int(size), int(margin), float(value)
 
-    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
         c, h, w = shape
         if self.size + self.margin > min(h, w):
             raise ValueError(f"a {self.size}px BadNets square with margin {self.margin} does not fit {h}x{w} images")
@@ -46,7 +46,7 @@ class BadNets(AdditiveTrigger):
         m[:, lo_h:h - self.margin, lo_w:w - self.margin] = 1.0
         return m
 
-    def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def pattern(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.full(shape, self.value)
 
     def _params(self) -> dict:

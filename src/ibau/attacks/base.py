@@ -36,7 +36,7 @@ class Trigger:
     def __init__(self, target: int | None = 0, all_to_all: bool = False):
         if not all_to_all and (target is None or target < 0):
             raise ValueError(f"target must be a class index >= 0 for a one-to-one attack, got {target}")
-        self.target = None if all_to_all else int(target)
+        self.target: int | None = None if all_to_all or target is None else int(target)
         self.all_to_all = all_to_all
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -44,16 +44,16 @@ class Trigger:
         """Return stamped copies of ``x`` (N×C×H×W in [0, 1])."""
         raise NotImplementedError
 
-    def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def pattern(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The trigger's pixel values (C×H×W); meaningful where :meth:`mask` is 1."""
         raise NotImplementedError
 
-    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Where the trigger is stamped (C×H×W, values in [0, 1])."""
         raise NotImplementedError
 
     @classmethod
-    def generate(cls, model=None, images: torch.Tensor | None = None, seed: int = 0, **kwargs) -> "Trigger":
+    def generate(cls, model=None, images: torch.Tensor | None = None, seed: int = 0, **kwargs) -> Trigger:
         """Build the trigger; optimised triggers use ``model`` (a reference classifier) and ``images``
         (reference images, N×C×H×W); the others ignore them."""
         return cls(**kwargs)
@@ -74,7 +74,13 @@ class Trigger:
         ``cross_ratio`` of them per poisoned image."""
         return None
 
-    def components(self) -> list["Trigger"]:
+    def craft(self, images: torch.Tensor, labels: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(indices, poisons)`` of a clean-label attack (``clean_label = True``): training images replaced
+        by crafted ones that keep their true labels (HT). Stamp-and-relabel triggers do not craft."""
+        raise NotImplementedError(f"{self.name} poisons by stamping and relabelling, not by crafting")
+
+    def components(self) -> list[Trigger]:
         """The single triggers this one is made of (itself; a multi-trigger lists its parts)."""
         return [self]
 
@@ -83,6 +89,7 @@ class Trigger:
         """Labels a successful attack produces for images whose true labels are ``y``."""
         if self.all_to_all:
             return (y + 1) % num_classes
+        assert self.target is not None  # one-to-one: checked in __init__
         if self.target >= num_classes:
             raise ValueError(f"attack target {self.target} is outside the model's {num_classes} classes; pick a target below {num_classes}")
         return torch.full_like(y, self.target)
@@ -91,7 +98,7 @@ class Trigger:
         """Boolean mask of images that count for ASR: all of them, except the target class one-to-one."""
         if self.all_to_all:
             return torch.ones_like(y, dtype=torch.bool)
-        return y != self.target
+        return y.ne(int(self.target))  # type: ignore[arg-type]  # one-to-one: target is set
 
     def _params(self) -> dict:
         """Constructor arguments that rebuild this trigger (also shown by ``repr``)."""
@@ -129,7 +136,7 @@ class PerturbationTrigger(Trigger):
 
     additive = True
 
-    def perturbation(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def perturbation(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The signed additive perturbation (C×H×W)."""
         raise NotImplementedError
 
@@ -138,10 +145,10 @@ class PerturbationTrigger(Trigger):
             raise ValueError(f"triggers stamp batches shaped N×C×H×W; got shape {tuple(x.shape)}")
         return (x + self.perturbation(tuple(x.shape[1:])).to(x.device, x.dtype)).clamp(0, 1)
 
-    def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def pattern(self, shape: tuple[int, ...]) -> torch.Tensor:
         return self.perturbation(shape).clone()
 
-    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
         d = self.perturbation(shape)
         return (d.abs().sum(0, keepdim=True) > 0).float().expand(*d.shape).clone()
 
@@ -158,7 +165,7 @@ class StoredPerturbation(PerturbationTrigger):
         super().__init__(target=target, all_to_all=all_to_all)
         self.delta = quantise(delta, f"{self.name} delta")
 
-    def perturbation(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def perturbation(self, shape: tuple[int, ...]) -> torch.Tensor:
         check_shape(self, self.delta, shape)
         return self.delta
 
@@ -169,7 +176,7 @@ class StoredPerturbation(PerturbationTrigger):
         return short_repr(self, "delta", self.delta)
 
 
-def check_shape(trigger: Trigger, stored: torch.Tensor, shape: tuple[int, int, int]) -> None:
+def check_shape(trigger: Trigger, stored: torch.Tensor, shape: tuple[int, ...]) -> None:
     if tuple(shape) != tuple(stored.shape):
         raise ValueError(f"this {trigger.name} trigger was generated for {tuple(stored.shape)} images, "
                          f"not {tuple(shape)}; generate one for this dataset")

@@ -40,7 +40,7 @@ class Blend(AdditiveTrigger):
         self.image = _read_image(image) if isinstance(image, (str, Path)) else image
         self.source = str(image) if isinstance(image, (str, Path)) else ("tensor" if image is not None else "noise")
 
-    def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def pattern(self, shape: tuple[int, ...]) -> torch.Tensor:
         c, h, w = shape
         if self.image is None:
             return torch.rand(shape, generator=torch.Generator().manual_seed(self.seed))
@@ -51,7 +51,7 @@ class Blend(AdditiveTrigger):
             img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         return img.clamp(0, 1)
 
-    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.full(shape, self.alpha)
 
     def _params(self) -> dict:
@@ -65,8 +65,8 @@ class Blend(AdditiveTrigger):
 
 
 def _read_image(path: str | Path) -> torch.Tensor:
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     path = Path(path)
     if not path.exists():

@@ -14,7 +14,7 @@ and how it projects the parameter back onto its constraint after every Adam step
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

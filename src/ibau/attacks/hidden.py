@@ -74,7 +74,7 @@ class HiddenTrigger(Trigger):
         self.reference: nn.Module | None = None  # set by generate(); not part of the spec
 
     @classmethod
-    def generate(cls, model=None, images=None, seed: int = 0, **kwargs) -> "HiddenTrigger":
+    def generate(cls, model=None, images=None, seed: int = 0, **kwargs) -> HiddenTrigger:
         if model is None:
             raise ValueError("ht poisons are crafted against a reference model; pass --reference-model "
                              "(e.g. a clean model from `ibau attack --attack none`)")
@@ -109,7 +109,7 @@ class HiddenTrigger(Trigger):
         features match patched source images; their labels stay the target's."""
         if self.reference is None:
             raise ValueError("ht poisons need the reference model; build the trigger with HiddenTrigger.generate(model, images)")
-        targets = torch.nonzero(labels == self.target).flatten()
+        targets = torch.nonzero(labels.eq(int(self.target or 0))).flatten()  # one-to-one only: target is set
         sources = torch.nonzero(labels == self.source).flatten()
         if len(targets) < self.poisons or len(sources) == 0:
             raise ValueError(f"ht needs {self.poisons} images of class {self.target} and some of class {self.source}; "
@@ -117,21 +117,22 @@ class HiddenTrigger(Trigger):
         chosen = targets[torch.randperm(len(targets), generator=generator)[:self.poisons]].sort().values
         pairs = sources[torch.randint(len(sources), (self.poisons,), generator=generator)]
         patched = self.apply(images[pairs], generator)
-        dev = next(self.reference.parameters()).device
+        reference = self.reference
+        dev = next(reference.parameters()).device
         out = []
         for start in range(0, self.poisons, self.batch_size):
             t = images[chosen[start:start + self.batch_size]].to(dev)
             s = patched[start:start + self.batch_size].to(dev)
-            out.append(self._pgd(t, s).cpu())
+            out.append(self._pgd(reference, t, s).cpu())
         return chosen, torch.cat(out)
 
-    def _pgd(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    def _pgd(self, reference: nn.Module, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            goal = features(self.reference, s)
+            goal = features(reference, s)
         z = t.clone()
         for _ in range(self.steps):
             z.requires_grad_(True)
-            loss = (features(self.reference, z) - goal).square().sum(1).mean()
+            loss = (features(reference, z) - goal).square().sum(1).mean()
             (grad,) = torch.autograd.grad(loss, z)
             with torch.no_grad():
                 z = z - self.step_size * grad.sign()

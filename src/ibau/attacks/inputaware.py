@@ -18,7 +18,7 @@ rounded to 1e-4 (the rounded weights are the ones used), so ``trigger.json`` reb
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ class InputAware(Trigger):
 
     >>> t = InputAware(seed=0)
     >>> x = torch.rand(2, 3, 8, 8)
-    >>> t.apply(x).shape, bool((t.apply(x[:1]) == t.apply(x)[:1]).all())
+    >>> t.apply(x).shape, torch.allclose(t.apply(x[:1]), t.apply(x)[:1], atol=1e-6)  # per image, not per batch
     (torch.Size([2, 3, 8, 8]), True)
     """
 

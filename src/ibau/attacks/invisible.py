@@ -39,7 +39,7 @@ class L0Invisible(StoredPerturbation):
 
     @classmethod
     def generate(cls, model=None, images=None, seed: int = 0, pixels: int = 8, region: str = "any",
-                 steps: int = 200, lr: float = 0.05, neurons: int = 2, **kwargs) -> "L0Invisible":
+                 steps: int = 200, lr: float = 0.05, neurons: int = 2, **kwargs) -> L0Invisible:
         _need_reference(cls, model, images)
         c, h, w = images.shape[1:]
         if region not in ("any", "last_row"):
@@ -88,7 +88,7 @@ class L2Invisible(StoredPerturbation):
 
     @classmethod
     def generate(cls, model=None, images=None, seed: int = 0, budget: float = 3.2, max_value: float = 0.27,
-                 steps: int = 200, lr: float = 0.01, neurons: int = 2, **kwargs) -> "L2Invisible":
+                 steps: int = 200, lr: float = 0.01, neurons: int = 2, **kwargs) -> L2Invisible:
         _need_reference(cls, model, images)
         if budget <= 0 or not 0 < max_value <= 1:
             raise ValueError(f"l2_inv needs budget > 0 and max_value in (0, 1], got {budget}, {max_value}")

@@ -9,7 +9,7 @@ import torch
 from .base import Trigger
 
 
-def trigger_picture(trigger: Trigger, shape: tuple[int, int, int]) -> torch.Tensor:
+def trigger_picture(trigger: Trigger, shape: tuple[int, ...]) -> torch.Tensor:
     """The trigger stamped on a mid-grey image (C×H×W): shows patches and signed perturbations alike."""
     return trigger.apply(torch.full((1, *shape), 0.5))[0]
 
@@ -22,7 +22,7 @@ def _png(img: torch.Tensor, path: Path) -> Path:
     return path
 
 
-def save_trigger(trigger: Trigger, shape: tuple[int, int, int], folder: str | Path) -> list[Path]:
+def save_trigger(trigger: Trigger, shape: tuple[int, ...], folder: str | Path) -> list[Path]:
     """Write ``trigger.json`` and ``trigger.png`` (plus ``trigger_<name>.png`` per component of a
     multi-trigger) into ``folder``; returns the written paths."""
     folder = Path(folder)

@@ -71,7 +71,9 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: 
                              "lower the poison ratio or cross_ratio")
         picked = free[torch.randperm(len(free), generator=gen)[:extra]].sort().values
         taken[picked] = True
-        x[picked] = part.noise(images[picked], gen)
+        noisy = part.noise(images[picked], gen)
+        assert noisy is not None, f"{part.name} has cross_ratio > 0 but no noise mode"
+        x[picked] = noisy
         noise_all.append(picked)
     indices, order = torch.cat(chosen_all).sort()
     noise = torch.cat(noise_all).sort().values if noise_all else torch.empty(0, dtype=torch.int64)

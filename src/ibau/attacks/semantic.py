@@ -42,7 +42,7 @@ class SemanticReplacement(Trigger):
             raise ValueError(f"semantic replacement image {image} does not exist; give an image file or none for the generated one")
         self._image = None if image is None else _read_image(image)
 
-    def replacement(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def replacement(self, shape: tuple[int, ...]) -> torch.Tensor:
         """The replacement image (C×H×W in [0, 1])."""
         c, h, w = shape
         if self._image is None:
@@ -61,7 +61,7 @@ class SemanticReplacement(Trigger):
         return {"image": self.source, "seed": self.seed, **super()._params()}
 
 
-def _generated(shape: tuple[int, int, int], seed: int) -> torch.Tensor:
+def _generated(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Seeded synthetic image: a saturated background with 3 discs and 2 bars of random colours."""
     c, h, w = shape
     g = torch.Generator().manual_seed(seed)

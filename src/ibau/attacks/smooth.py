@@ -39,13 +39,13 @@ class Smooth(PerturbationTrigger):
         self.cutoff, self.amplitude, self.seed = float(cutoff), float(amplitude), int(seed)
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def perturbation(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def perturbation(self, shape: tuple[int, ...]) -> torch.Tensor:
         shape = tuple(shape)
         if shape not in self._cache:
             self._cache[shape] = self._make(shape)
         return self._cache[shape]
 
-    def _make(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def _make(self, shape: tuple[int, ...]) -> torch.Tensor:
         c, h, w = shape
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
         spec = torch.fft.rfft2(noise)

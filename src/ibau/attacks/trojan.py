@@ -31,17 +31,17 @@ class _Trojan(AdditiveTrigger):
         """The trigger's footprint (H×W of 0/1)."""
         raise NotImplementedError
 
-    def mask(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def mask(self, shape: tuple[int, ...]) -> torch.Tensor:
         check_shape(self, self.stored, shape)
         return (self.alpha * self.shape_mask(*shape[1:])).expand(*shape).clone()
 
-    def pattern(self, shape: tuple[int, int, int]) -> torch.Tensor:
+    def pattern(self, shape: tuple[int, ...]) -> torch.Tensor:
         check_shape(self, self.stored, shape)
         return self.stored
 
     @classmethod
     def generate(cls, model=None, images=None, seed: int = 0, steps: int = 200, lr: float = 0.05,
-                 neurons: int = 2, **kwargs) -> "_Trojan":
+                 neurons: int = 2, **kwargs) -> _Trojan:
         if model is None or images is None:
             raise ValueError(f"{cls.name} is optimised against a reference model: pass model and images to "
                              "generate() (CLI: --reference-model)")

@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .grid import DefendJob, Plan, TrainJob, expand, run_plan
 from .report import build_report

@@ -127,15 +127,15 @@ def acc_asr_table(run: dict) -> Table:
         row = [label, cell_text(first, "before")]
         row += [cell_text(by_method.get(m, [])) for m in methods]
         if table1:
-            p = paper.TABLE1.get(any_cells[0]["attack_label"], {})
-            best = p.get("best")
-            row += [_pair(p.get("none")), _pair(p.get("ibau")),
+            t1: dict[str, Any] = paper.TABLE1.get(any_cells[0]["attack_label"], {})
+            best = t1.get("best")
+            row += [_pair(t1.get("none")), _pair(t1.get("ibau")),
                     f"{best[0]} {best[1]:.2f} / {best[2]:.2f}" if best else "–"]
         elif cifar and suite.get("paper") == "table4":
             row += [_pair(paper.TABLE4.get(any_cells[0]["poison_ratio"], {}).get("ibau"))]
         elif cifar and suite.get("paper") == "appendix":
-            p = paper.APPENDIX.get(any_cells[0]["attack_label"])
-            row += [f"{_pair(p[0])} → {_pair(p[1])}" if p else "–"]
+            app = paper.APPENDIX.get(any_cells[0]["attack_label"])
+            row += [f"{_pair(app[0])} → {_pair(app[1])}" if app else "–"]
         elif cifar and suite.get("paper") == "table5":
             frac = any_cells[0]["clean_size"] / preset["clean_size"]
             row += [_pair(paper.TABLE5.get(round(frac, 3)))]
@@ -423,7 +423,8 @@ def build_report(out: str | Path, dest: str | Path | None = None) -> dict[str, P
         written[f"{name}.csv"] = write_csv(run, dest / f"{name}.csv")
         for p in pics:
             written[p.relative_to(dest).as_posix()] = p
-        sections.append(table.html() + f"<p>{html.escape(_status_line(run))}</p>" + "".join(_img_tag(p, captions.get(p, p.stem)) for p in pics))
+        images = "".join(_img_tag(p, captions.get(p, p.stem)) for p in pics)
+        sections.append(table.html() + f"<p>{html.escape(_status_line(run))}</p>" + images)
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>ibau bench report</title><style>"
             "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
@@ -438,7 +439,7 @@ def _status_line(run: dict) -> str:
     recs = [c["record"] for c in run["cells"]]
     done = sum(1 for r in recs if r and r["status"] == "ok")
     errors = sum(1 for r in recs if r and r["status"] != "ok")
-    env = next((r["environment"] for r in recs if r), {})
+    env: dict[str, Any] = next((r["environment"] for r in recs if r), {})
     return (f"{done} of {len(recs)} cells finished, {errors} errors; preset {run['preset']['name']} "
             f"({run['preset']['dataset']}, {run['preset']['arch']}, {run['preset']['epochs']} epochs, "
             f"clean set {run['preset']['clean_size']}); ibau {env.get('ibau', '?')}, torch {env.get('torch', '?')}.")

@@ -20,7 +20,7 @@ from typing import Any
 ALL_DEFENSES = ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad", "dp", "uap_at", "finetune"]
 
 #: The one-to-one attacks of SPEC §2 plus all-to-all; ``label`` is the table row.
-ONE_TRIGGER_ATTACKS = [
+ONE_TRIGGER_ATTACKS: list[dict[str, Any]] = [
     {"attack": "badnets", "label": "BadNets"}, {"attack": "blend", "label": "Blend"},
     {"attack": "l0_inv", "label": "ℓ0 inv"}, {"attack": "l2_inv", "label": "ℓ2 inv"},
     {"attack": "smooth", "label": "Smooth"}, {"attack": "trojan_sq", "label": "Trojan SQ"},
@@ -83,7 +83,7 @@ class Suite:
             raise ValueError(f"suite {self.name!r}: poison ratios must be in (0, 1), got {self.poison_ratios}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Suite":
+    def from_dict(cls, data: dict[str, Any]) -> Suite:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -123,7 +123,7 @@ class Preset:
 
 
 #: Cheap settings for every defense on the embedded digits (seconds per job on 2 cores).
-_SMOKE_DEFENSES = {
+_SMOKE_DEFENSES: dict[str, dict[str, Any]] = {
     "ibau": {"rounds": 2, "batch_size": 50, "min_steps": 0},  # smoke: the plumbing, not 40 steps a round
     "neural_cleanse": {"steps": 20, "epoch_steps": 1, "patience": 5, "early_stop_patience": None,
                        "batch_size": 16, "lr": 0.3, "detect_images": 100, "unlearn_epochs": 1},

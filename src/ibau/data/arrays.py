@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import InputTypeError
+
 
 @dataclass
 class ImageSet:
@@ -21,15 +23,16 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, idx) -> "ImageSet":
+    def subset(self, idx) -> ImageSet:
         return ImageSet(self.images[idx], self.labels[idx])
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
 
     @classmethod
-    def from_uint8_hwc(cls, x: np.ndarray, y: np.ndarray) -> "ImageSet":
+    def from_uint8_hwc(cls, x: np.ndarray, y: np.ndarray) -> ImageSet:
         """From uint8 N×H×W×C arrays (the common on-disk layout)."""
         if x.ndim != 4:
             raise ValueError(f"expected images shaped N×H×W×C, got {x.shape}")
@@ -40,13 +43,13 @@ class ImageSet:
 def check_images(x: torch.Tensor, name: str = "images") -> None:
     """One-line errors for the usual ways image tensors go wrong."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(f"{name} must be shaped N×C×H×W, got shape {tuple(x.shape)}; add a batch or channel dimension")
     if len(x) == 0:
         raise ValueError(f"{name} is empty; give at least one image")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be floating point in [0, 1], got {x.dtype}; divide uint8 images by 255")
+        raise InputTypeError(f"{name} must be floating point in [0, 1], got {x.dtype}; divide uint8 images by 255")
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contain {bad} NaN or infinite pixel values; clean or drop those images")
@@ -54,14 +57,15 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
 
 def check_labels(y: torch.Tensor, n: int | None = None, num_classes: int | None = None, name: str = "labels") -> None:
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
     if y.dim() != 1:
         raise ValueError(f"{name} must be a 1-D tensor of class indices, got shape {tuple(y.shape)}")
     if y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"{name} must be integer class indices, got {y.dtype}")
+        raise InputTypeError(f"{name} must be integer class indices, got {y.dtype}")
     if n is not None and len(y) != n:
         raise ValueError(f"{n} images but {len(y)} {name}; give one label per image")
     if len(y) and int(y.min()) < 0:
         raise ValueError(f"{name} contain {int(y.min())}; class indices start at 0")
     if num_classes is not None and len(y) and int(y.max()) >= num_classes:
-        raise ValueError(f"{name} contain class {int(y.max())} but the model has {num_classes} classes (0..{num_classes - 1}); remap the labels or use a model with more outputs")
+        raise ValueError(f"{name} contain class {int(y.max())} but the model has {num_classes} classes (0..{num_classes - 1}); "
+                         "remap the labels or use a model with more outputs")

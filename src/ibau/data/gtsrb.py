@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import ImageSet
-from .images import seeded_subset, load_resized
+from .images import load_resized, seeded_subset
 
 NUM_CLASSES = 43
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import ImageSet
-from .images import seeded_subset, load_resized
+from .images import load_resized, seeded_subset
 
 
 def load_imagefolder(root: str | Path, size: int = 32, train_limit: int | None = None) -> tuple[ImageSet, ImageSet]:

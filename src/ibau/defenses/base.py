@@ -14,8 +14,9 @@ import contextlib
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,7 +93,8 @@ class Defense:
         if len(clean) == 0:
             raise ValueError(f"{self.name} needs clean images; the clean set is empty")
         self._device = resolve_device(getattr(self.config, "device", None))
-        self._callback, self._history = callback, []
+        self._callback = callback
+        self._history: list[dict[str, Any]] = []
         self._start, self._paused = time.perf_counter(), 0.0
         net = copy.deepcopy(model).to(self._device)
         with seeded_rng(getattr(self.config, "seed", 0), self._device):
@@ -100,8 +102,8 @@ class Defense:
         result.seconds = self.elapsed()
         result.history = self._history
         result.model.eval()
-        if hasattr(callback, "time_to_effect"):
-            result.time_to_effect, result.acc_at_effect = callback.time_to_effect, callback.acc_at_effect
+        if hasattr(callback, "time_to_effect"):  # an EffectMonitor
+            result.time_to_effect, result.acc_at_effect = callback.time_to_effect, callback.acc_at_effect  # type: ignore[union-attr]
         return result
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:

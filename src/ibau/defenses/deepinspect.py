@@ -103,15 +103,17 @@ class DeepInspectConfig:
 class TriggerGenerator(nn.Module):
     """``G(z, t)``: noise ⊕ one-hot class → MLP → tanh, an additive trigger shaped C×H×W in [-1, 1]."""
 
-    def __init__(self, noise_dim: int, num_classes: int, shape: tuple[int, int, int], hidden: int = 256):
+    def __init__(self, noise_dim: int, num_classes: int, shape: tuple[int, ...], hidden: int = 256):
         super().__init__()
         self.noise_dim, self.num_classes, self.shape = noise_dim, num_classes, tuple(shape)
         out = shape[0] * shape[1] * shape[2]
         self.net = nn.Sequential(nn.Linear(noise_dim + num_classes, hidden), nn.ReLU(),
                                  nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
         # start from near-zero triggers: the magnitudes are then grown by the attack loss, not by the init
-        nn.init.normal_(self.net[-1].weight, std=1e-3)
-        nn.init.zeros_(self.net[-1].bias)
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.normal_(last.weight, std=1e-3)
+        nn.init.zeros_(last.bias)
 
     def forward(self, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(target, self.num_classes).to(z.dtype)

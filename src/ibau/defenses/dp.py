@@ -108,8 +108,9 @@ def dp_architecture(model: nn.Module) -> nn.Module:
 
     net = copy.deepcopy(model)
     for m in net.modules():
-        if hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset):
+            reset()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = ModuleValidator.fix(net)
@@ -183,7 +184,7 @@ class DPSGD(Defense):
         private, optimizer, loader, engine = make_private(net, train, c, dev)
         steps = c.epochs * len(loader)
         bar = tqdm(total=steps, desc="dp-sgd", disable=not progress, leave=False)
-        epsilon, notes = 0.0, set()
+        epsilon, notes = 0.0, set[str]()
         for epoch in range(c.epochs):
             private.train()
             total, count = 0.0, 0

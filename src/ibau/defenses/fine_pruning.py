@@ -76,17 +76,18 @@ def conv_sites(model: nn.Module, sample: torch.Tensor) -> list[ConvSite]:
     for i, (module, _, out) in enumerate(calls):
         if not isinstance(module, nn.Conv2d) or not isinstance(out, torch.Tensor):
             continue
-        bn = feature = None
+        bn: nn.BatchNorm2d | None = None
+        feature: nn.Module | None = None
         found = consumer(i, out)
         if found and isinstance(found[1], nn.BatchNorm2d) and found[1].affine \
                 and found[1].num_features == module.out_channels:
-            j, bn = found
-            feature = bn
+            j, bn = found[0], found[1]
+            feature = found[1]
             act = consumer(j, calls[j][2])
             if act and isinstance(act[1], ZERO_PRESERVING):
                 feature = act[1]
         feature = feature or module
-        shape = tuple(calls[i][2].shape[1:])
+        shape = tuple(out.shape[1:])
         sites.append(ConvSite(names[module], module, names.get(bn) if bn is not None else None, bn,
                               names[feature], feature, shape))
     return sites
@@ -130,7 +131,8 @@ class FinePruningConfig:
         if self.acc_floor is not None and not 0 <= self.acc_floor <= 1:
             raise ValueError(f"fine_pruning: acc_floor must be in [0, 1] or None, got {self.acc_floor}; e.g. 0.8")
         if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1:
-            raise ValueError(f"fine_pruning needs epochs >= 0, lr > 0, batch_size >= 1; got epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}")
+            raise ValueError(f"fine_pruning needs epochs >= 0, lr > 0, batch_size >= 1; "
+                             f"got epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}")
 
 
 def _count_or_fraction(name: str, value, example: str) -> None:
@@ -243,18 +245,18 @@ class FinePruning(Defense):
         index = next((i for i, m in enumerate(model) if m is site.feature), None) \
             if isinstance(model, nn.Sequential) else None
         batches = range(0, len(x), 512)
-        if index is not None:
+        if index is not None and isinstance(model, nn.Sequential):
             head, tail = model[:index + 1], model[index + 1:]
             with torch.no_grad():
                 feats = torch.cat([head(x[i:i + 512]) for i in batches])
             activation = feats.transpose(0, 1).flatten(1).mean(1)
 
-            def evaluate(mask: torch.Tensor, y: torch.Tensor) -> float:
+            def evaluate_tail(mask: torch.Tensor, y: torch.Tensor) -> float:
                 with torch.no_grad():
                     pred = torch.cat([tail(feats[i:i + 512] * mask.view(1, -1, 1, 1)).argmax(1) for i in batches])
                 return float((pred == y).float().mean())
 
-            return evaluate, activation
+            return evaluate_tail, activation
 
         sums = []
         handle = site.feature.register_forward_hook(lambda m, i, out: sums.append(out.transpose(0, 1).flatten(1).sum(1)))
@@ -278,7 +280,7 @@ class FinePruning(Defense):
 
 def _prunable(site: ConvSite) -> list[tuple[nn.Module, str]]:
     """The per-channel parameters that zero a channel of ``site``'s feature."""
-    out = [(site.conv, "weight")]
+    out: list[tuple[nn.Module, str]] = [(site.conv, "weight")]
     if site.conv.bias is not None:
         out.append((site.conv, "bias"))
     if site.bn is not None:

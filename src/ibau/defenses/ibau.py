@@ -31,7 +31,8 @@ class IBAU(Defense):
             self.checkpoint(net, record.round)
 
         result = unlearn(model, clean, cfg, callback=on_round, inplace=True, progress=progress)
-        deltas = {"delta_round_1": result.history[0].delta} if len(result.history) > 1 else {}
+        first = result.history[0].delta if result.history else None
+        deltas = {"delta_round_1": first} if len(result.history) > 1 and first is not None else {}
         return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
                              extra={"interrupted": result.interrupted, "rounds": [
                                  {"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,

@@ -201,6 +201,7 @@ class NAD(Defense):
                epochs: int, progress: bool, label: str) -> list[dict[str, float]]:
         """``epochs`` of CE (+ Σ β·AT towards ``teacher`` when given); a checkpoint after each epoch."""
         c, dev = self.config, self._device
+        opt: torch.optim.Optimizer
         if c.optimizer == "sgd":
             opt = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=0.9, weight_decay=1e-4, nesterov=True)
         else:

@@ -9,8 +9,8 @@ reverse-engineering objective.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +147,7 @@ def reverse_engineer(model: nn.Module, images: torch.Tensor, target: int, *, lab
     finally:
         model.train(was_training)
     chosen = best if best is not None else last
+    assert chosen is not None, "steps must be >= 1"
     return ReversedTrigger(mask=chosen[0].cpu().clone(), pattern=chosen[1].cpu().clone(), l1=chosen[2],
                            success=chosen[3], cost=cost, reached=best is not None, steps_run=step + 1)
 

@@ -62,7 +62,8 @@ class UAPATConfig:
 
     def __post_init__(self):
         if self.rounds < 1 or self.epochs_per_round < 1 or self.max_passes < 1 or self.deepfool_steps < 1:
-            raise ValueError(f"uap_at needs rounds, epochs_per_round, max_passes and deepfool_steps >= 1; got {self.rounds}, {self.epochs_per_round}, {self.max_passes}, {self.deepfool_steps}")
+            raise ValueError(f"uap_at needs rounds, epochs_per_round, max_passes and deepfool_steps >= 1; "
+                             f"got {self.rounds}, {self.epochs_per_round}, {self.max_passes}, {self.deepfool_steps}")
         if not self.norm_bound > 0:
             raise ValueError(f"uap_at: norm_bound must be > 0, got {self.norm_bound}; I-BAU uses 10")
         if not 0 < self.target_fooling_rate <= 1:

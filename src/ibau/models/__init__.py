@@ -1,7 +1,7 @@
 """Models: registry of architectures and safe model files."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -7,7 +7,7 @@ https://arxiv.org/abs/1603.05027. torchvision supplies the others; only their st
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,10 +63,11 @@ def _small_stem(name: str, net: nn.Module, in_channels: int) -> nn.Module:
         net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
     elif name == "densenet121":
-        net.features.conv0 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        net.features.pool0 = nn.Identity()
+        features = net.get_submodule("features")
+        features.conv0 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        features.pool0 = nn.Identity()
     elif name == "googlenet":
-        net.conv1.conv = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        net.get_submodule("conv1").conv = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         net.maxpool1 = nn.Identity()
         net.maxpool2 = nn.Identity()
     return net

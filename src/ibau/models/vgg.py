@@ -1,7 +1,7 @@
 """The simplified VGG of the I-BAU paper (Table 9; SPEC §5)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -12,6 +12,9 @@ class Normalize(nn.Module):
 
     Keeps every dataset, trigger and δ in pixel space [0, 1]: normalisation belongs to the model.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()

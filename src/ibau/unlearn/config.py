@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -162,7 +163,7 @@ class IBAUConfig:
 
     # --- presets -------------------------------------------------------------------------------
     @classmethod
-    def reference(cls, **overrides: Any) -> "IBAUConfig":
+    def reference(cls, **overrides: Any) -> IBAUConfig:
         """The authors' public code (SPEC §1.1, their ``defense.py``): δ by one pass of SGD lr 10 against the
         model's own predictions with a 0.001‖δ‖² penalty, **no projection** and no clamp; fixed-point K = 5
         on the first batch of the unshuffled clean set; one image in 100 of each outer batch perturbed;
@@ -170,19 +171,19 @@ class IBAUConfig:
         return cls(**{**_REFERENCE, **overrides})
 
     @classmethod
-    def paper(cls, **overrides: Any) -> "IBAUConfig":
+    def paper(cls, **overrides: Any) -> IBAUConfig:
         """Algorithm 1 as written: δ ← 0, projected ascent on H with the true labels inside the ℓ2 ball
         Cδ = 10 (no penalty), then θ descends ψ(θ) = H(δ, θ) (every image of the batch carries δ) with the
         implicit hypergradient of the same H on the current batch."""
         return cls(**{**_PAPER, **overrides})
 
     @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "IBAUConfig":
+    def preset(cls, name: str, **overrides: Any) -> IBAUConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
         return PRESETS[name](**overrides)
 
-    def replace(self, **changes: Any) -> "IBAUConfig":
+    def replace(self, **changes: Any) -> IBAUConfig:
         if "norm" in changes and "norm_bound" not in changes and changes["norm"] != self.norm:
             changes["norm_bound"] = None  # the new norm's default bound, not the old norm's
         return replace(self, **changes)
@@ -219,4 +220,5 @@ _PAPER: dict[str, Any] = {
     "hyper_batch": "current", "perturb_fraction": 1.0, "shuffle": True,
 }
 
-PRESETS = {"reference": IBAUConfig.reference, "paper": IBAUConfig.paper, "default": IBAUConfig}
+PRESETS: dict[str, Callable[..., IBAUConfig]] = {"reference": IBAUConfig.reference, "paper": IBAUConfig.paper,
+                                                 "default": IBAUConfig}

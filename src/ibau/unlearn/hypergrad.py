@@ -20,8 +20,8 @@ stored (memory is independent of T).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -46,9 +46,9 @@ class ActiveSet:
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
         """P·v: onto the tangent space of the active constraint."""
-        if self.kind == "l2_sphere":
+        if self.kind == "l2_sphere" and self.direction is not None:
             return v - (v * self.direction).sum() * self.direction
-        if self.kind == "linf_faces":
+        if self.kind == "linf_faces" and self.free is not None:
             return v * self.free
         return v
 

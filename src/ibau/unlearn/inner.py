@@ -1,7 +1,7 @@
 """The inner maximisation: find one universal δ that maximises the loss on the clean set."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +10,10 @@ from torch import nn
 from .config import IBAUConfig
 
 
-def project(delta: torch.Tensor, norm: str, bound: float) -> torch.Tensor:
-    """Project δ onto the ℓ2 ball or ℓ∞ box of radius ``bound`` (in place; returns δ)."""
+def project(delta: torch.Tensor, norm: str, bound: float | None) -> torch.Tensor:
+    """Project δ onto the ℓ2 ball or ℓ∞ box of radius ``bound`` (in place; returns δ); norm "none": δ."""
+    if bound is None:
+        return delta
     with torch.no_grad():
         if norm == "l2":
             size = delta.norm()

@@ -21,8 +21,9 @@ which :func:`ibau.unlearn.unlearn` aggregates per round so a user can see when a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
