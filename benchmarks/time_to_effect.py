@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -32,11 +33,10 @@ PAPER_SECONDS = {"neural_cleanse": 384.9, "deepinspect": 394.4, "tabor": 1123.3,
 def run_one(method: str, args, options: dict) -> dict:
     net, card, clean, held = load_for_dataset(args.model, "npz", args.npz, False, args.clean_size, args.seed)
     trigger = trigger_for(card, None)
-    defense = build_defense(method, card, seed=args.seed, device=args.device, options=options, data_dir=args.npz,
-                            log=print)
+    defense = build_defense(method, card, seed=args.seed, device=args.device, options=options, data_dir=args.npz)
     t0 = time.perf_counter()
     result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes,
-                                        progress=not args.no_progress, log=print)
+                                        progress=not args.no_progress)
     return {"method": method, "model": str(args.model), "seed": args.seed, "clean_size": len(clean),
             "held_out": len(held), "time_to_effect": result.time_to_effect, "acc_at_effect": result.acc_at_effect,
             "seconds": result.seconds, "wall_seconds": time.perf_counter() - t0, "before": before, "after": after,
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--label", default="cpu", help="which machine the run is from (cpu, h100, ...): names the "
                     "docs folder and table")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the defense's before/after lines
     args.out.mkdir(parents=True, exist_ok=True)
     records = {}
     for method in args.methods:

@@ -86,7 +86,7 @@ def test_iab_triggers_differ_across_inputs_and_train_with_the_model(digits, tmp_
     a, b = t.apply(x[:1]), t.apply(x[1:2])
     assert not torch.allclose(a - x[:1], b - x[1:2], atol=1e-3)  # a per-input trigger, not one pattern
     record = train_poisoned("digits", "iab", tmp_path, poison_ratio=0.1, epochs=3, arch="tiny_vgg", train_limit=400,
-                            batch_size=32, progress=False, trigger_options={"mask_epochs": 1}, log=lambda s: None)
+                            batch_size=32, progress=False, trigger_options={"mask_epochs": 1})
     trained = load_trigger(tmp_path / "trigger.json")
     assert trained.spec() == make_trigger(**trained.spec()).spec()
     t0 = InputAware(seed=0, mask_epochs=1)
@@ -140,12 +140,11 @@ def test_hidden_trigger_attack_run_saves_its_poisons_for_resume(tmp_path):
     from ibau.attack import POISONS, _poisoned, train_poisoned
     from ibau.attacks.io import load_trigger
 
-    train_poisoned("digits", "none", tmp_path / "clean", epochs=1, arch="tiny_vgg", train_limit=300, progress=False,
-                   log=lambda s: None)
+    train_poisoned("digits", "none", tmp_path / "clean", epochs=1, arch="tiny_vgg", train_limit=300, progress=False)
     out = tmp_path / "ht"
     record = train_poisoned("digits", "ht", out, epochs=1, arch="tiny_vgg", train_limit=300, progress=False,
                             reference_model=tmp_path / "clean" / "model.safetensors",
-                            trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5}, log=lambda s: None)
+                            trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5})
     assert (out / POISONS).exists() and "asr" in record["test"]
     train, _ = load_dataset("digits", train_limit=300)
     again = _poisoned(train, load_trigger(out / "trigger.json"), 0.2, 10, 0, out / POISONS, resume=True)
@@ -156,7 +155,7 @@ def test_hidden_trigger_victim_fine_tunes_the_reference_last_layer(tmp_path):
     from ibau.attack import train_poisoned
     from ibau.models import load_model
 
-    kw = dict(epochs=1, arch="tiny_vgg", train_limit=300, progress=False, log=lambda s: None)
+    kw = dict(epochs=1, arch="tiny_vgg", train_limit=300, progress=False)
     train_poisoned("digits", "none", tmp_path / "clean", **kw)
     ht = dict(reference_model=tmp_path / "clean" / "model.safetensors",
               trigger_options={"poisons": 12, "steps": 3, "source": 3, "target": 5, "finetune_size": 5})

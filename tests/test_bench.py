@@ -106,7 +106,7 @@ def test_a_killed_run_resumes_without_redoing_finished_jobs(tmp_path):
         proc.wait()
     before = _records(out)
     assert 2 <= len(before) < 5  # killed mid-way: model + some but not all four defenses
-    counts = run_bench(str(suite), "smoke", out, jobs=2, log=lambda s: None)  # the rest in 2 processes
+    counts = run_bench(str(suite), "smoke", out, jobs=2)  # the rest in 2 processes
     after = _records(out)
     assert counts["done"] == len(before) and counts["ran"] == 5 - len(before) and counts["errors"] == 0
     assert all(after[name] == mtime for name, mtime in before.items())  # finished jobs were not redone
@@ -200,11 +200,11 @@ def test_interrupted_defense_is_not_recorded_and_a_clean_model_is_a_cell(tmp_pat
 
     monkeypatch.setattr(core, "solve_delta", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        run_bench(suite, "smoke", out, log=lambda s: None)
+        run_bench(suite, "smoke", out)
     assert calls["n"] == 2 and _defend_records(out) == {}  # stopped there: nothing recorded as finished
     monkeypatch.setattr(core, "solve_delta", real)
 
-    counts = run_bench(suite, "smoke", out, log=lambda s: None)
+    counts = run_bench(suite, "smoke", out)
     assert counts["errors"] == 0 and counts["ran"] == 2  # both defense jobs now, the models were kept
     records = _defend_records(out)
     assert len(records) == 2 and all(r["status"] == "ok" for r in records.values())
@@ -219,6 +219,6 @@ def test_interrupted_defense_is_not_recorded_and_a_clean_model_is_a_cell(tmp_pat
     shutil.copytree(out, again)
     for job_id in records:
         record_path(again, job_id).unlink()
-    run_bench(suite, "smoke", again, log=lambda s: None)
+    run_bench(suite, "smoke", again)
     for job_id, rec in _defend_records(again).items():
         assert rec["after"] == records[job_id]["after"], job_id

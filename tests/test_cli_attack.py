@@ -27,7 +27,7 @@ def test_attack_writes_model_card_and_trigger(tmp_path, capsys):
 
 @pytest.mark.parametrize("lr_schedule,augment", [("constant", "none"), ("cosine", "none"), ("constant", "flip_crop")])
 def test_resume_continues_exactly(tmp_path, monkeypatch, lr_schedule, augment):
-    kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False, log=lambda m: None,
+    kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False,
               lr_schedule=lr_schedule, augment=augment)
     train_poisoned("digits", BadNets(), tmp_path / "straight", epochs=3, **kw)
 

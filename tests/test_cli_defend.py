@@ -11,7 +11,7 @@ from ibau.demo import demo_config, run_demo
 @pytest.fixture(scope="module")
 def poisoned(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    run_demo(out, seed=0, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False, log=lambda m: None)
+    run_demo(out, seed=0, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False)
     return out / "poisoned.safetensors"
 
 

@@ -6,7 +6,7 @@ from ibau.demo import demo_config, run_demo
 
 
 def test_demo_writes_reproducible_report(tmp_path):
-    kw = dict(seed=1, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False, log=lambda m: None)
+    kw = dict(seed=1, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False)
     rec = run_demo(tmp_path / "a", **kw)
     for name in ("metrics.json", "report.md", "delta.png", "curve.png", "poisoned.safetensors", "unlearned.safetensors"):
         assert (tmp_path / "a" / name).stat().st_size > 0, name

@@ -333,3 +333,30 @@ def test_min_steps_makes_the_work_follow_the_clean_set(tiny_task, monkeypatch):
     assert res.history[0].outer_loss > 0
     unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=2, inner_passes=2), progress=False)
     assert counted["inner"] == 6  # two passes are more than min_steps
+
+
+def test_inner_restarts_search_several_deltas_and_the_theta_steps_take_them_in_turn(tiny_task, monkeypatch):
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    searches, used = [], []
+    real_solve, real_hyper = core.solve_delta, core.implicit_hypergradient
+
+    def solve_spy(model, batches, shape, cfg, steps, **kw):
+        first = next(batches())[1].tolist()  # the order this search sees
+        searches.append(first)
+        delta, h = real_solve(model, batches, shape, cfg, steps, **kw)
+        return torch.full_like(delta, 0.01 * len(searches)), h  # tell the searches apart: δ_i = 0.01·i
+
+    def hyper_spy(inner_loss, outer_loss, delta, params, solver, **kw):
+        used.append(round(100 * float(delta.flatten()[0])))
+        return real_hyper(inner_loss, outer_loss, delta, params, solver, **kw)
+
+    monkeypatch.setattr(core, "solve_delta", solve_spy)
+    monkeypatch.setattr(core, "implicit_hypergradient", hyper_spy)
+    res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=0, inner_restarts=3, outer_steps=6),
+                  progress=False)
+    assert len(searches) == 3 and len({tuple(s) for s in searches}) == 3  # three seeded orders of the clean set
+    assert used == [1, 2, 3, 1, 2, 3]  # one δ per θ step, in turn
+    assert res.history[0].delta is not None
+    with pytest.raises(ValueError, match="inner_restarts must be >= 1"):
+        IBAUConfig(inner_restarts=0)

@@ -1,8 +1,8 @@
 """Train a poisoned model: what ``ibau attack`` adapts. Resumable from the last finished epoch."""
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ from .metrics import DEFINITIONS, evaluate
 from .models import ModelCard, build_model, load_model, save_model
 from .report import write_json
 from .training import check_augment, check_lr_schedule, train_classifier
-from .utils import environment, resolve_device, seed_everything
+from .utils import environment, resolve_device, seeded_rng
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -47,8 +49,7 @@ def recipe(name: str, **overrides) -> dict[str, Any]:
 def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, target: int | None = None,
                     all_to_all: bool = False, reference_model: str | Path | None = None,
                     trigger_file: str | Path | None = None, seed: int = 0, device: str | None = None,
-                    steps: int | None = None, options: dict | None = None,
-                    log: Callable[[str], None] = print) -> Trigger | None:
+                    steps: int | None = None, options: dict | None = None) -> Trigger | None:
     """The trigger of an ``ibau attack`` run: a saved ``trigger_file``; ``"none"`` (a clean model); or
     the ``--attack`` text, generating optimised triggers against ``reference_model`` on a seeded
     sample of the training images (``steps`` optimisation steps; default: each trigger's)."""
@@ -69,7 +70,7 @@ def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, ta
         model.to(resolve_device(device))
         gen = torch.Generator().manual_seed(seed)
         images = train_images[torch.randperm(len(train_images), generator=gen)[:REFERENCE_IMAGES]]
-        log(f"generating {', '.join(needs)} against {reference_model} on {len(images)} training images")
+        logger.info(f"generating {', '.join(needs)} against {reference_model} on {len(images)} training images")
     return build_attack(entries, model, images, seed=seed, steps=steps)
 
 
@@ -129,8 +130,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
                    device: str | None = None, resume: bool = False, progress: bool = True,
                    target: int | None = None, all_to_all: bool = False, reference_model: str | Path | None = None,
                    trigger_file: str | Path | None = None, trigger_steps: int | None = None,
-                   trigger_options: dict | None = None, lr_schedule: str = "constant", augment: str = "none",
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   trigger_options: dict | None = None, lr_schedule: str = "constant", augment: str = "none") -> dict[str, Any]:
     """Poison ``dataset``'s training split with ``attack``, train ``arch`` on it, and write ``out/``:
     ``model.safetensors`` + card (attack spec, poisoned indices, ACC/ASR/RA on the test split),
     ``trigger.json`` + ``trigger*.png`` (written before training), ``train.log``, ``metrics.json`` and,
@@ -148,104 +148,104 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
-    seed_everything(seed)
-    train, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=train_limit)
-    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-    c, h, w = train.shape
-    ckpt = out / CHECKPOINT
-    if resume and ckpt.exists() and (out / "trigger.json").exists():
-        trigger = load_trigger(out / "trigger.json")
-    elif resume and ckpt.exists() and attack in (None, "none"):
-        trigger = None
-    else:
-        trigger = prepare_trigger(attack, train.images, target, all_to_all, reference_model, trigger_file,
-                                  seed=seed, device=device, steps=trigger_steps,
-                                  options=trigger_options, log=log)
-        if trigger is not None:
-            save_trigger(trigger, (c, h, w), out)
-    if trigger is not None and trigger.trains_with_model and lr_schedule != "constant":
-        raise ValueError(f"{trigger.name} trains its own networks with the model at a constant rate; drop --lr-schedule {lr_schedule}")
-    if trigger is not None and trigger.trains_with_model and augment != "none":
-        raise ValueError(f"{trigger.name} poisons its own batches as it trains; drop --augment {augment}")
-    stamp = None
-    if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
-        images, labels, indices, owner, noise = train.images, train.labels, [], [], []
-    else:
-        p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
-        images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
-        noise = p.noise_indices.tolist()
-        if augment != "none":
-            images, stamp = restamper(train.images, p, trigger)
-    rows = trigger.victim_rows(labels, torch.as_tensor(indices, dtype=torch.long), seed) if trigger is not None else None
-    if rows is not None:  # e.g. HT's victim fine-tunes on a small clean set plus the poisons
-        images, labels = images[rows], labels[rows]
-        if stamp is not None:  # the victim's row i is training row rows[i]
-            stamp = _through(stamp, rows)
-        log(f"the victim trains on {len(rows)} of the {len(train)} poisoned training images ({len(indices)} poisons)")
-    victim_set = len(images)
-    mean, std = channel_stats(train.images)
-    model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
-    state = None
-    if resume and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own file, still never unpickled
-        model.load_state_dict(saved["model"])
-        state = saved["train"]
-        if "trigger" in saved:  # a trigger trained with the model continues from the same epoch
-            trigger = make_trigger(**saved["trigger"])
-        log(f"resuming from epoch {state['epoch']} of {epochs}")
-    elif resume:
-        log(f"no checkpoint in {out}; starting from scratch")
-    # a victim that fine-tunes the reference model (HT) starts from its weights unless a checkpoint took over
-    trainable = trigger.victim_start(model, load_reference=state is None) if trigger is not None else None
-    log_file = (out / "train.log").open("a")
-    t0 = time.perf_counter()
-
-    def on_epoch(epoch: int, loss: float, train_state: dict) -> None:
-        extra = {"trigger": trigger.spec()} if trigger is not None and trigger.trains_with_model else {}
-        torch.save({"model": model.state_dict(), "train": train_state, **extra}, ckpt.with_suffix(".tmp"))
-        ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a checkpoint
-        line = f"epoch {epoch + 1}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)"
-        log_file.write(line + "\n")
-        log_file.flush()
-
-    what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
-    log(f"training {arch} on {victim_set} {dataset} images, {what}")
-    try:
-        if isinstance(trigger, InputAware):  # the only trigger trained with the model (trains_with_model)
-            done = state["epoch"] if state else 0
-            if done > 0:
-                log("an input-aware trigger resumes with its networks from the checkpoint; the mask network is not re-trained")
-                trigger.mask_epochs = 0
-            trigger.fit(model, images, labels, num_classes, poison_ratio=poison_ratio, epochs=epochs - done, lr=lr,
-                        batch_size=batch_size, seed=seed + done, device=dev, progress=progress,
-                        on_epoch=lambda e, loss, st: on_epoch(e + done, loss, {"epoch": e + 1 + done}))
-            save_trigger(trigger, (c, h, w), out)  # the trained networks
+    with seeded_rng(seed, dev):  # the global RNG (weight init) follows the seed; the caller's is restored
+        train, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=train_limit)
+        num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+        c, h, w = train.shape
+        ckpt = out / CHECKPOINT
+        if resume and ckpt.exists() and (out / "trigger.json").exists():
+            trigger = load_trigger(out / "trigger.json")
+        elif resume and ckpt.exists() and attack in (None, "none"):
+            trigger = None
         else:
-            train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                             device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
-                             lr_schedule=lr_schedule, trainable=trainable, augment=augment, stamp=stamp,
-                             desc=f"train ({trigger.name if trigger is not None else 'clean'})")
-    finally:
-        log_file.close()
-    metrics = evaluate(model, test.images, test.labels, trigger, num_classes)
-    log("test split: " + "  ".join(f"{k.upper()} {100 * metrics[k]:.2f}%" for k in ("acc", "asr", "ra") if k in metrics)
-        + "".join(f"  {k} {100 * v:.1f}%" for k, v in metrics.items() if k.startswith("asr:")))
-    spec = trigger.spec() if trigger is not None else None
-    card = ModelCard(arch, num_classes, [c, h, w], {"mean": mean, "std": std}, metadata={
-        "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
-        "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
-        "noise_indices": noise or None,
-        "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed,
-        "test": metrics,
-        "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "augment": augment,
-                     "batch_size": batch_size},
-        "definitions": DEFINITIONS, "environment": environment(),
-    })
-    save_model(model.cpu(), out / "model.safetensors", card)
-    record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
-              "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr,
-              "lr_schedule": lr_schedule, "augment": augment, "test": metrics,
-              "seconds": time.perf_counter() - t0}
-    write_json(out / "metrics.json", record)
-    ckpt.unlink(missing_ok=True)
-    return record
+            trigger = prepare_trigger(attack, train.images, target, all_to_all, reference_model, trigger_file,
+                                      seed=seed, device=device, steps=trigger_steps,
+                                      options=trigger_options)
+            if trigger is not None:
+                save_trigger(trigger, (c, h, w), out)
+        if trigger is not None and trigger.trains_with_model and lr_schedule != "constant":
+            raise ValueError(f"{trigger.name} trains its own networks with the model at a constant rate; drop --lr-schedule {lr_schedule}")
+        if trigger is not None and trigger.trains_with_model and augment != "none":
+            raise ValueError(f"{trigger.name} poisons its own batches as it trains; drop --augment {augment}")
+        stamp = None
+        if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
+            images, labels, indices, owner, noise = train.images, train.labels, [], [], []
+        else:
+            p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
+            images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
+            noise = p.noise_indices.tolist()
+            if augment != "none":
+                images, stamp = restamper(train.images, p, trigger)
+        rows = trigger.victim_rows(labels, torch.as_tensor(indices, dtype=torch.long), seed) if trigger is not None else None
+        if rows is not None:  # e.g. HT's victim fine-tunes on a small clean set plus the poisons
+            images, labels = images[rows], labels[rows]
+            if stamp is not None:  # the victim's row i is training row rows[i]
+                stamp = _through(stamp, rows)
+            logger.info(f"the victim trains on {len(rows)} of the {len(train)} poisoned training images ({len(indices)} poisons)")
+        victim_set = len(images)
+        mean, std = channel_stats(train.images)
+        model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
+        state = None
+        if resume and ckpt.exists():
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own file, still never unpickled
+            model.load_state_dict(saved["model"])
+            state = saved["train"]
+            if "trigger" in saved:  # a trigger trained with the model continues from the same epoch
+                trigger = make_trigger(**saved["trigger"])
+            logger.info(f"resuming from epoch {state['epoch']} of {epochs}")
+        elif resume:
+            logger.info(f"no checkpoint in {out}; starting from scratch")
+        # a victim that fine-tunes the reference model (HT) starts from its weights unless a checkpoint took over
+        trainable = trigger.victim_start(model, load_reference=state is None) if trigger is not None else None
+        log_file = (out / "train.log").open("a")
+        t0 = time.perf_counter()
+
+        def on_epoch(epoch: int, loss: float, train_state: dict) -> None:
+            extra = {"trigger": trigger.spec()} if trigger is not None and trigger.trains_with_model else {}
+            torch.save({"model": model.state_dict(), "train": train_state, **extra}, ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a checkpoint
+            line = f"epoch {epoch + 1}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)"
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
+        logger.info(f"training {arch} on {victim_set} {dataset} images, {what}")
+        try:
+            if isinstance(trigger, InputAware):  # the only trigger trained with the model (trains_with_model)
+                done = state["epoch"] if state else 0
+                if done > 0:
+                    logger.info("an input-aware trigger resumes with its networks from the checkpoint; the mask network is not re-trained")
+                    trigger.mask_epochs = 0
+                trigger.fit(model, images, labels, num_classes, poison_ratio=poison_ratio, epochs=epochs - done, lr=lr,
+                            batch_size=batch_size, seed=seed + done, device=dev, progress=progress,
+                            on_epoch=lambda e, loss, st: on_epoch(e + done, loss, {"epoch": e + 1 + done}))
+                save_trigger(trigger, (c, h, w), out)  # the trained networks
+            else:
+                train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                                 device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
+                                 lr_schedule=lr_schedule, trainable=trainable, augment=augment, stamp=stamp,
+                                 desc=f"train ({trigger.name if trigger is not None else 'clean'})")
+        finally:
+            log_file.close()
+        metrics = evaluate(model, test.images, test.labels, trigger, num_classes)
+        logger.info("test split: " + "  ".join(f"{k.upper()} {100 * metrics[k]:.2f}%" for k in ("acc", "asr", "ra") if k in metrics)
+            + "".join(f"  {k} {100 * v:.1f}%" for k, v in metrics.items() if k.startswith("asr:")))
+        spec = trigger.spec() if trigger is not None else None
+        card = ModelCard(arch, num_classes, [c, h, w], {"mean": mean, "std": std}, metadata={
+            "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
+            "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
+            "noise_indices": noise or None,
+            "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed,
+            "test": metrics,
+            "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "augment": augment,
+                         "batch_size": batch_size},
+            "definitions": DEFINITIONS, "environment": environment(),
+        })
+        save_model(model.cpu(), out / "model.safetensors", card)
+        record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
+                  "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr,
+                  "lr_schedule": lr_schedule, "augment": augment, "test": metrics,
+                  "seconds": time.perf_counter() - t0}
+        write_json(out / "metrics.json", record)
+        ckpt.unlink(missing_ok=True)
+        return record

@@ -3,6 +3,7 @@ texts come from the registries (datasets, architectures, attacks, defenses, pres
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _names(registry) -> str:
     return ", ".join(registry)
+
+
+class _EchoHandler(logging.Handler):
+    """Library log lines as the command's output: information on stdout, warnings and errors on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(self.format(record), err=record.levelno >= logging.WARNING)
 
 
 @dataclass
@@ -92,7 +100,7 @@ def demo(
     from .demo import demo_config, run_demo
 
     cfg = demo_config(preset, **({} if rounds is None else {"rounds": rounds}))
-    run_demo(out, seed=seed, epochs=epochs, config=cfg, device=device, progress=progress, log=typer.echo)
+    run_demo(out, seed=seed, epochs=epochs, config=cfg, device=device, progress=progress)
 
 
 @app.command()
@@ -143,7 +151,7 @@ def attack(
                    seed=seed, device=device, resume=resume, progress=progress, target=target,
                    all_to_all=all_to_all, reference_model=reference_model, trigger_file=trigger_file,
                    trigger_steps=trigger_steps, trigger_options=parse_options(trigger_option),
-                   lr_schedule=lr_schedule, augment=augment, log=typer.echo)
+                   lr_schedule=lr_schedule, augment=augment)
     typer.echo(f"wrote {out}/model.safetensors (+ card), trigger.json, trigger.png, train.log, metrics.json")
 
 
@@ -180,10 +188,9 @@ def defend(
     net, card, clean, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
     defense = build_defense(method, card, preset=preset, seed=seed, device=device, rounds=rounds,
                             batch_size=batch_size, options=parse_options(defense_option), data_dir=data_dir,
-                            download=download, log=typer.echo)
+                            download=download)
     trigger = trigger_for(card, attack_from)
-    result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=progress,
-                                        log=typer.echo)
+    result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=progress)
     card.metadata = {**card.metadata, "defense": method, "defended_from": str(model), "after": after}
     if defense.arch_prefix and not card.arch.startswith(defense.arch_prefix):
         card.arch = defense.arch_prefix + card.arch  # e.g. DP-SGD's model has GroupNorm in place of BatchNorm
@@ -256,7 +263,7 @@ def bench(
 
     subset = [d.strip() for d in defenses.split(",") if d.strip()] if defenses else None
     counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors,
-                       defenses=subset, log=typer.echo)
+                       defenses=subset)
     typer.echo(f"{counts['ran']} jobs run now, {counts['done']} already done, {counts['errors']} errors")
     if report:
         written = build_report(out)
@@ -284,6 +291,10 @@ def main(argv: list[str] | None = None) -> None:
     unless ``--debug``; anything else is a bug and keeps its traceback."""
     args = sys.argv[1:] if argv is None else list(argv)
     session = _Session()
+    package_logger = logging.getLogger("ibau")
+    handler, level = _EchoHandler(), package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
     try:
         app(args=args, prog_name="ibau", obj=session)
     except USER_ERRORS as exc:
@@ -291,3 +302,6 @@ def main(argv: list[str] | None = None) -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(level)

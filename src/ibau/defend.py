@@ -7,7 +7,7 @@ defense time).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +21,23 @@ from .metrics import DEFINITIONS, EffectMonitor, der, evaluate, failed
 from .report import markdown_report, plot_curve, plot_delta, write_json
 from .utils import environment
 
+logger = logging.getLogger(__name__)
+
 
 def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: ImageSet, trigger: Trigger | None,
-                num_classes: int, progress: bool = True,
-                log: Callable[[str], None] = print) -> tuple[DefenseResult, dict[str, float], dict[str, float]]:
+                num_classes: int, progress: bool = True) -> tuple[DefenseResult, dict[str, float], dict[str, float]]:
     """Run ``defense`` on ``model`` with ``clean``; held-out ACC/ASR/RA before, at every checkpoint
     (clock paused) and after. Returns ``(result, before, after)``; ``result.time_to_effect`` is set."""
     before = evaluate(model, held.images, held.labels, trigger, num_classes)
-    log("before: " + _fmt(before))
-    log(f"{defense.name} with {len(clean)} clean images")
-    monitor = EffectMonitor(held.images, held.labels, trigger, num_classes, log=None if progress else log)
+    logger.info("before: " + _fmt(before))
+    logger.info(f"{defense.name} with {len(clean)} clean images")
+    # without progress bars (a background run) every checkpoint is one line of the log
+    monitor = EffectMonitor(held.images, held.labels, trigger, num_classes, report=not progress)
     result = defense.run(model, clean, callback=monitor, progress=progress)
     after = evaluate(result.model, held.images, held.labels, trigger, num_classes)
     effect = ("" if trigger is None else "; ASR < 20% " + (f"after {result.time_to_effect:.1f}s" if
                                                             result.time_to_effect is not None else "never reached"))
-    log("after:  " + _fmt(after) + f"  ({result.seconds:.1f}s{effect})"
+    logger.info("after:  " + _fmt(after) + f"  ({result.seconds:.1f}s{effect})"
         + (" — interrupted, last finished round kept" if result.extra.get("interrupted") else ""))
     return result, before, after
 
@@ -162,7 +164,7 @@ def trigger_for(card, attack_from: str | Path | None) -> Trigger | None:
 
 def build_defense(method: str, card, preset: str = "default", seed: int = 0, device: str | None = None,
                   rounds: int | None = None, batch_size: int | None = None, options: dict | None = None,
-                  data_dir: str | None = None, download: bool = False, log: Callable[[str], None] = print) -> Defense:
+                  data_dir: str | None = None, download: bool = False) -> Defense:
     """The defense ``ibau defend --method`` runs: I-BAU from a preset, a baseline from its config defaults;
     ``options`` override config fields. A defense that trains on the poisoned set (``dp``) gets it rebuilt
     from the model card (dataset, attack, ratio, seed) and checked against the recorded indices."""
@@ -186,7 +188,7 @@ def build_defense(method: str, card, preset: str = "default", seed: int = 0, dev
     kwargs = {k: v for k, v in given.items() if k in fields}
     if cls.needs_training_data:
         train = poisoned_training_set(card, data_dir, download)
-        log(f"{method} trains from scratch on the poisoned training set ({len(train)} images, rebuilt from the card)")
+        logger.info(f"{method} trains from scratch on the poisoned training set ({len(train)} images, rebuilt from the card)")
         return cls(train=train, **kwargs)
     return cls(**kwargs)
 

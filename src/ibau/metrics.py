@@ -8,13 +8,16 @@ Definitions (recorded with every result, see :data:`DEFINITIONS`):
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from .attacks.base import Trigger
 from .utils import eval_mode
+
+logger = logging.getLogger(__name__)
 
 DEFINITIONS = {
     "acc": "top-1 accuracy on clean held-out test images, disjoint from the defender's clean set",
@@ -122,7 +125,7 @@ class EffectMonitor:
     """The shared evaluation callback of every defense: ``monitor(model, seconds)`` measures held-out
     ACC/ASR and remembers the defense time at which ASR first fell below ``threshold`` (time-to-effect,
     SPEC §4) and the ACC then. Defenses call it with their clock paused, so evaluation is not counted.
-    ``log``, if given, gets one line per checkpoint (what a background run without progress bars shows).
+    ``report=True`` logs one line per checkpoint (what a background run without progress bars shows).
 
     >>> m = EffectMonitor(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), None, 10)
     >>> m.time_to_effect is None
@@ -130,9 +133,9 @@ class EffectMonitor:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, trigger: Trigger | None, num_classes: int,
-                 threshold: float = 0.20, log: Callable[[str], None] | None = None):
+                 threshold: float = 0.20, report: bool = False):
         self.images, self.labels, self.trigger, self.num_classes = images, labels, trigger, num_classes
-        self.log = log
+        self.report = report
         self.threshold = threshold
         self.time_to_effect: float | None = None
         self.acc_at_effect: float | None = None
@@ -141,6 +144,6 @@ class EffectMonitor:
         m = evaluate(model, self.images, self.labels, self.trigger, self.num_classes)
         if self.time_to_effect is None and "asr" in m and m["asr"] < self.threshold:
             self.time_to_effect, self.acc_at_effect = seconds, m["acc"]
-        if self.log is not None:
-            self.log(f"  at {seconds:.1f}s: " + "  ".join(f"{k.upper()} {100 * v:.1f}%" for k, v in m.items()))
+        if self.report:
+            logger.info(f"  at {seconds:.1f}s: " + "  ".join(f"{k.upper()} {100 * v:.1f}%" for k, v in m.items()))
         return m

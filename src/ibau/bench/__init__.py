@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import logging
 from pathlib import Path
 
 from .grid import DefendJob, Plan, TrainJob, expand, run_plan
 from .report import build_report
 from .suites import PRESETS, SUITES, Preset, Suite, load_preset, load_suite
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJob", "build_report", "expand",
            "load_preset", "load_suite", "run_bench", "run_plan"]
@@ -21,7 +23,7 @@ __all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJo
 
 def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Path = "runs/bench",
               data_dir: str | None = None, device: str | None = None, jobs: int = 1, retry_errors: bool = False,
-              defenses: list[str] | None = None, log: Callable[[str], None] = print) -> dict[str, int]:
+              defenses: list[str] | None = None) -> dict[str, int]:
     """Expand ``suite`` at ``preset`` and run every unfinished job into ``out`` (see :func:`run_plan`).
 
     ``defenses`` keeps only those columns of the suite (the jobs are the same as in a full run, so a later
@@ -35,6 +37,6 @@ def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Pat
             raise ValueError(f"suite {s.name} has no defense {', '.join(missing)}; its defenses are {', '.join(s.defenses)}")
         s = dataclasses.replace(s, defenses=[d for d in s.defenses if d in defenses])
     plan = expand(s, p)
-    log(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
+    logger.info(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
         f"{len(plan.defends)} defense runs, {len(plan.cells)} table cells -> {out}")
-    return run_plan(plan, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors, log=log)
+    return run_plan(plan, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors)

@@ -8,9 +8,11 @@ preset a run used are stored in ``suites/<name>.json``, so ``ibau report`` needs
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 import traceback
@@ -22,6 +24,8 @@ from typing import Any
 
 from ..report import write_json
 from .suites import Preset, Suite
+
+logger = logging.getLogger(__name__)
 
 RECORD_VERSION = 1
 
@@ -197,7 +201,7 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
                                 train_limit=job.train_limit, batch_size=job.batch_size, seed=job.seed,
                                 device=ctx.device, resume=True, progress=False, all_to_all=job.all_to_all,
                                 reference_model=ref, trigger_steps=job.trigger_steps,
-                                trigger_options=dict(job.options) or None, log=lambda s: None)
+                                trigger_options=dict(job.options) or None)
         return {"test": result["test"], "train_size": result["train_size"]}
 
     return _recorded(ctx, {**_base_record(job.id, "train"), "spec": job.spec}, work)
@@ -221,10 +225,8 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
         net, card, clean, held = load_for_dataset(path, job.train.dataset, ctx.data_dir, False, job.clean_size, job.seed)
         trigger = trigger_for(card, None)
         defense = build_defense(job.method, card, preset=job.ibau_preset if job.method == "ibau" else "default",
-                                seed=job.seed, device=ctx.device, options=dict(job.options), data_dir=ctx.data_dir,
-                                log=lambda s: None)
-        result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False,
-                                            log=lambda s: None)
+                                seed=job.seed, device=ctx.device, options=dict(job.options), data_dir=ctx.data_dir)
+        result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False)
         if result.extra.get("interrupted"):
             # Ctrl-C inside the defense: it returned its last finished round, which is not this job's result.
             # No record is written, so a re-run repeats the job, and the grid stops instead of moving on.
@@ -249,12 +251,25 @@ def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str,
     _threads(ctx)
     t0 = time.perf_counter()
     try:
-        record.update(work())
+        with _quiet():
+            record.update(work())
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
     write_json(record_path(ctx.out, record["id"]), record)
     return record
+
+
+@contextlib.contextmanager
+def _quiet():
+    """A job's own information lines (epochs, checkpoints) stay out of the grid's log: one line per job."""
+    package = logging.getLogger("ibau")
+    level = package.level
+    package.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        package.setLevel(level)
 
 
 def _threads(ctx: Context) -> None:
@@ -275,7 +290,7 @@ def save_manifest(out: Path, plan: Plan) -> Path:
 
 
 def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: str | None = None, jobs: int = 1,
-             retry_errors: bool = False, log: Callable[[str], None] = print) -> dict[str, int]:
+             retry_errors: bool = False) -> dict[str, int]:
     """Run every unfinished job of ``plan`` (trainings first, then defenses), ``jobs`` at a time.
 
     Returns counts: ``{"done": already finished, "ran": run now, "errors": failed now or before}``.
@@ -312,7 +327,7 @@ def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: s
             index += 1
             counts["ran"] += 1
             counts["errors"] += record["status"] != "ok"
-            log(f"[{index}/{total}] {job_id}: {_summary(record)}")
+            logger.info(f"[{index}/{total}] {job_id}: {_summary(record)}")
     return counts
 
 

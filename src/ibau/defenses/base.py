@@ -10,7 +10,6 @@ step) with the clock paused, so evaluation never counts as defense time. Pass
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from ..data.arrays import ImageSet
-from ..utils import eval_mode, resolve_device
+from ..utils import eval_mode, resolve_device, seeded_rng
 
 #: ``callback(model, seconds) -> dict | None``; a returned dict is stored in the history.
 Callback = Callable[[nn.Module, float], Any]
@@ -139,16 +138,6 @@ class Defense:
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int, device: torch.device):
-    """Run a block with the global RNGs (CPU and ``device``) seeded with ``seed`` and restore them after, so
-    dropout masks depend on the defense's seed only and the caller's random stream is left as it was."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def num_classes_of(model: nn.Module, clean: ImageSet) -> int:

@@ -54,6 +54,9 @@ class IBAUConfig:
             than a round count tuned on 5,000 images (default 40; 0: one pass; 5,000 images at batch 100 are 50
             steps, so the default changes nothing there).
         inner_warm_start: start each round's δ from the previous round's instead of 0 (default False).
+        inner_restarts: independent δ searches a round, each over its own (seeded) order of the clean set;
+            the θ steps take them in turn, one δ per step (default 1). The unbounded search ends at a
+            different δ in every data order, and so does what unlearning it achieves.
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
         inner_penalty: λ of the −λ‖δ‖² term (default 0.001).
@@ -101,6 +104,7 @@ class IBAUConfig:
     inner_passes: int = 1
     min_steps: int = 40
     inner_warm_start: bool = False
+    inner_restarts: int = 1
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -138,7 +142,7 @@ class IBAUConfig:
         if self.norm == "linf" and self.norm_bound > 1:
             raise ValueError(f"an ℓ∞ norm_bound of {self.norm_bound} constrains nothing for images in [0, 1]; "
                              "use a bound <= 1 (default 1.0) or norm='none'")
-        for name in ("rounds", "batch_size", "inner_passes"):
+        for name in ("rounds", "batch_size", "inner_passes", "inner_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:

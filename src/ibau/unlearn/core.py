@@ -177,7 +177,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
-    bar = tqdm(total=cfg.rounds * (inner_steps + outer_steps), desc="I-BAU", disable=not progress, leave=False)
+    bar = tqdm(total=cfg.rounds * (cfg.inner_restarts * inner_steps + outer_steps), desc="I-BAU", disable=not progress, leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
     # gives the same weights and the caller's RNG state is left as it was.
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
@@ -189,13 +189,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 t0 = time.perf_counter()
                 net.eval()  # δ is always searched against the deployed (eval-mode) model
                 start = delta if cfg.inner_warm_start else None
-                new_delta, inner_loss = solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
-                                                    on_step=lambda *_: bar.update(1), start=start)
+                found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
+                                     on_step=lambda *_: bar.update(1), start=start) for _ in range(cfg.inner_restarts)]
+                new_delta, inner_loss = found[0]
                 inner_seconds = time.perf_counter() - t0
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
-                outer_loss = _outer_pass(net, params, opt, solver, batches, new_delta, cfg, outer_steps, gen,
-                                         stats, on_step=lambda *_: bar.update(1))
+                outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg, outer_steps,
+                                         gen, stats, on_step=lambda *_: bar.update(1))
                 net.eval()
                 seconds = time.perf_counter() - t0
                 record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
@@ -243,9 +244,10 @@ def _solve_summary(stats: list[SolveStats]) -> dict[str, Any]:
             "solver_breakdowns": sum(s.breakdown is not None for s in stats)}
 
 
-def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps: int, gen: torch.Generator,
-                stats: list[SolveStats], on_step) -> float:
-    """``steps`` θ updates with the implicit hypergradient; δ stays fixed. Returns the mean L_out."""
+def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], cfg: IBAUConfig, steps: int,
+                gen: torch.Generator, stats: list[SolveStats], on_step) -> float:
+    """``steps`` θ updates with the implicit hypergradient; the δs stay fixed, step t uses δ[t mod len].
+    Returns the mean L_out."""
     total, done, v = 0.0, 0, None
     hyper = None
     source = batches()
@@ -277,6 +279,9 @@ def _outer_pass(net, params, opt, solver, batches, delta, cfg: IBAUConfig, steps
             return F.cross_entropy(net(mixed), y)
 
         stats.append(SolveStats())
+        delta = deltas[done % len(deltas)]
+        if len(deltas) > 1:
+            v = None  # a warm start belongs to another δ's system
         grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
                                                     x0=v if cfg.warm_start else None, norm=cfg.norm,
                                                     bound=cfg.norm_bound, damping=cfg.solver_damping,
