@@ -97,4 +97,7 @@ def test_defend_with_a_baseline_and_dp_model_reloads(tmp_path, capsys):
     assert "finetune has no setting colour" in capsys.readouterr().err
     assert _run(["defend", "--model", str(run / "model.safetensors"), "--dataset", "digits", "--clean-size", "400",
                  "--method", "finetune", "--rounds", "2", "--out", str(out)]) == 2
-    assert "I-BAU settings" in capsys.readouterr().err
+    assert "finetune has no setting rounds" in capsys.readouterr().err
+    assert _run(["defend", "--model", str(run / "model.safetensors"), "--dataset", "digits", "--clean-size", "400",
+                 "--method", "finetune", "--preset", "reference", "--out", str(out)]) == 2
+    assert "finetune has no preset 'reference'; its presets are: default" in capsys.readouterr().err

@@ -165,32 +165,23 @@ def trigger_for(card, attack_from: str | Path | None) -> Trigger | None:
 def build_defense(method: str, card, preset: str = "default", seed: int = 0, device: str | None = None,
                   rounds: int | None = None, batch_size: int | None = None, options: dict | None = None,
                   data_dir: str | None = None, download: bool = False) -> Defense:
-    """The defense ``ibau defend --method`` runs: I-BAU from a preset, a baseline from its config defaults;
-    ``options`` override config fields. A defense that trains on the poisoned set (``dp``) gets it rebuilt
-    from the model card (dataset, attack, ratio, seed) and checked against the recorded indices."""
+    """The defense ``ibau defend --method`` runs (the grid's too): :meth:`Defense.from_options` of the
+    registered class with ``preset`` and ``options`` (``rounds``/``batch_size``, when given, are two more
+    options). A defense that trains on the poisoned set (``dp``) gets it rebuilt from the model card
+    (dataset, attack, ratio, seed) and checked against the recorded indices."""
     from .defenses import defense_class
-    from .unlearn import IBAUConfig
     from .utils import resolve_device
 
     cls = defense_class(method)
-    options = dict(options or {})
-    dev = str(resolve_device(device))
-    if method == "ibau":
-        sizes = {k: v for k, v in {"rounds": rounds, "batch_size": batch_size}.items() if v is not None}
-        return cls(IBAUConfig.preset(preset, seed=seed, device=dev, **{**sizes, **options}))
-    if rounds is not None or preset != "default":
-        raise ValueError(f"--rounds and --preset are I-BAU settings; set {method}'s with --defense-option KEY=VALUE")
-    fields = {f.name for f in dataclasses.fields(cls.config_class)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise ValueError(f"{method} has no setting {', '.join(unknown)}; its settings are: {', '.join(sorted(fields))}")
-    given = {"seed": seed, "device": dev, **({"batch_size": batch_size} if batch_size is not None else {}), **options}
-    kwargs = {k: v for k, v in given.items() if k in fields}
-    if cls.needs_training_data:
-        train = poisoned_training_set(card, data_dir, download)
-        logger.info(f"{method} trains from scratch on the poisoned training set ({len(train)} images, rebuilt from the card)")
-        return cls(train=train, **kwargs)
-    return cls(**kwargs)
+    sizes = {k: v for k, v in (("rounds", rounds), ("batch_size", batch_size)) if v is not None}
+    settings: dict[str, Any] = dict(options={**sizes, **(options or {})}, preset=preset, seed=seed,
+                                    device=str(resolve_device(device)))
+    defense = cls.from_options(**settings)  # bad settings fail here, before any data is rebuilt
+    if not cls.needs_training_data:
+        return defense
+    train = poisoned_training_set(card, data_dir, download)
+    logger.info(f"{method} trains from scratch on the poisoned training set ({len(train)} images, rebuilt from the card)")
+    return cls.from_options(**settings, train=train)
 
 
 def poisoned_training_set(card, data_dir: str | None, download: bool = False) -> ImageSet:

@@ -211,6 +211,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
     import torch
 
     from ..defend import _pictures, build_defense, defense_config, load_for_dataset, run_defense, trigger_for
+    from ..defenses import defense_class
     from ..metrics import der, failed
     from ..report import plot_delta
 
@@ -224,7 +225,9 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
             raise FileNotFoundError(f"the poisoned model {path} is missing (its training job failed?)")
         net, card, clean, held = load_for_dataset(path, job.train.dataset, ctx.data_dir, False, job.clean_size, job.seed)
         trigger = trigger_for(card, None)
-        defense = build_defense(job.method, card, preset=job.ibau_preset if job.method == "ibau" else "default",
+        # the suite preset names I-BAU's configuration; a defense without presets runs its defaults
+        preset = job.ibau_preset if job.ibau_preset in defense_class(job.method).preset_names() else "default"
+        defense = build_defense(job.method, card, preset=preset,
                                 seed=job.seed, device=ctx.device, options=dict(job.options), data_dir=ctx.data_dir)
         result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False)
         if result.extra.get("interrupted"):

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -76,6 +76,34 @@ class Defense:
     #: Prefix of the architecture name of the returned model when it differs from the input's
     #: (``build_model("dp:small_vgg")`` rebuilds DP-SGD's GroupNorm variant).
     arch_prefix = ""
+    #: Named configurations (``ibau defend --preset``); empty: only ``"default"``, the config's defaults.
+    presets: ClassVar[dict[str, Callable[..., Any]]] = {}
+
+    @classmethod
+    def preset_names(cls) -> list[str]:
+        return list(cls.presets) or ["default"]
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any] | None = None, preset: str = "default", seed: int = 0,
+                     device: str | None = None, **data: Any) -> Defense:
+        """Build the defense from a preset and ``KEY=VALUE`` settings of its config (what ``ibau defend`` and
+        the grid both call). ``seed``/``device`` fill the config's fields of those names; ``data`` goes to
+        the constructor (the poisoned training set of a defense with ``needs_training_data``).
+
+        >>> from ibau.defenses import defense_class
+        >>> defense_class("finetune").from_options({"epochs": 3}, seed=1).config.epochs
+        3
+        """
+        options = dict(options or {})
+        presets = cls.presets or {"default": cls.config_class}
+        if preset not in presets:
+            raise ValueError(f"{cls.name} has no preset {preset!r}; its presets are: {', '.join(presets)}")
+        fields = {f.name for f in dataclasses.fields(cls.config_class)}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            raise ValueError(f"{cls.name} has no setting {', '.join(unknown)}; its settings are: {', '.join(sorted(fields))}")
+        given = {k: v for k, v in (("seed", seed), ("device", device)) if k in fields}
+        return cls(presets[preset](**{**given, **options}), **data)
 
     def __init__(self, config=None, **overrides):
         if config is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..data.arrays import ImageSet
-from ..unlearn import IBAUConfig, unlearn
+from ..unlearn import PRESETS, IBAUConfig, unlearn
 from .base import Defense, DefenseResult
 
 
@@ -23,6 +23,7 @@ class IBAU(Defense):
     name = "ibau"
     label = "I-BAU"
     config_class = IBAUConfig
+    presets = PRESETS
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
         cfg = self.config if self.config.device is not None else self.config.replace(device=str(self._device))
