@@ -2,7 +2,7 @@
 
 `ibau bench` trains every model of a suite itself. On 2 CPU cores that is ~1.5 hours for the 9 models of
 one_trigger, which issue 3's `benchmarks/cifar_attacks.py` already trained with `ibau attack --preset
-cpu` (same function, `ibau.attack.train_poisoned`, same arguments). This script copies such a model
+cpu` (same function, `ibau.pipeline.train.train_poisoned`, same arguments). This script copies such a model
 into the bench folder as the result of a train job, but only when its card matches the job exactly:
 dataset, architecture, training images, epochs, seed, poison ratio, attack name and all-to-all mode.
 The train record says where the model came from (`adopted_from`).
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ibau.bench import expand, load_preset, load_suite
 from ibau.bench.grid import TrainJob, _base_record, record_path
-from ibau.report import write_json
+from ibau.records import write_record as write_json
 
 
 def matches(job: TrainJob, card: dict) -> bool:

@@ -31,6 +31,9 @@ def _ms(values: list[float]) -> str:
 DOC_TABLES = {
     "authors": ("authors", {"authors", "reference", "refK0", "refsh", "refK2h20", "default", "unb", "unbpf05",
                             "unbpf20", "unbo2", "unbp2", "unbclamp", "unbclamppf20", "passes2", "p2pf20", "p2pf20r3"}),
+    "authors_search": ("authors", {"l2c5", "l2c5pf50", "unbpf50", "l2p2pf50", "unbr3", "unbr5", "unbr5pf05",
+                                   "unbr5pf05r3", "unbpatch", "unbpatch20", "unbpatch995", "unbpatch995o2",
+                                   "unbpatch995lr3", "unbpatch995lr2", "unbpatchlr2r3", "unblr3", "unblr2"}),
     "digits": ("digits", {"default", "K0", "minres5", "unb", "unbms", "unbmsK0"}),
     "cifar": ("cifar", {"default", "unbms"}),
 }

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from ibau.attacks import parse_options
-from ibau.defend import build_defense, defense_config, load_for_dataset, run_defense, trigger_for
 from ibau.defenses import DEFENSES
 from ibau.metrics import DEFINITIONS
-from ibau.report import write_json
+from ibau.pipeline.defend import build_defense, defense_config, load_for_dataset, run_defense, trigger_for
+from ibau.records import write_record as write_json
 from ibau.utils import environment
 
 #: SPEC §5, Table 6: seconds to effect on a GPU, CIFAR-10 one-to-one.

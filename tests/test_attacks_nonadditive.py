@@ -77,9 +77,9 @@ def test_semantic_replacement_replaces_the_whole_image(digits, tmp_path):
 
 
 def test_iab_triggers_differ_across_inputs_and_train_with_the_model(digits, tmp_path):
-    from ibau.attack import train_poisoned
     from ibau.attacks import InputAware
     from ibau.attacks.io import load_trigger
+    from ibau.pipeline.train import train_poisoned
 
     x = digits.images[:8]
     t = InputAware(seed=0, mask_epochs=1)
@@ -137,8 +137,8 @@ def test_hidden_trigger_poisons_keep_labels_and_stay_within_eps(digits):
 
 
 def test_hidden_trigger_attack_run_saves_its_poisons_for_resume(tmp_path):
-    from ibau.attack import POISONS, _poisoned, train_poisoned
     from ibau.attacks.io import load_trigger
+    from ibau.pipeline.train import POISONS, _poisoned, train_poisoned
 
     train_poisoned("digits", "none", tmp_path / "clean", epochs=1, arch="tiny_vgg", train_limit=300, progress=False)
     out = tmp_path / "ht"
@@ -152,8 +152,8 @@ def test_hidden_trigger_attack_run_saves_its_poisons_for_resume(tmp_path):
 
 
 def test_hidden_trigger_victim_fine_tunes_the_reference_last_layer(tmp_path):
-    from ibau.attack import train_poisoned
     from ibau.models import load_model
+    from ibau.pipeline.train import train_poisoned
 
     kw = dict(epochs=1, arch="tiny_vgg", train_limit=300, progress=False)
     train_poisoned("digits", "none", tmp_path / "clean", **kw)

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from ibau.attack import restamper, train_poisoned
 from ibau.attacks import BadNets, build_attack, parse_attack, poison
 from ibau.cli import main
 from ibau.models import load_model
+from ibau.pipeline.train import restamper, train_poisoned
 
 
 def test_attack_writes_model_card_and_trigger(tmp_path, capsys):
@@ -96,7 +96,7 @@ def test_multi_trigger_attack_records_components(tmp_path):
 
 
 def test_recipes():
-    from ibau.attack import recipe
+    from ibau.pipeline.train import recipe
 
     assert recipe("paper") == {"epochs": 50, "train_limit": None}
     assert recipe("cpu", epochs=3) == {"epochs": 3, "train_limit": 20000}

@@ -360,3 +360,31 @@ def test_inner_restarts_search_several_deltas_and_the_theta_steps_take_them_in_t
     assert res.history[0].delta is not None
     with pytest.raises(ValueError, match="inner_restarts must be >= 1"):
         IBAUConfig(inner_restarts=0)
+
+
+class _PixelBackdoor(torch.nn.Module):
+    """Class 1 when pixel (0, 0) is white in every channel (the trigger); otherwise class 0 or 2 by another
+    pixel, so clean predictions are split between two classes."""
+
+    def forward(self, x):
+        trigger = 50 * (x[:, :, 0, 0].sum(1) - 2.8)
+        other = 10 * (x[:, 0, 5, 5] - 0.5)
+        return torch.stack([other, trigger, torch.zeros_like(other)], 1)
+
+
+def test_delta_patch_reads_the_trigger_back_from_where_delta_concentrates():
+    from ibau.unlearn.inner import delta_patch
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 3, 8, 8, generator=g) * 0.9
+    model = _PixelBackdoor()
+    on_trigger = 0.01 * torch.randn(3, 8, 8, generator=g)
+    on_trigger[:, 0, 0] = 300.0  # an unbounded δ: most energy on the trigger, far outside [0, 1]
+    mask, pattern, rate = delta_patch(model, x, on_trigger, threshold=0.9)
+    assert mask.shape == (1, 8, 8) and mask[0, 0, 0] == 1 and int(mask.sum()) == 4  # the smallest size tried
+    assert torch.all(pattern[:, 0, 0] == 1) and rate == 1.0
+    elsewhere = 0.01 * torch.randn(3, 8, 8, generator=g)
+    elsewhere[:, 4, 4] = 300.0
+    elsewhere[:, 0, 0] = -1.0  # energy away from the trigger, and the wrong sign on it
+    assert delta_patch(model, x, elsewhere, threshold=0.9) is None
+    with pytest.raises(ValueError, match="patch_threshold must be in"):
+        IBAUConfig(patch_threshold=1.5)

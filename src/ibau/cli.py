@@ -67,7 +67,7 @@ def _arch_opt():
 
 
 def _recipes() -> str:
-    from .attack import RECIPES
+    from .pipeline.train import RECIPES
 
     return ", ".join(f"{name} ({r['train_limit'] or 'all'} images, {r['epochs']} epochs)" for name, r in RECIPES.items())
 
@@ -142,8 +142,8 @@ def attack(
       ibau attack --dataset cifar10 --data-dir data --attack trojan_wm --reference-model runs/clean/model.safetensors --out runs/wm
       ibau attack --dataset npz --data-dir cifar10.npz --attack badnets --all-to-all --preset cpu --out runs/a2a
     """
-    from .attack import recipe, train_poisoned
     from .attacks import parse_options
+    from .pipeline.train import recipe, train_poisoned
 
     r = recipe(preset, epochs=epochs, train_limit=train_limit)
     train_poisoned(dataset, attack_name, out, data_dir=data_dir, download=download, poison_ratio=poison_ratio,
@@ -182,8 +182,8 @@ def defend(
       ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data --method finetune --defense-option epochs=5
     """
     from .attacks import parse_options
-    from .defend import build_defense, load_for_dataset, run_defense, trigger_for, write_report
     from .models import save_model
+    from .pipeline.defend import build_defense, load_for_dataset, run_defense, trigger_for, write_report
 
     net, card, clean, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
     defense = build_defense(method, card, preset=preset, seed=seed, device=device, rounds=rounds,
@@ -219,13 +219,15 @@ def evaluate_cmd(
 
     Example: ibau evaluate --model runs/defend/model.safetensors --dataset digits --clean-size 400
     """
-    from .defend import load_for_dataset, trigger_for
     from .metrics import evaluate
+    from .records import new_record
+    from .pipeline.defend import load_for_dataset, trigger_for
 
     net, card, _, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
     trigger = trigger_for(card, attack_from)
     metrics = evaluate(net, held.images, held.labels, trigger, card.num_classes)
-    typer.echo(json.dumps({"model": str(model), "dataset": dataset, "held_out": len(held), **metrics}, indent=2))
+    record = new_record("evaluate", model=str(model), dataset=dataset, seed=seed, held_out=len(held), **metrics)
+    typer.echo(json.dumps(record, indent=2))
 
 
 @app.command()

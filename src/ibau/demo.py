@@ -10,9 +10,9 @@ import torch
 
 from .attacks import BadNets, poison
 from .data import ImageSet, load_digits
-from .defend import run_defense, write_report
 from .defenses.ibau import IBAU
 from .models import ModelCard, save_model, small_vgg
+from .pipeline.defend import run_defense, write_report
 from .training import train_classifier
 from .unlearn import IBAUConfig
 from .utils import resolve_device, seeded_rng

@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..report import write_json
+from ..records import defense_outcome, new_record, read_record, write_record
 from .suites import Preset, Suite
 
 logger = logging.getLogger(__name__)
 
-RECORD_VERSION = 1
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -184,15 +183,11 @@ def record_path(out: str | Path, job_id: str) -> Path:
 
 
 def _base_record(job_id: str, kind: str) -> dict[str, Any]:
-    from ..metrics import DEFINITIONS
-    from ..utils import environment
-
-    return {"id": job_id, "kind": kind, "record_version": RECORD_VERSION, "status": "ok", "error": None,
-            "definitions": DEFINITIONS, "environment": environment()}
+    return new_record(kind, id=job_id, status="ok", error=None)
 
 
 def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[str, Any]:
-    from ..attack import train_poisoned
+    from ..pipeline.train import train_poisoned
 
     def work() -> dict[str, Any]:
         ref = model_dir(ctx, reference) / "model.safetensors" if reference is not None and job.needs_reference else None
@@ -210,10 +205,9 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
 def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
     import torch
 
-    from ..defend import _pictures, build_defense, defense_config, load_for_dataset, run_defense, trigger_for
     from ..defenses import defense_class
-    from ..metrics import der, failed
-    from ..report import plot_delta
+    from ..pipeline.artifacts import plot_delta
+    from ..pipeline.defend import _pictures, build_defense, load_for_dataset, run_defense, trigger_for
 
     record = {**_base_record(job.id, "defend"), "spec": job.spec, "method": job.method, "train_id": job.train.id,
               "attack": job.train.attack, "all_to_all": job.train.all_to_all, "poison_ratio": job.train.poison_ratio,
@@ -234,10 +228,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
             # Ctrl-C inside the defense: it returned its last finished round, which is not this job's result.
             # No record is written, so a re-run repeats the job, and the grid stops instead of moving on.
             raise KeyboardInterrupt(f"{job.id} interrupted")
-        done = dict(num_classes=card.num_classes, before=before, after=after, der=der(before, after),
-                    failed=failed(before, after), defense_seconds=result.seconds, time_to_effect=result.time_to_effect,
-                    acc_at_effect=result.acc_at_effect, history=result.history, flagged=result.flagged,
-                    anomaly=result.anomaly, config=defense_config(defense), details=result.details())
+        done = {"num_classes": card.num_classes, **defense_outcome(defense, result, before, after)}
         pictures = _pictures(result)
         if pictures and trigger is not None:
             art = Path(ctx.out) / "artifacts" / f"{job.id}.png"
@@ -259,7 +250,7 @@ def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str,
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
-    write_json(record_path(ctx.out, record["id"]), record)
+    write_record(record_path(ctx.out, record["id"]), record)
     return record
 
 
@@ -289,7 +280,7 @@ def save_manifest(out: Path, plan: Plan) -> Path:
             "cells": [{"attack_label": c.attack_label, "poison_ratio": c.poison_ratio, "clean_size": c.clean_size,
                        "variant": c.variant, "method": c.method, "seed": c.seed, "job": c.job.id,
                        "train": c.job.train.id} for c in plan.cells]}
-    return write_json(out / "suites" / f"{plan.suite.name}.json", data)
+    return write_record(out / "suites" / f"{plan.suite.name}.json", data)
 
 
 def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: str | None = None, jobs: int = 1,
@@ -319,7 +310,7 @@ def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: s
         for job_id, fn, args in phase:
             path = record_path(out, job_id)
             if path.exists():
-                status = json.loads(path.read_text()).get("status")
+                status = read_record(path).get("status")
                 if status == "ok" or not retry_errors:
                     counts["done"] += 1
                     counts["errors"] += status != "ok"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..records import read_record
 from . import paper
 
 FAIL_MARK = " ✗"
@@ -57,7 +58,7 @@ def load_run(out: Path) -> list[dict[str, Any]]:
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_record(path) if path.exists() else None
 
 
 def _pct(values: list[float]) -> str:

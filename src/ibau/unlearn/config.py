@@ -57,6 +57,13 @@ class IBAUConfig:
         inner_restarts: independent δ searches a round, each over its own (seeded) order of the clean set;
             the θ steps take them in turn, one δ per step (default 1). The unbounded search ends at a
             different δ in every data order, and so does what unlearning it achieves.
+        patch_threshold: when > 0, look for the smallest stamp of δ's strongest pixels (4 to 64) that sends
+            at least this fraction of clean images to one class (:func:`ibau.unlearn.inner.delta_patch`);
+            when one exists, ``patch_fraction`` of each outer batch carries that stamp (default 0: off). Not
+            in the paper: δ's energy sits on the trigger at values far outside [0, 1], the stamp reads it
+            back at a trigger's scale.
+        patch_fraction: fraction of each outer batch stamped with δ's patch (default 0.2, as Neural Cleanse
+            unlearns its reversed trigger).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
         inner_penalty: λ of the −λ‖δ‖² term (default 0.001).
@@ -105,6 +112,8 @@ class IBAUConfig:
     min_steps: int = 40
     inner_warm_start: bool = False
     inner_restarts: int = 1
+    patch_threshold: float = 0.0
+    patch_fraction: float = 0.2
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -162,6 +171,10 @@ class IBAUConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.inner_penalty < 0:
             raise ValueError(f"inner_penalty must be >= 0, got {self.inner_penalty}")
+        if not 0 <= self.patch_threshold <= 1:
+            raise ValueError(f"patch_threshold must be in [0, 1] (0: off), got {self.patch_threshold}")
+        if not 0 < self.patch_fraction < 1:
+            raise ValueError(f"patch_fraction must be in (0, 1), got {self.patch_fraction}")
         if not 0 < self.perturb_fraction <= 1:
             raise ValueError(f"perturb_fraction must be in (0, 1], got {self.perturb_fraction}")
 

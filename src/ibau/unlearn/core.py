@@ -19,7 +19,7 @@ from ..training import iterate_batches
 from ..utils import eval_mode, resolve_device
 from .config import IBAUConfig
 from .hypergrad import implicit_hypergradient
-from .inner import objective, perturb, solve_delta
+from .inner import delta_patch, objective, perturb, solve_delta
 from .solvers import SolveStats
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ class RoundRecord:
     fooling: list[float] = field(default_factory=list)
     solver_residual: float = float("nan")  # mean relative residual of the round's solves (nan: not computed)
     solver_breakdowns: int = 0             # solves that met negative curvature (CG on an indefinite system)
+    patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
+    patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -192,17 +194,21 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
                                      on_step=lambda *_: bar.update(1), start=start) for _ in range(cfg.inner_restarts)]
                 new_delta, inner_loss = found[0]
+                patch = (delta_patch(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.patch_threshold)
+                         if cfg.patch_threshold > 0 else None)
                 inner_seconds = time.perf_counter() - t0
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
                 outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg, outer_steps,
-                                         gen, stats, on_step=lambda *_: bar.update(1))
+                                         gen, stats, on_step=lambda *_: bar.update(1), patch=patch)
                 net.eval()
                 seconds = time.perf_counter() - t0
                 record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
                                      inner_seconds, new_delta.detach().cpu(),
                                      fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp, num_classes),
-                                     **_solve_summary(stats))
+                                     **_solve_summary(stats),
+                                     patch_pixels=None if patch is None else int(patch[0].sum()),
+                                     patch_fooling=None if patch is None else patch[2])
                 if record.solver_breakdowns:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
@@ -245,7 +251,7 @@ def _solve_summary(stats: list[SolveStats]) -> dict[str, Any]:
 
 
 def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], cfg: IBAUConfig, steps: int,
-                gen: torch.Generator, stats: list[SolveStats], on_step) -> float:
+                gen: torch.Generator, stats: list[SolveStats], on_step, patch=None) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs stay fixed, step t uses δ[t mod len].
     Returns the mean L_out."""
     total, done, v = 0.0, 0, None
@@ -265,6 +271,9 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
         k = max(1, round(cfg.perturb_fraction * len(x)))
         # Which images carry δ: the first k of a shuffled batch, or k drawn at random from an ordered one.
         chosen = slice(0, k) if cfg.shuffle else torch.randperm(len(x), generator=gen)[:k].to(x.device)
+        # δ's stamp (patch_threshold) goes on the last patch_fraction of the batch
+        n_stamped = max(1, round(cfg.patch_fraction * len(x)))
+        stamped = slice(len(x) - n_stamped, len(x)) if patch is not None and k + n_stamped <= len(x) else None
 
         def inner_loss(d, xh=xh, yh=yh):  # L_in = −H with true labels
             # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
@@ -273,8 +282,11 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
             with eval_mode(net):
                 return -objective(net, xh, yh, d, cfg)
 
-        def outer_loss(d, x=x, y=y, chosen=chosen):  # CE with δ on the chosen images
+        def outer_loss(d, x=x, y=y, chosen=chosen, stamped=stamped):  # CE with δ on the chosen images
             mixed = x.clone()
+            if stamped is not None:
+                mask, pattern = patch[0], patch[1]
+                mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
             mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
             return F.cross_entropy(net(mixed), y)
 

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attacks.base import Trigger
-from .data.arrays import ImageSet
-from .defenses import Defense, DefenseResult
-from .metrics import DEFINITIONS, EffectMonitor, der, evaluate, failed
-from .report import markdown_report, plot_curve, plot_delta, write_json
-from .utils import environment
+from ..attacks.base import Trigger
+from ..data.arrays import ImageSet
+from ..defenses import Defense, DefenseResult
+from ..metrics import EffectMonitor, evaluate
+from ..records import defense_outcome, new_record, write_record
+from .artifacts import markdown_report, plot_curve, plot_delta
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +75,10 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
               for r in result.extra.get("rounds", [])]
     for r in rounds:
         r.pop("step", None)
-    record = {
-        **extra, "method": defense.name, "interrupted": bool(result.extra.get("interrupted", False)),
-        "before": before, "after": after, "der": der(before, after), "failed": failed(before, after),
-        "seconds": {**seconds, "defense": result.seconds},
-        "time_to_effect": result.time_to_effect, "acc_at_effect": result.acc_at_effect,
-        "flagged": result.flagged, "anomaly": result.anomaly,
-        "history": result.history, "rounds": rounds,
-        "details": result.details(),
-        "config": defense_config(defense), "attack": trigger.spec() if trigger is not None else None,
-        "definitions": DEFINITIONS, "environment": environment(),
-    }
-    write_json(out / "metrics.json", record)
+    record = new_record("defend", **extra, **defense_outcome(defense, result, before, after),
+                        seconds={**seconds, "defense": result.seconds}, rounds=rounds,
+                        attack=trigger.spec() if trigger is not None else None)
+    write_record(out / "metrics.json", record)
     pictures = _pictures(result)
     trigger_image = trigger.apply(torch.zeros(1, *shape))[0] if trigger is not None else None
     if pictures or trigger_image is not None:
@@ -122,9 +114,9 @@ def load_for_dataset(model_path: str | Path, dataset: str, data_dir: str | None,
     ``clean`` is ``clean_size`` seeded images of the test split, ``held`` the disjoint rest (SPEC §4).
     Plain checkpoints without a card need ``arch``.
     """
-    from .data import defender_split, load_dataset
-    from .models import ModelCard, load_model
-    from .models.io import card_path
+    from ..data import defender_split, load_dataset
+    from ..models import ModelCard, load_model
+    from ..models.io import card_path
 
     _, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=1)
     card = None
@@ -144,8 +136,8 @@ def load_for_dataset(model_path: str | Path, dataset: str, data_dir: str | None,
 
 def trigger_for(card, attack_from: str | Path | None) -> Trigger | None:
     """The trigger recorded in the model's card, or in ``attack_from`` (a run folder or a model file)."""
-    from .attacks import make_trigger
-    from .models.io import read_card
+    from ..attacks import make_trigger
+    from ..models.io import read_card
 
     spec = card.metadata.get("attack")
     if attack_from is not None:
@@ -169,8 +161,8 @@ def build_defense(method: str, card, preset: str = "default", seed: int = 0, dev
     registered class with ``preset`` and ``options`` (``rounds``/``batch_size``, when given, are two more
     options). A defense that trains on the poisoned set (``dp``) gets it rebuilt from the model card
     (dataset, attack, ratio, seed) and checked against the recorded indices."""
-    from .defenses import defense_class
-    from .utils import resolve_device
+    from ..defenses import defense_class
+    from ..utils import resolve_device
 
     cls = defense_class(method)
     sizes = {k: v for k, v in (("rounds", rounds), ("batch_size", batch_size)) if v is not None}
@@ -186,8 +178,8 @@ def build_defense(method: str, card, preset: str = "default", seed: int = 0, dev
 
 def poisoned_training_set(card, data_dir: str | None, download: bool = False) -> ImageSet:
     """Rebuild the poisoned training set of a model made by ``ibau attack`` from its card."""
-    from .attacks import make_trigger, poison
-    from .data import load_dataset
+    from ..attacks import make_trigger, poison
+    from ..data import load_dataset
 
     meta = card.metadata
     missing = [k for k in ("dataset", "train_size", "poison_ratio", "seed", "attack", "poisoned_indices") if k not in meta]

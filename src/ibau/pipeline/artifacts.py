@@ -1,25 +1,21 @@
-"""Run reports: metrics.json, a markdown before/after table, δ and curve plots."""
+"""A run's human-readable files: a markdown before/after table, δ and curve plots. (Its JSON record is
+:mod:`ibau.records`.) matplotlib is imported when a plot is drawn, not when this module is."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from .metrics import DEFINITIONS, der, failed  # noqa: E402
+from ..metrics import DEFINITIONS, der, failed
 
 
-def write_json(path: Path, record: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(path)  # atomic: an interrupted write never leaves half a file
-    return path
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _img(t: torch.Tensor):
@@ -32,6 +28,7 @@ def plot_delta(deltas: dict[str, torch.Tensor], trigger_image: torch.Tensor | No
     for title, delta in deltas.items():
         panels.append((f"{title} (|δ| scaled, ‖δ‖₂={float(delta.norm()):.1f})",
                        _img(delta.abs() / max(float(delta.abs().max()), 1e-12))))
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.3), squeeze=False)
     for ax, (title, im) in zip(axes[0], panels):
         ax.imshow(im, interpolation="nearest")
@@ -46,6 +43,7 @@ def plot_delta(deltas: dict[str, torch.Tensor], trigger_image: torch.Tensor | No
 def plot_curve(points: list[dict[str, float]], path: Path, xlabel: str = "defense time (s)") -> Path:
     """ACC and ASR (%) at each checkpoint against defense time; the first point is the model before."""
     xs = [p["seconds"] for p in points]
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     ax.plot(xs, [100 * p["acc"] for p in points], "o-", label="ACC (clean)")
     ax.plot(xs, [100 * p["asr"] for p in points], "s-", label="ASR (triggered)")

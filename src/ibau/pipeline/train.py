@@ -8,16 +8,16 @@ from typing import Any
 
 import torch
 
-from .attacks import ATTACKS, build_attack, make_trigger, parse_attack, poison
-from .attacks.base import Trigger
-from .attacks.inputaware import InputAware
-from .attacks.io import load_trigger, save_trigger
-from .data import ImageSet, load_dataset
-from .metrics import DEFINITIONS, evaluate
-from .models import ModelCard, build_model, load_model, save_model
-from .report import write_json
-from .training import check_augment, check_lr_schedule, train_classifier
-from .utils import environment, resolve_device, seeded_rng
+from ..attacks import ATTACKS, build_attack, make_trigger, parse_attack, poison
+from ..attacks.base import Trigger
+from ..attacks.inputaware import InputAware
+from ..attacks.io import load_trigger, save_trigger
+from ..data import ImageSet, load_dataset
+from ..metrics import DEFINITIONS, evaluate
+from ..models import ModelCard, build_model, load_model, save_model
+from ..records import new_record, write_record
+from ..training import check_augment, check_lr_schedule, train_classifier
+from ..utils import environment, resolve_device, seeded_rng
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def _poisoned(train: ImageSet, trigger: Trigger, ratio: float, num_classes: int,
     reuses them (crafting needs the reference model, which a resumed run does not load)."""
     from safetensors.torch import load_file, save_file
 
-    from .attacks import PoisonedSet
+    from ..attacks import PoisonedSet
 
     crafted = any(part.clean_label for part in trigger.components())
     if crafted and resume and stored.exists():
@@ -242,10 +242,10 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
             "definitions": DEFINITIONS, "environment": environment(),
         })
         save_model(model.cpu(), out / "model.safetensors", card)
-        record = {"dataset": dataset, "attack": spec, "poison_ratio": card.metadata["poison_ratio"], "epochs": epochs,
-                  "train_size": len(train), "victim_train_size": victim_set, "arch": arch, "seed": seed, "lr": lr,
-                  "lr_schedule": lr_schedule, "augment": augment, "test": metrics,
-                  "seconds": time.perf_counter() - t0}
-        write_json(out / "metrics.json", record)
+        record = new_record("train", dataset=dataset, attack=spec, poison_ratio=card.metadata["poison_ratio"],
+                            epochs=epochs, train_size=len(train), victim_train_size=victim_set, arch=arch, seed=seed,
+                            lr=lr, lr_schedule=lr_schedule, augment=augment, test=metrics,
+                            seconds=time.perf_counter() - t0)
+        write_record(out / "metrics.json", record)
         ckpt.unlink(missing_ok=True)
         return record

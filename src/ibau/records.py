@@ -1,0 +1,103 @@
+"""Result records: every JSON result ibau writes (``ibau attack``/``defend``/``demo``/``evaluate`` and each
+grid job) is built and read here, so they share one schema and one version.
+
+A record is a plain dict with ``schema_version``, ``kind`` (``"train"``, ``"defend"`` or ``"evaluate"``),
+the metric ``definitions`` and the ``environment`` (versions, threads), plus the fields of its kind. The
+fields a defense's outcome has in every record come from :func:`defense_outcome`; ASR-like fields are
+``None`` for a model without a trigger (a clean model). Writing is strict JSON (a value JSON cannot hold
+is an error, not a string) and atomic; :func:`read_record` upgrades older versions and refuses newer ones.
+
+>>> rec = new_record("evaluate", model="m.safetensors", acc=0.9)
+>>> rec["schema_version"] == SCHEMA_VERSION, rec["kind"]
+(True, 'evaluate')
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .metrics import DEFINITIONS, der, failed
+from .utils import environment
+
+#: Version of the record layout. 1: grid records (``record_version``) and version-less run records.
+SCHEMA_VERSION = 2
+KINDS = ("train", "defend", "evaluate")
+
+
+def new_record(kind: str, **fields: Any) -> dict[str, Any]:
+    """A record of ``kind`` with the fields every record carries, then ``fields``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {kind!r}; one of: {', '.join(KINDS)}")
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, **fields, "definitions": DEFINITIONS,
+            "environment": environment()}
+
+
+def defense_outcome(defense, result, before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """The fields of a defense run that every defend record has (CLI, demo and grid alike)."""
+    cfg = defense.config
+    return {
+        "method": defense.name, "interrupted": bool(result.extra.get("interrupted", False)),
+        "before": before, "after": after, "der": der(before, after), "failed": failed(before, after),
+        "defense_seconds": result.seconds, "time_to_effect": result.time_to_effect,
+        "acc_at_effect": result.acc_at_effect, "history": result.history, "flagged": result.flagged,
+        "anomaly": result.anomaly, "config": cfg.to_dict() if hasattr(cfg, "to_dict") else _asdict(cfg),
+        "details": result.details(),
+    }
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``record`` as JSON, atomically (an interrupted write never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_plain(record, "record"), indent=2, allow_nan=True) + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Read a record, upgraded to :data:`SCHEMA_VERSION`; a newer or unreadable one is a one-line error."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not a JSON record ({exc.msg} at line {exc.lineno}); delete it to re-run its job") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a record (a JSON object); delete it to re-run its job")
+    return upgrade(record, str(path))
+
+
+def upgrade(record: dict[str, Any], where: str = "record") -> dict[str, Any]:
+    version = record.get("schema_version", record.get("record_version", 1))
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(f"{where} has schema version {version!r}, newer than this ibau's {SCHEMA_VERSION}; "
+                         "upgrade ibau to read it")
+    if version < 2:  # v1: grid records named the version record_version; run records had none
+        record = {k: v for k, v in record.items() if k != "record_version"}
+        record = {"schema_version": SCHEMA_VERSION, **record}
+    return record
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as JSON types; tuples become lists, Paths strings, 0-d tensors/NumPy scalars numbers."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # a 0-d tensor or a NumPy scalar
+        return value.item()
+    raise TypeError(f"{where} is a {type(value).__name__}, which a JSON record cannot hold; convert it first")
+
+
+def _asdict(cfg) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
