@@ -40,3 +40,10 @@ def digits_backdoor():
     before = evaluate(model, held.images, held.labels, trigger, 10)
     return {"model": model.eval(), "clean": clean, "held": held, "trigger": trigger, "num_classes": 10,
             "train": ImageSet(p.images, p.labels), "poisoned_indices": p.indices, "before": before}
+
+
+def pytest_collection_modifyitems(items):
+    """Tests on the session's trained digits model are slow (``make test-fast`` skips them)."""
+    for item in items:
+        if "digits_backdoor" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -87,6 +87,7 @@ def _records(out: Path) -> dict[str, float]:
     return {p.name: p.stat().st_mtime_ns for p in (out / "records").glob("*.json")}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_redoing_finished_jobs(tmp_path):
     suite = tmp_path / "small.json"
     suite.write_text(json.dumps({"name": "small", "title": "small", "attacks": [{"attack": "badnets"}],
@@ -120,6 +121,7 @@ def smoke_one_trigger(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
     out = smoke_one_trigger
     report = out / "report"
@@ -181,6 +183,7 @@ def _defend_records(out: Path) -> dict[str, dict]:
     return {r["id"]: r for r in recs if r["kind"] == "defend"}
 
 
+@pytest.mark.slow
 def test_interrupted_defense_is_not_recorded_and_a_clean_model_is_a_cell(tmp_path, monkeypatch):
     """Issue 16: Ctrl-C inside I-BAU stops the grid without an `ok` record (a re-run repeats the job, with
     an uninterrupted run's numbers), and a clean model's cell has ACC but no ASR, DER or verdict."""

@@ -26,6 +26,7 @@ def test_attack_writes_model_card_and_trigger(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("lr_schedule,augment", [("constant", "none"), ("cosine", "none"), ("constant", "flip_crop")])
+@pytest.mark.slow
 def test_resume_continues_exactly(tmp_path, monkeypatch, lr_schedule, augment):
     kw = dict(train_limit=300, batch_size=64, seed=3, device="cpu", progress=False,
               lr_schedule=lr_schedule, augment=augment)
@@ -63,6 +64,7 @@ def _attack(*args):
     return exc.value.code
 
 
+@pytest.mark.slow
 def test_clean_reference_then_optimised_trigger_then_reuse(tmp_path, capsys):
     assert _attack("--attack", "none", "--out", str(tmp_path / "clean")) == 0
     _, card = load_model(tmp_path / "clean" / "model.safetensors")
@@ -128,6 +130,7 @@ def test_restamper_rebuilds_the_poisoned_set_from_clean_sources(attack, all_to_a
     assert torch.allclose(stamp(source[rows].clone(), rows), p.images[rows])  # and stamped again in place
 
 
+@pytest.mark.slow
 def test_attack_with_augmentation_keeps_a_working_backdoor(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["attack", "--dataset", "digits", "--attack", "badnets", "--epochs", "6", "--augment", "flip_crop",

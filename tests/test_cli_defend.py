@@ -21,6 +21,7 @@ def _run(args):
     return exc.value.code
 
 
+@pytest.mark.slow
 def test_defend_then_evaluate(poisoned, tmp_path, capsys):
     out = tmp_path / "defended"
     code = _run(["defend", "--model", str(poisoned), "--dataset", "digits", "--clean-size", "400", "--rounds", "1",
@@ -77,6 +78,7 @@ def test_cli_dataset_errors(poisoned, capsys, args, match):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_defend_with_a_baseline_and_dp_model_reloads(tmp_path, capsys):
     """--method reaches the registry; dp rebuilds the poisoned set from the card and its GroupNorm model reloads."""
     from ibau.models import load_model

@@ -176,6 +176,7 @@ def test_registry_errors():
 
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="shared/data/cifar10.npz is not present")
+@pytest.mark.slow
 def test_shared_cifar10_npz():
     train, test = load_dataset("npz", data_dir=SHARED_CIFAR)
     assert train.images.shape == (50_000, 3, 32, 32) and test.images.shape == (10_000, 3, 32, 32)

@@ -1,10 +1,13 @@
 """The embedded demo end to end, at a size CI can afford (the full demo is `make demo`)."""
 import json
 
+import pytest
+
 from ibau.cli import main
 from ibau.demo import demo_config, run_demo
 
 
+@pytest.mark.slow
 def test_demo_writes_reproducible_report(tmp_path):
     kw = dict(seed=1, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False)
     rec = run_demo(tmp_path / "a", **kw)
@@ -21,9 +24,8 @@ def test_demo_writes_reproducible_report(tmp_path):
     assert again["rounds"][0]["delta_norm"] == rec["rounds"][0]["delta_norm"]
 
 
+@pytest.mark.slow
 def test_cli_demo_runs(tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit) as exc:  # the console entry point exits like a command
         main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"])
     assert exc.value.code == 0

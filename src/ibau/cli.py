@@ -220,8 +220,8 @@ def evaluate_cmd(
     Example: ibau evaluate --model runs/defend/model.safetensors --dataset digits --clean-size 400
     """
     from .metrics import evaluate
-    from .records import new_record
     from .pipeline.defend import load_for_dataset, trigger_for
+    from .records import new_record
 
     net, card, _, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
     trigger = trigger_for(card, attack_from)
