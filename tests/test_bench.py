@@ -225,3 +225,12 @@ def test_interrupted_defense_is_not_recorded_and_a_clean_model_is_a_cell(tmp_pat
     run_bench(suite, "smoke", again)
     for job_id, rec in _defend_records(again).items():
         assert rec["after"] == records[job_id]["after"], job_id
+
+
+def test_the_grid_trains_with_the_one_recipe_ibau_attack_uses():
+    from ibau.bench import PRESETS
+    from ibau.training import RECIPES
+
+    for name in ("cpu", "paper"):
+        preset = PRESETS[name]
+        assert {"epochs": preset.epochs, "train_limit": preset.train_limit} == RECIPES[name]

@@ -67,7 +67,7 @@ def _arch_opt():
 
 
 def _recipes() -> str:
-    from .pipeline.train import RECIPES
+    from .training import RECIPES
 
     return ", ".join(f"{name} ({r['train_limit'] or 'all'} images, {r['epochs']} epochs)" for name, r in RECIPES.items())
 

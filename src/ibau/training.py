@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,25 @@ from tqdm.auto import tqdm
 
 from .data.arrays import ImageSet
 from .utils import resolve_device
+
+#: The training recipes of poisoned models, defined once: ``ibau attack --preset`` and the grid's presets
+#: (``ibau.bench.suites``) read them. The paper's (all 50,000 CIFAR-10 images, 50 epochs) and the CPU
+#: budget of docs/results.md.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"epochs": 50, "train_limit": None},
+    "cpu": {"epochs": 12, "train_limit": 20000},
+}
+
+
+def recipe(name: str, **overrides: Any) -> dict[str, Any]:
+    """A training recipe with explicit (non-None) overrides applied.
+
+    >>> recipe("cpu", epochs=3)
+    {'epochs': 3, 'train_limit': 20000}
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown training preset {name!r}; choose one of: {', '.join(RECIPES)}")
+    return {**RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
 
 #: Learning-rate schedules of :func:`train_classifier`.
 LR_SCHEDULES = ("constant", "cosine")

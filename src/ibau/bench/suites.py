@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..training import RECIPES
+
 #: Every defense of :mod:`ibau.defenses`, in the paper's order.
 ALL_DEFENSES = ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad", "dp", "uap_at", "finetune"]
 
@@ -143,13 +145,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            attack_options={"ht": {"poisons": 30}, "iab": {"mask_epochs": 1}}),
     # The CPU recipe of `ibau attack --preset cpu` (docs/results.md). Neural Cleanse/TABOR use the light
     # search (one λ decision per step): the authors' budget is ~25 min per model on 2 cores.
-    Preset("cpu", "npz", epochs=12, train_limit=20000, defense_options={
+    Preset("cpu", "npz", **RECIPES["cpu"], defense_options={
         "neural_cleanse": {"steps": 300, "epoch_steps": 1, "patience": 10, "early_stop_patience": None,
                            "cost_multiplier": 1.5},
         "tabor": {"steps": 300, "epoch_steps": 1, "patience": 10, "early_stop_patience": None, "cost_multiplier": 1.5},
         "dp": {"noise_multiplier": 50.0, "epochs": 5},
     }),
-    Preset("paper", "cifar10", epochs=50, defense_options={"dp": {"noise_multiplier": 50.0}}),
+    Preset("paper", "cifar10", **RECIPES["paper"], defense_options={"dp": {"noise_multiplier": 50.0}}),
 )}
 
 SUITES: dict[str, Suite] = {s.name: s for s in (

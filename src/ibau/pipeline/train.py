@@ -16,7 +16,7 @@ from ..data import ImageSet, load_dataset
 from ..metrics import DEFINITIONS, evaluate
 from ..models import ModelCard, build_model, load_model, save_model
 from ..records import new_record, write_record
-from ..training import check_augment, check_lr_schedule, train_classifier
+from ..training import RECIPES, check_augment, check_lr_schedule, recipe, train_classifier  # noqa: F401 (re-exported)
 from ..utils import environment, resolve_device, seeded_rng
 
 logger = logging.getLogger(__name__)
@@ -29,21 +29,9 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return images.mean((0, 2, 3)).tolist(), images.std((0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-#: Training recipes for ``ibau attack --preset``: the paper's, and the CPU budget of docs/results.md.
-RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"epochs": 50, "train_limit": None},
-    "cpu": {"epochs": 12, "train_limit": 20000},
-}
-
 #: Reference images drawn from the training set for optimised triggers.
 REFERENCE_IMAGES = 512
 
-
-def recipe(name: str, **overrides) -> dict[str, Any]:
-    """A training recipe with explicit (non-None) overrides applied."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown training preset {name!r}; choose one of: {', '.join(RECIPES)}")
-    return {**RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, target: int | None = None,
