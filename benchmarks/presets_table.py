@@ -35,6 +35,8 @@ DOC_TABLES = {
                                    "unbr5pf05r3", "unbpatch", "unbpatch20", "unbpatch995", "unbpatch995o2",
                                    "unbpatch995lr3", "unbpatch995lr2", "unbpatchlr2r3", "unblr3", "unblr2"}),
     "digits": ("digits", {"default", "K0", "minres5", "unb", "unbms", "unbmsK0"}),
+    "candidate_cifar": ("cifar", {"cand"}),
+    "candidate_digits": ("digits", {"candp"}),
     "cifar": ("cifar", {"default", "unbms"}),
 }
 FOLDER = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue15"
