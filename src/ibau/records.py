@@ -13,6 +13,7 @@ is an error, not a string) and atomic; :func:`read_record` upgrades older versio
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,12 @@ def new_record(kind: str, **fields: Any) -> dict[str, Any]:
 
 def defense_outcome(defense, result, before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """The fields of a defense run that every defend record has (CLI, demo and grid alike)."""
-    cfg = defense.config
     return {
         "method": defense.name, "interrupted": bool(result.extra.get("interrupted", False)),
         "before": before, "after": after, "der": der(before, after), "failed": failed(before, after),
         "defense_seconds": result.seconds, "time_to_effect": result.time_to_effect,
         "acc_at_effect": result.acc_at_effect, "history": result.history, "flagged": result.flagged,
-        "anomaly": result.anomaly, "config": cfg.to_dict() if hasattr(cfg, "to_dict") else _asdict(cfg),
+        "anomaly": result.anomaly, "config": config_dict(defense),
         "details": result.details(),
     }
 
@@ -97,7 +97,7 @@ def _plain(value: Any, where: str) -> Any:
     raise TypeError(f"{where} is a {type(value).__name__}, which a JSON record cannot hold; convert it first")
 
 
-def _asdict(cfg) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
+def config_dict(defense) -> dict[str, Any]:
+    """A defense's config as a plain dict (I-BAU's ``to_dict``, a baseline's dataclass fields)."""
+    cfg = defense.config
+    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)

@@ -80,8 +80,13 @@ class Defense:
     presets: ClassVar[dict[str, Callable[..., Any]]] = {}
 
     @classmethod
+    def preset_configs(cls) -> dict[str, Callable[..., Any]]:
+        """Preset name -> config factory; without presets, ``"default"`` is the config class."""
+        return cls.presets or {"default": cls.config_class}
+
+    @classmethod
     def preset_names(cls) -> list[str]:
-        return list(cls.presets) or ["default"]
+        return list(cls.preset_configs())
 
     @classmethod
     def from_options(cls, options: dict[str, Any] | None = None, preset: str = "default", seed: int = 0,
@@ -95,7 +100,7 @@ class Defense:
         3
         """
         options = dict(options or {})
-        presets = cls.presets or {"default": cls.config_class}
+        presets = cls.preset_configs()
         if preset not in presets:
             raise ValueError(f"{cls.name} has no preset {preset!r}; its presets are: {', '.join(presets)}")
         fields = {f.name for f in dataclasses.fields(cls.config_class)}

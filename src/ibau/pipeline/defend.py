@@ -6,7 +6,6 @@ defense time).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ..attacks.base import Trigger
 from ..data.arrays import ImageSet
 from ..defenses import Defense, DefenseResult
 from ..metrics import EffectMonitor, evaluate
+from ..records import config_dict as defense_config  # noqa: F401 (re-exported for benchmarks)
 from ..records import defense_outcome, new_record, write_record
 from .artifacts import markdown_report, plot_curve, plot_delta
 
@@ -44,11 +44,6 @@ def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: Image
 
 def _fmt(m: dict[str, float]) -> str:
     return "  ".join(f"{k.upper()} {100 * m[k]:.1f}%" for k in ("acc", "asr", "ra") if k in m)
-
-
-def defense_config(defense: Defense) -> dict[str, Any]:
-    cfg = defense.config
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
 
 
 def _pictures(result: DefenseResult) -> dict[str, torch.Tensor]:
