@@ -388,3 +388,36 @@ def test_delta_patch_reads_the_trigger_back_from_where_delta_concentrates():
     assert delta_patch(model, x, elsewhere, threshold=0.9) is None
     with pytest.raises(ValueError, match="patch_threshold must be in"):
         IBAUConfig(patch_threshold=1.5)
+
+
+def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_task, monkeypatch):
+    """outer_lr_schedule="cosine": step t of T (all rounds) uses outer_lr·(1 + cos(π t/T))/2; "constant" keeps
+    outer_lr, so the authors' behaviour is untouched."""
+    import math
+
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    seen: list[float] = []
+    real = core._outer_pass
+
+    def spy(net, params, opt, *args, **kw):
+        if not hasattr(opt, "recorded"):  # one optimiser for all rounds: wrap its step once
+            step = opt.step
+
+            def recording_step(*a, **k):
+                seen.append(opt.param_groups[0]["lr"])
+                return step(*a, **k)
+
+            opt.step, opt.recorded = recording_step, True
+        return real(net, params, opt, *args, **kw)
+
+    monkeypatch.setattr(core, "_outer_pass", spy)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_lr=0.01, outer_lr_schedule="cosine")
+    unlearn(model, (x, y), cfg, progress=False)
+    total = 2 * 3  # 60 images at batch 20: 3 θ steps a round, 2 rounds
+    assert seen == pytest.approx([0.005 * (1 + math.cos(math.pi * t / total)) for t in range(total)])
+    seen.clear()
+    unlearn(model, (x, y), cfg.replace(outer_lr_schedule="constant"), progress=False)
+    assert seen == [0.01] * total
+    with pytest.raises(ValueError, match="outer_lr_schedule"):
+        IBAUConfig(outer_lr_schedule="linear")

@@ -14,6 +14,7 @@ _CHOICES = {
     "solver": tuple(SOLVERS),
     "hyper_batch": ("first", "current"),
     "outer_optimizer": ("adam", "sgd"),
+    "outer_lr_schedule": ("constant", "cosine"),
     "model_mode": ("eval", "train"),
 }
 
@@ -86,6 +87,9 @@ class IBAUConfig:
     Outer minimisation (L_out = CE on a batch where a fraction of the images carry δ):
         perturb_fraction: fraction of each outer batch that gets δ added (default 0.01; at least one image).
         outer_optimizer: ``"adam"`` or ``"sgd"`` (default "adam"); outer_lr: its step size (default 1e-3).
+        outer_lr_schedule: ``"constant"`` (the authors') or ``"cosine"``: the step size falls from
+            ``outer_lr`` to 0 along a half cosine over all the θ steps of all rounds, so the first round
+            unlearns with the full step and the last ones let clean accuracy settle (default "constant").
         outer_steps: θ steps per round (default None: one per clean batch).
     Run:
         rounds: number of rounds (default 3); batch_size: clean batch size (default 100).
@@ -128,6 +132,7 @@ class IBAUConfig:
     perturb_fraction: float = 0.01
     outer_optimizer: str = "adam"
     outer_lr: float = 1e-3
+    outer_lr_schedule: str = "constant"
     outer_steps: int | None = None
     model_mode: str = "eval"
     shuffle: bool = True
@@ -228,7 +233,7 @@ _REFERENCE: dict[str, Any] = dict(
     inner_warm_start=False, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
     solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
     hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
-    outer_steps=None, model_mode="eval", shuffle=False,
+    outer_lr_schedule="constant", outer_steps=None, model_mode="eval", shuffle=False,
 )
 #: Algorithm 1 as written: projected ascent on H (true labels, no penalty) in the ℓ2 ball Cδ = 10, then θ
 #: descends ψ(θ) = H(δ, θ) on the current batch (every image carries δ).

@@ -174,6 +174,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(params, lr=cfg.outer_lr)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.rounds * outer_steps, 1))
+                if cfg.outer_lr_schedule == "cosine" else None)
     solver = cfg.make_solver()
     history: list[RoundRecord] = []
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
@@ -200,7 +202,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
                 outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg, outer_steps,
-                                         gen, stats, on_step=lambda *_: bar.update(1), patch=patch)
+                                         gen, stats, on_step=lambda *_: bar.update(1), patch=patch, schedule=schedule)
                 net.eval()
                 seconds = time.perf_counter() - t0
                 record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
@@ -251,7 +253,7 @@ def _solve_summary(stats: list[SolveStats]) -> dict[str, Any]:
 
 
 def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], cfg: IBAUConfig, steps: int,
-                gen: torch.Generator, stats: list[SolveStats], on_step, patch=None) -> float:
+                gen: torch.Generator, stats: list[SolveStats], on_step, patch=None, schedule=None) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs stay fixed, step t uses δ[t mod len].
     Returns the mean L_out."""
     total, done, v = 0.0, 0, None
@@ -302,6 +304,8 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
+        if schedule is not None:
+            schedule.step()
         total += float(loss)
         done += 1
         on_step()
