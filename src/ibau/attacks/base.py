@@ -10,6 +10,16 @@ import torch
 from torch import nn
 
 
+class PoisoningIs:
+    """A read-only flag, on the class and its instances: whether ``poisoning`` is ``family``."""
+
+    def __init__(self, family: str):
+        self.family = family
+
+    def __get__(self, obj: Trigger | None, cls: type[Trigger]) -> bool:
+        return (cls if obj is None else obj).poisoning == self.family
+
+
 class Trigger:
     """Base class: subclasses implement :meth:`apply` and, when additive, :meth:`pattern`/:meth:`mask`.
 
@@ -22,12 +32,16 @@ class Trigger:
     #: Whether the trigger is a pattern blended or added through a mask (:meth:`pattern`/:meth:`mask`
     #: exist); warps, replacements and generated per-image triggers are not.
     additive = False
-    #: Whether the trigger is itself trained together with the poisoned model (input-aware attacks):
-    #: then ``ibau attack`` calls its ``fit`` instead of poisoning a fixed dataset.
-    trains_with_model = False
-    #: Whether poisoning keeps the labels and changes images by its own procedure (:meth:`craft`), as the
-    #: hidden-trigger attack does; ``poison`` then ignores the ratio and uses the trigger's poisons.
-    clean_label = False
+    #: How a training set is poisoned with this trigger, which picks ``ibau attack``'s strategy
+    #: (:mod:`ibau.pipeline.poisoning`): ``"stamp"`` (stamp and relabel a seeded fraction of the training
+    #: set, plus a noise mode's images (:meth:`noise`); the default), ``"craft"`` (clean-label poisons made
+    #: by :meth:`craft`, as the hidden-trigger attack does: ``poison`` ignores the ratio for them) or ``"fit"``
+    #: (no poisoned set: the trigger's own networks train together with the model, as the input-aware
+    #: attack does).
+    poisoning = "stamp"
+    #: ``poisoning == "craft"`` and ``poisoning == "fit"``, read-only, for callers of the older flags.
+    clean_label = PoisoningIs("craft")
+    trains_with_model = PoisoningIs("fit")
     #: Whether ``all_to_all=True`` is meaningful for this attack.
     supports_all_to_all = True
     #: Noise-mode images per poisoned image (:meth:`noise`); 0 for triggers without a noise mode.
@@ -76,7 +90,7 @@ class Trigger:
 
     def craft(self, images: torch.Tensor, labels: torch.Tensor,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(indices, poisons)`` of a clean-label attack (``clean_label = True``): training images replaced
+        """``(indices, poisons)`` of a clean-label attack (``poisoning = "craft"``): training images replaced
         by crafted ones that keep their true labels (HT). Stamp-and-relabel triggers do not craft."""
         raise NotImplementedError(f"{self.name} poisons by stamping and relabelling, not by crafting")
 

@@ -50,7 +50,7 @@ class HiddenTrigger(Trigger):
 
     name = "ht"
     needs_reference = True
-    clean_label = True
+    poisoning = "craft"  # clean-label poisons (craft), kept for a resumed run
     supports_all_to_all = False
 
     def __init__(self, source: int = 0, patch_size: int = 8, eps: float = 50 / 255, poisons: int = 800,

@@ -56,7 +56,7 @@ class InputAware(Trigger):
     """
 
     name = "iab"
-    trains_with_model = True
+    poisoning = "fit"  # no poisoned set: fit trains the networks with the model
 
     def __init__(self, channels: int = 3, width: int = 16, mask_density: float = 0.032, cross_ratio: float = 0.1,
                  lambda_div: float = 1.0, mask_epochs: int = 5, generator: dict | None = None,

@@ -41,6 +41,9 @@ class MultiTrigger(Trigger):
         self.parts = parts
         self.target, self.all_to_all = None, False
         self.needs_reference = any(t.needs_reference for t in parts)
+        # crafted poisons make the set crafted (kept for a resumed run); the other parts are stamped, an
+        # input-aware one with its networks as they are
+        self.poisoning = "craft" if any(t.poisoning == "craft" for t in parts) else "stamp"
 
     def components(self) -> list[Trigger]:
         return list(self.parts)

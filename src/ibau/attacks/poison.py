@@ -39,7 +39,7 @@ def poison(images: torch.Tensor, labels: torch.Tensor, trigger: Trigger, ratio: 
     taken = torch.zeros(len(labels), dtype=torch.bool)
     chosen_all, owner = [], []
     for k, part in enumerate(parts):
-        if part.clean_label:  # crafted poisons with their true labels (hidden trigger)
+        if part.poisoning == "craft":  # crafted poisons with their true labels (hidden trigger)
             chosen, crafted = part.craft(images, labels, gen)
             if bool(taken[chosen].any()):
                 raise ValueError(f"{part.name}'s poisons overlap another trigger's images; combine it with fewer triggers")

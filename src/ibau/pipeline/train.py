@@ -1,4 +1,6 @@
-"""Train a poisoned model: what ``ibau attack`` adapts. Resumable from the last finished epoch."""
+"""Train a poisoned model: what ``ibau attack`` adapts. Resumable from the last finished epoch.
+
+How each trigger family poisons the training is a strategy in :mod:`.poisoning`."""
 from __future__ import annotations
 
 import logging
@@ -7,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..attacks import ATTACKS, build_attack, make_trigger, parse_attack, poison
+from ..attacks import ATTACKS, build_attack, parse_attack
 from ..attacks.base import Trigger
-from ..attacks.inputaware import InputAware
 from ..attacks.io import load_trigger, save_trigger
 from ..data import ImageSet, load_dataset
 from ..metrics import DEFINITIONS, evaluate
@@ -18,6 +20,8 @@ from ..models import ModelCard, build_model, load_model, save_model
 from ..records import new_record, write_record
 from ..training import RECIPES, check_augment, check_lr_schedule, recipe, train_classifier  # noqa: F401 (re-exported)
 from ..utils import environment, resolve_device, seeded_rng
+from .poisoning import POISONS, AttackRun, VictimSet, poisoning_for, restamper  # noqa: F401 (POISONS, restamper re-exported)
+from .poisoning import crafted_poisons as _poisoned  # noqa: F401 (the crafted case of a former helper; tests use it)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +35,6 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 #: Reference images drawn from the training set for optimised triggers.
 REFERENCE_IMAGES = 512
-
 
 
 def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, target: int | None = None,
@@ -62,54 +65,16 @@ def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, ta
     return build_attack(entries, model, images, seed=seed, steps=steps)
 
 
-POISONS = "poisons.safetensors"
-
-
-def _poisoned(train: ImageSet, trigger: Trigger, ratio: float, num_classes: int, seed: int, stored: Path,
-              resume: bool):
-    """The poisoned training set; crafted (clean-label) poisons are saved to ``stored`` so a resumed run
-    reuses them (crafting needs the reference model, which a resumed run does not load)."""
-    from safetensors.torch import load_file, save_file
-
-    from ..attacks import PoisonedSet
-
-    crafted = any(part.clean_label for part in trigger.components())
-    if crafted and resume and stored.exists():
-        saved = load_file(str(stored))
-        images = train.images.clone()
-        images[saved["indices"]] = saved["images"]
-        return PoisonedSet(images, train.labels.clone(), saved["indices"], saved["component"])
-    p = poison(train.images, train.labels, trigger, ratio, num_classes=num_classes, seed=seed)
-    if crafted:
-        save_file({"indices": p.indices.contiguous(), "images": p.images[p.indices].contiguous(),
-                   "component": p.component.contiguous()}, str(stored))
-    return p
-
-
-def restamper(clean: torch.Tensor, poisoned, trigger: Trigger):
-    """For training with augmentation: the source images (the poisoned set with each stamped row put back
-    to its clean image) and ``stamp(x, rows)``, which re-applies each row's trigger after the augmentation,
-    so the trigger sits where it will at test time. Noise-mode and crafted (clean-label) rows are augmented
-    as they are."""
-    parts = trigger.components()
-    owner = torch.full((len(clean),), -1, dtype=torch.long)
-    stamped = torch.tensor([not parts[k].clean_label for k in poisoned.component.tolist()], dtype=torch.bool)
-    owner[poisoned.indices[stamped]] = poisoned.component[stamped]
-    source = torch.where((owner >= 0).view(-1, 1, 1, 1), clean, poisoned.images)
-
-    def stamp(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        who = owner[rows.cpu()]
-        for k in who[who >= 0].unique().tolist():
-            hit = (who == k).to(x.device)
-            x[hit] = parts[k].apply(x[hit]).to(x.dtype)
-        return x
-
-    return source, stamp
-
-
-def _through(stamp, kept: torch.Tensor):
-    """``stamp`` for a victim that trains on the subset ``kept`` of the training rows."""
-    return lambda x, rows: stamp(x, kept[rows.cpu()])
+def _run_trigger(attack: str | Trigger | None, out: Path, train: ImageSet, resume: bool, **prepare: Any) -> Trigger | None:
+    """The run's trigger: a resumed run's saved one, or :func:`prepare_trigger`'s, saved to ``out`` before training."""
+    if resume and (out / CHECKPOINT).exists() and (out / "trigger.json").exists():
+        return load_trigger(out / "trigger.json")
+    if resume and (out / CHECKPOINT).exists() and attack in (None, "none"):
+        return None
+    trigger = prepare_trigger(attack, train.images, **prepare)
+    if trigger is not None:
+        save_trigger(trigger, train.shape, out)
+    return trigger
 
 
 def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, data_dir: str | None = None,
@@ -121,12 +86,14 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
                    trigger_options: dict | None = None, lr_schedule: str = "constant", augment: str = "none") -> dict[str, Any]:
     """Poison ``dataset``'s training split with ``attack``, train ``arch`` on it, and write ``out/``:
     ``model.safetensors`` + card (attack spec, poisoned indices, ACC/ASR/RA on the test split),
-    ``trigger.json`` + ``trigger*.png`` (written before training), ``train.log``, ``metrics.json`` and,
-    while training, ``checkpoint.pt``.
+    ``trigger.json`` + ``trigger*.png`` (written before training), ``train.log``, ``metrics.json``,
+    ``poisons.safetensors`` for crafted poisons and, while training, ``checkpoint.pt``.
 
     ``attack`` is a :class:`Trigger`, ``--attack`` text (see :func:`ibau.attacks.parse_attack`) or
-    ``"none"`` for a clean model by the same recipe. With ``resume=True`` an interrupted run reuses its
-    saved trigger and continues from its last finished epoch (same result as an uninterrupted one on CPU).
+    ``"none"`` for a clean model by the same recipe. How the trigger poisons the training (stamped,
+    crafted or trained with the model) is its strategy, :func:`ibau.pipeline.poisoning.poisoning_for`. With
+    ``resume=True`` an interrupted run reuses its saved trigger (and crafted poisons) and continues from its
+    last finished epoch (same result as an uninterrupted one on CPU).
     ``lr_schedule`` and ``augment`` are :func:`ibau.training.train_classifier`'s (``"constant"`` or
     ``"cosine"``; ``"none"`` or ``"flip_crop"``). With augmentation the clean image is cropped and flipped
     first and the trigger stamped after, so the trigger stays in place, as it will be at test time.
@@ -139,101 +106,75 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
     with seeded_rng(seed, dev):  # the global RNG (weight init) follows the seed; the caller's is restored
         train, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=train_limit)
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
-        c, h, w = train.shape
-        ckpt = out / CHECKPOINT
-        if resume and ckpt.exists() and (out / "trigger.json").exists():
-            trigger = load_trigger(out / "trigger.json")
-        elif resume and ckpt.exists() and attack in (None, "none"):
-            trigger = None
-        else:
-            trigger = prepare_trigger(attack, train.images, target, all_to_all, reference_model, trigger_file,
-                                      seed=seed, device=device, steps=trigger_steps,
-                                      options=trigger_options)
-            if trigger is not None:
-                save_trigger(trigger, (c, h, w), out)
-        if trigger is not None and trigger.trains_with_model and lr_schedule != "constant":
-            raise ValueError(f"{trigger.name} trains its own networks with the model at a constant rate; drop --lr-schedule {lr_schedule}")
-        if trigger is not None and trigger.trains_with_model and augment != "none":
-            raise ValueError(f"{trigger.name} poisons its own batches as it trains; drop --augment {augment}")
-        stamp = None
-        if trigger is None or trigger.trains_with_model:  # an input-aware trigger poisons each batch as it trains
-            images, labels, indices, owner, noise = train.images, train.labels, [], [], []
-        else:
-            p = _poisoned(train, trigger, poison_ratio, num_classes, seed, out / POISONS, resume)
-            images, labels, indices, owner = p.images, p.labels, p.indices.tolist(), p.component.tolist()
-            noise = p.noise_indices.tolist()
-            if augment != "none":
-                images, stamp = restamper(train.images, p, trigger)
-        rows = trigger.victim_rows(labels, torch.as_tensor(indices, dtype=torch.long), seed) if trigger is not None else None
-        if rows is not None:  # e.g. HT's victim fine-tunes on a small clean set plus the poisons
-            images, labels = images[rows], labels[rows]
-            if stamp is not None:  # the victim's row i is training row rows[i]
-                stamp = _through(stamp, rows)
-            logger.info(f"the victim trains on {len(rows)} of the {len(train)} poisoned training images ({len(indices)} poisons)")
-        victim_set = len(images)
+        trigger = _run_trigger(attack, out, train, resume, target=target, all_to_all=all_to_all,
+                               reference_model=reference_model, trigger_file=trigger_file, seed=seed, device=device,
+                               steps=trigger_steps, options=trigger_options)
+        run = AttackRun(out=out, resume=resume, shape=train.shape, num_classes=num_classes, poison_ratio=poison_ratio,
+                        epochs=epochs, lr=lr, batch_size=batch_size, lr_schedule=lr_schedule, augment=augment,
+                        seed=seed, device=dev, progress=progress)
+        strategy = poisoning_for(trigger)
+        strategy.check(run)
+        victim = strategy.training_set(train, run)
         mean, std = channel_stats(train.images)
+        c, h, _ = train.shape
         model = build_model(arch, num_classes=num_classes, in_channels=c, input_size=h, mean=mean, std=std)
-        state = None
-        if resume and ckpt.exists():
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own file, still never unpickled
-            model.load_state_dict(saved["model"])
-            state = saved["train"]
-            if "trigger" in saved:  # a trigger trained with the model continues from the same epoch
-                trigger = make_trigger(**saved["trigger"])
-            logger.info(f"resuming from epoch {state['epoch']} of {epochs}")
-        elif resume:
-            logger.info(f"no checkpoint in {out}; starting from scratch")
-        # a victim that fine-tunes the reference model (HT) starts from its weights unless a checkpoint took over
-        trainable = trigger.victim_start(model, load_reference=state is None) if trigger is not None else None
-        log_file = (out / "train.log").open("a")
+        saved = _checkpoint_of(model, run)
+        ckpt = out / CHECKPOINT
         t0 = time.perf_counter()
+        with (out / "train.log").open("a") as log_file:
 
-        def on_epoch(epoch: int, loss: float, train_state: dict) -> None:
-            extra = {"trigger": trigger.spec()} if trigger is not None and trigger.trains_with_model else {}
-            torch.save({"model": model.state_dict(), "train": train_state, **extra}, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a checkpoint
-            line = f"epoch {epoch + 1}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)"
-            log_file.write(line + "\n")
-            log_file.flush()
+            def checkpoint(epoch: int, loss: float, train_state: dict, **extra: Any) -> None:
+                torch.save({"model": model.state_dict(), "train": train_state, **extra}, ckpt.with_suffix(".tmp"))
+                ckpt.with_suffix(".tmp").replace(ckpt)  # atomic: a kill never leaves half a checkpoint
+                log_file.write(f"epoch {epoch + 1}/{epochs} loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)\n")
+                log_file.flush()
 
-        what = f"{len(indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
-        logger.info(f"training {arch} on {victim_set} {dataset} images, {what}")
-        try:
-            if isinstance(trigger, InputAware):  # the only trigger trained with the model (trains_with_model)
-                done = state["epoch"] if state else 0
-                if done > 0:
-                    logger.info("an input-aware trigger resumes with its networks from the checkpoint; the mask network is not re-trained")
-                    trigger.mask_epochs = 0
-                trigger.fit(model, images, labels, num_classes, poison_ratio=poison_ratio, epochs=epochs - done, lr=lr,
-                            batch_size=batch_size, seed=seed + done, device=dev, progress=progress,
-                            on_epoch=lambda e, loss, st: on_epoch(e + done, loss, {"epoch": e + 1 + done}))
-                save_trigger(trigger, (c, h, w), out)  # the trained networks
-            else:
-                train_classifier(model, ImageSet(images, labels), epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                                 device=str(dev), progress=progress, on_epoch=on_epoch, resume=state,
-                                 lr_schedule=lr_schedule, trainable=trainable, augment=augment, stamp=stamp,
-                                 desc=f"train ({trigger.name if trigger is not None else 'clean'})")
-        finally:
-            log_file.close()
+            what = f"{len(victim.indices)} poisoned with {trigger!r}" if trigger is not None else "clean (no attack)"
+            logger.info(f"training {arch} on {len(victim.images)} {dataset} images, {what}")
+            strategy.train(model, victim, run, saved, checkpoint)
+        trigger = strategy.trigger  # a trigger trained with the model (IAB) is the trained one
         metrics = evaluate(model, test.images, test.labels, trigger, num_classes)
         logger.info("test split: " + "  ".join(f"{k.upper()} {100 * metrics[k]:.2f}%" for k in ("acc", "asr", "ra") if k in metrics)
             + "".join(f"  {k} {100 * v:.1f}%" for k, v in metrics.items() if k.startswith("asr:")))
-        spec = trigger.spec() if trigger is not None else None
-        card = ModelCard(arch, num_classes, [c, h, w], {"mean": mean, "std": std}, metadata={
-            "attack": spec, "poison_ratio": poison_ratio if trigger is not None else 0.0,
-            "poisoned_indices": indices, "poisoned_by_component": owner if len(set(owner)) > 1 else None,
-            "noise_indices": noise or None,
-            "dataset": dataset, "train_size": len(train), "victim_train_size": victim_set, "epochs": epochs, "seed": seed,
-            "test": metrics,
-            "training": {"optimizer": "adam", "lr": lr, "lr_schedule": lr_schedule, "augment": augment,
-                         "batch_size": batch_size},
-            "definitions": DEFINITIONS, "environment": environment(),
-        })
-        save_model(model.cpu(), out / "model.safetensors", card)
-        record = new_record("train", dataset=dataset, attack=spec, poison_ratio=card.metadata["poison_ratio"],
-                            epochs=epochs, train_size=len(train), victim_train_size=victim_set, arch=arch, seed=seed,
-                            lr=lr, lr_schedule=lr_schedule, augment=augment, test=metrics,
-                            seconds=time.perf_counter() - t0)
-        write_record(out / "metrics.json", record)
+        record = _write_results(model, run, arch, dataset, len(train), (mean, std), trigger, victim, metrics, t0)
         ckpt.unlink(missing_ok=True)
         return record
+
+
+def _checkpoint_of(model: nn.Module, run: AttackRun) -> dict[str, Any] | None:
+    """A resumed run's checkpoint, its weights loaded into ``model``; None for a fresh start."""
+    ckpt = run.out / CHECKPOINT
+    if run.resume and ckpt.exists():
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)  # our own file, still never unpickled
+        model.load_state_dict(saved["model"])
+        logger.info(f"resuming from epoch {saved['train']['epoch']} of {run.epochs}")
+        return saved
+    if run.resume:
+        logger.info(f"no checkpoint in {run.out}; starting from scratch")
+    return None
+
+
+def _write_results(model: nn.Module, run: AttackRun, arch: str, dataset: str, train_size: int,
+                   normalization: tuple[list[float], list[float]], trigger: Trigger | None, victim: VictimSet,
+                   metrics: dict[str, float], t0: float) -> dict[str, Any]:
+    """Write ``model.safetensors`` with its card and ``metrics.json``; returns the record."""
+    spec = trigger.spec() if trigger is not None else None
+    mean, std = normalization
+    card = ModelCard(arch, run.num_classes, list(run.shape), {"mean": mean, "std": std}, metadata={
+        "attack": spec, "poison_ratio": run.poison_ratio if trigger is not None else 0.0,
+        "poisoned_indices": victim.indices,
+        "poisoned_by_component": victim.owner if len(set(victim.owner)) > 1 else None,
+        "noise_indices": victim.noise or None,
+        "dataset": dataset, "train_size": train_size, "victim_train_size": len(victim.images), "epochs": run.epochs,
+        "seed": run.seed, "test": metrics,
+        "training": {"optimizer": "adam", "lr": run.lr, "lr_schedule": run.lr_schedule, "augment": run.augment,
+                     "batch_size": run.batch_size},
+        "definitions": DEFINITIONS, "environment": environment(),
+    })
+    save_model(model.cpu(), run.out / "model.safetensors", card)
+    record = new_record("train", dataset=dataset, attack=spec, poison_ratio=card.metadata["poison_ratio"],
+                        epochs=run.epochs, train_size=train_size, victim_train_size=len(victim.images), arch=arch,
+                        seed=run.seed, lr=run.lr, lr_schedule=run.lr_schedule, augment=run.augment, test=metrics,
+                        seconds=time.perf_counter() - t0)
+    write_record(run.out / "metrics.json", record)
+    return record
