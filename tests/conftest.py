@@ -1,6 +1,47 @@
+"""Fixtures and helpers shared by the tests: tiny models and data, the trained digits backdoor, model-state
+snapshots, held-out evaluation of a defended digits model, and the one-line error check."""
 import pytest
 import torch
 from torch import nn
+
+from ibau.metrics import EffectMonitor, evaluate
+
+
+def one_line(msg: str):
+    """An error a user reads: one short line."""
+    assert "\n" not in msg and len(msg) < 300, msg
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of ``model``'s state dict (to check later that it did or did not change)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a, b) -> bool:
+    """Whether two models or state dicts (any mix) have the same keys and equal tensors."""
+    a, b = (x.state_dict() if isinstance(x, nn.Module) else x for x in (a, b))
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def held_metrics(d, model: nn.Module) -> dict[str, float]:
+    """ACC/ASR/RA of ``model`` on the held-out images of the ``digits_backdoor`` fixture ``d``."""
+    return evaluate(model, d["held"].images, d["held"].labels, d["trigger"], d["num_classes"])
+
+
+def held_monitor(d) -> EffectMonitor:
+    """An :class:`EffectMonitor` on the held-out images of the ``digits_backdoor`` fixture ``d``."""
+    return EffectMonitor(d["held"].images, d["held"].labels, d["trigger"], d["num_classes"])
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): the
+    2 CPU cores are shared with background jobs, and two threads then stall each other (measured ~8x
+    slower per batch). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_net(num_classes: int = 4) -> nn.Module:

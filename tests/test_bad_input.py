@@ -2,12 +2,9 @@
 import pytest
 import torch
 
+from conftest import one_line
 from ibau import IBAUConfig, unlearn
 from ibau.cli import main
-
-
-def _one_line(msg: str):
-    assert "\n" not in msg and len(msg) < 300, msg
 
 
 @pytest.mark.parametrize("make,match", [
@@ -26,7 +23,7 @@ def test_unlearn_rejects_bad_clean_data(tiny_task, make, match):
     model, x, y = tiny_task
     with pytest.raises((ValueError, TypeError), match=match) as info:
         unlearn(model, make(x, y), IBAUConfig(rounds=1), progress=False)
-    _one_line(str(info.value))
+    one_line(str(info.value))
 
 
 def test_empty_iterable_and_wrong_types(tiny_task):
@@ -48,7 +45,7 @@ def test_empty_iterable_and_wrong_types(tiny_task):
 def test_impossible_options(kwargs, match):
     with pytest.raises(ValueError, match=match) as info:
         IBAUConfig(**kwargs)
-    _one_line(str(info.value))
+    one_line(str(info.value))
 
 
 def test_no_bound_needed_without_a_norm():
@@ -70,7 +67,7 @@ def test_cli_error_is_one_line_exit_2(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown preset 'fast'") and "Traceback" not in err
-    _one_line(err.strip())
+    one_line(err.strip())
 
 
 def test_cli_debug_shows_the_exception():
@@ -93,7 +90,7 @@ def test_cli_attack_rejects_unknown_lr_schedule_before_work(capsys, tmp_path):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unknown lr_schedule 'step'" in err and "Traceback" not in err
-    _one_line(err.strip())
+    one_line(err.strip())
     assert not (tmp_path / "run").exists()
 
 

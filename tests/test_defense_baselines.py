@@ -9,25 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import held_metrics, same_state, snapshot
 from ibau.defenses import defense_class, make_defense
 from ibau.defenses.fine_pruning import FinePruning, FinePruningConfig, conv_sites
 from ibau.defenses.nad import NAD, NADConfig, at_loss, attention_map, default_layers
 from ibau.defenses.uap_at import UAPAdversarialTraining, UAPATConfig, deepfool, universal_perturbation
-from ibau.metrics import accuracy, evaluate
+from ibau.metrics import accuracy
 from ibau.models import ModelCard, load_model, save_model
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def same_state(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
-    now = model.state_dict()
-    return set(now) == set(state) and all(torch.equal(now[k], state[k]) for k in state)
-
-
-def held_metrics(d, model) -> dict[str, float]:
-    return evaluate(model, d["held"].images, d["held"].labels, d["trigger"], d["num_classes"])
 
 
 def report(name: str, d, after: dict[str, float]) -> None:

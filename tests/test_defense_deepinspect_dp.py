@@ -7,40 +7,24 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import held_metrics, held_monitor, same_state, snapshot
 from ibau.data import ImageSet
 from ibau.defenses import make_defense
 from ibau.defenses.deepinspect import DeepInspect, DeepInspectConfig
 from ibau.defenses.dp import DPSGD, DPConfig, dp_architecture, make_private
-from ibau.metrics import EffectMonitor, evaluate
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The 2 CPU cores are shared with background jobs; two intra-op threads then stall each other
-    (measured ~8x slower per batch). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- DeepInspect ----------------------------------------------------------------------------------------
 def test_deepinspect_flags_the_target_and_patching_removes_the_backdoor(digits_backdoor):
     d = digits_backdoor
-    held, before = d["held"], d["before"]
-    original = _state(d["model"])
+    before = d["before"]
+    original = snapshot(d["model"])
     # Small settings for the CPU: 300 generator steps of 32 images (the defaults: 1000 of 64) at a higher
     # learning rate; default trigger penalty. Seeds 0-2 gave class 8 an anomaly index of 3.3-4.9.
     defense = DeepInspect(steps=300, batch_size=32, gen_lr=3e-3, patch_epochs=2, device="cpu")
-    monitor = EffectMonitor(held.images, held.labels, d["trigger"], 10)
+    monitor = held_monitor(d)
     result = defense.run(d["model"], d["clean"], callback=monitor, progress=False)
 
     assert result.flagged == [8], (result.anomaly, result.extra["magnitudes"])
@@ -52,7 +36,7 @@ def test_deepinspect_flags_the_target_and_patching_removes_the_backdoor(digits_b
     assert result.triggers[8]["delta"].abs().max() <= 1
     assert result.extra["trigger_success"][8] > 0.9  # the generated triggers do reach the target class
 
-    after = evaluate(result.model, held.images, held.labels, d["trigger"], 10)
+    after = held_metrics(d, result.model)
     assert before["asr"] > 0.9
     assert after["asr"] < 0.2, after
     assert after["asr"] < before["asr"] - 0.5
@@ -62,7 +46,7 @@ def test_deepinspect_flags_the_target_and_patching_removes_the_backdoor(digits_b
     assert result.history[0]["asr"] == pytest.approx(before["asr"])  # detection leaves the model as it was
     assert result.history[-1]["asr"] == pytest.approx(after["asr"])
     assert result.extra["patched"] is True
-    assert _same(original, _state(d["model"]))  # the caller's model is untouched
+    assert same_state(original, d["model"])  # the caller's model is untouched
 
 
 def test_deepinspect_without_a_flag_does_not_patch(digits_backdoor):
@@ -72,7 +56,7 @@ def test_deepinspect_without_a_flag_does_not_patch(digits_backdoor):
     assert result.flagged == []
     assert result.extra["patched"] is False
     assert [h["step"] for h in result.history] == ["detection"]
-    assert _same(_state(d["model"]), _state(result.model))
+    assert same_state(d["model"], result.model)
     assert set(result.anomaly) == set(range(10)) and all(math.isfinite(v) for v in result.anomaly.values())
 
 
@@ -105,7 +89,7 @@ def test_dp_trains_a_fresh_groupnorm_model_on_the_training_set_with_dp_sgd(digit
     train = _train_subset(d)
     poisoned_in_subset = int((torch.as_tensor(d["poisoned_indices"]) < len(train)).sum())
     assert poisoned_in_subset > 0  # the subset really is poisoned
-    original = _state(d["model"])
+    original = snapshot(d["model"])
     defense = DPSGD(train=train, epochs=2, batch_size=64, device="cpu")
     assert defense.needs_training_data is True
     calls = []
@@ -136,7 +120,7 @@ def test_dp_trains_a_fresh_groupnorm_model_on_the_training_set_with_dp_sgd(digit
 
     assert [h["step"] for h in result.history] == ["epoch 1", "epoch 2"]
     assert [h["n"] for h in result.history] == [1, 2]
-    assert _same(original, _state(d["model"]))  # the caller's model is untouched (still with BatchNorm)
+    assert same_state(original, d["model"])  # the caller's model is untouched (still with BatchNorm)
 
 
 def test_dp_without_noise_reports_infinite_epsilon(digits_backdoor):
@@ -195,7 +179,7 @@ def test_dp_without_training_data_is_a_clear_error(digits_backdoor):
 @pytest.mark.parametrize("bad, match", [
     ({"noise_multiplier": -1.0}, "noise_multiplier must be >= 0"),
     ({"max_grad_norm": 0.0}, "max_grad_norm must be > 0"),
-    ({"epochs": 0}, "epochs >= 1"),
+    ({"epochs": 0}, "epochs must be >= 1"),
     ({"lr": 0.0}, "lr must be > 0"),
     ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
     ({"delta": 0.0}, r"delta must be in \(0, 1\)"),

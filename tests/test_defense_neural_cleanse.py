@@ -6,14 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_net
+from conftest import held_metrics, held_monitor, same_state, snapshot, tiny_net
 from ibau.data import ImageSet
 from ibau.defenses import make_defense
 from ibau.defenses import neural_cleanse as nc_module
 from ibau.defenses import tabor as tabor_module
 from ibau.defenses.neural_cleanse import NeuralCleanse, NeuralCleanseConfig, anomaly_index, flag_outliers, reverse_engineer
 from ibau.defenses.tabor import TABOR, TABORConfig, tabor_regulariser
-from ibau.metrics import EffectMonitor, evaluate
 
 #: Cheap reverse-engineering for the 2-core test machine: 200 clean digits, batches of 8, a larger Adam
 #: step and a shorter λ patience than the defaults so the masks shrink within a few dozen steps.
@@ -21,17 +20,7 @@ FAST = dict(batch_size=8, lr=0.3, patience=5, epoch_steps=1, early_stop_patience
             seed=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CPU is shared with other jobs; one intra-op thread is several times faster there than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _state(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trigger_region(trigger, shape, dilation: int = 2) -> torch.Tensor:
@@ -43,12 +32,12 @@ def _trigger_region(trigger, shape, dilation: int = 2) -> torch.Tensor:
 
 def _defend(digits_backdoor, defense):
     d = digits_backdoor
-    before = _state(d["model"])
-    monitor = EffectMonitor(d["held"].images, d["held"].labels, d["trigger"], d["num_classes"])
+    before = snapshot(d["model"])
+    monitor = held_monitor(d)
     t0 = time.perf_counter()
     result = defense.run(d["model"], d["clean"], callback=monitor, progress=False)
     wall = time.perf_counter() - t0
-    after = evaluate(result.model, d["held"].images, d["held"].labels, d["trigger"], d["num_classes"])
+    after = held_metrics(d, result.model)
     inside = _trigger_region(d["trigger"], d["clean"].shape)
     masks = {t: r["mask"][0] for t, r in result.triggers.items()}
     share = {t: float(m[inside].sum() / m.sum()) for t, m in masks.items()}
@@ -103,7 +92,7 @@ def test_nc_unlearning_removes_the_backdoor(nc_run, digits_backdoor):
 def test_nc_result_fields_and_caller_model_untouched(nc_run, digits_backdoor):
     r = nc_run["result"]
     model = digits_backdoor["model"]
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in nc_run["model_before"].items())
+    assert same_state(nc_run["model_before"], model)
     assert r.model is not model and not r.model.training
     assert sorted(r.triggers) == sorted(r.anomaly) == list(range(10))
     for trig in r.triggers.values():
@@ -123,7 +112,7 @@ def test_tabor_flags_the_target_and_unlearns(tabor_run, digits_backdoor):
     before, after = digits_backdoor["before"], tabor_run["after"]
     assert after["asr"] < 0.2 and after["acc"] > before["acc"] - 0.05
     model = digits_backdoor["model"]
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in tabor_run["model_before"].items())
+    assert same_state(tabor_run["model_before"], model)
 
 
 def test_tabor_regulariser_terms():
@@ -160,12 +149,12 @@ def test_anomaly_index_is_mad_based():
 
 def test_reverse_engineer_is_seeded_and_leaves_the_model_alone(tiny_task):
     model, x, y = tiny_task
-    before = _state(model)
+    before = snapshot(model)
     a, b = (reverse_engineer(model, x, 2, labels=y, steps=5, batch_size=16,
                              generator=torch.Generator().manual_seed(3)) for _ in range(2))
     assert torch.equal(a.mask, b.mask) and torch.equal(a.pattern, b.pattern) and a.l1 == b.l1
     assert a.mask.shape == (1, 8, 8) and a.pattern.shape == (3, 8, 8)
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert same_state(before, model)
     assert not model.training
 
 
@@ -190,7 +179,7 @@ def test_nothing_flagged_returns_the_model_unchanged(tiny_task, cls):
     result = defense.run(model, ImageSet(x, y), callback=lambda m, s: calls.append(s), progress=False)
     assert result.flagged == [] and len(result.triggers) == 4 and len(result.anomaly) == 4
     assert [h["step"] for h in result.history] == ["detect"] and len(calls) == 1
-    assert all(torch.equal(v, result.model.state_dict()[k]) for k, v in model.state_dict().items())
+    assert same_state(model, result.model)
     assert result.model is not model
 
 
@@ -198,7 +187,7 @@ def test_registry_repr_and_doctests():
     assert isinstance(make_defense("neural_cleanse", steps=7), NeuralCleanse)
     assert isinstance(make_defense("tabor", blocking=0.0), TABOR)
     assert (NeuralCleanse().title, TABOR().title) == ("Neural Cleanse", "TABOR")
-    assert repr(NeuralCleanse()).startswith("NeuralCleanse(steps=31000, batch_size=32, lr=0.1, init_cost=0.001")
+    assert repr(NeuralCleanse()).startswith("NeuralCleanse(seed=0, device=None, steps=31000, batch_size=32, lr=0.1, init_cost=0.001")
     assert "blocking=0.1, overlaying=0.01)" in repr(TABOR())
     assert doctest.testmod(nc_module).failed == 0
     assert doctest.testmod(tabor_module).failed == 0

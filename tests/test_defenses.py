@@ -5,9 +5,10 @@ import time
 import pytest
 import torch
 
+from conftest import held_metrics, held_monitor
 from ibau.defenses import DEFENSES, Defense, DefenseResult, defense_class, make_defense
 from ibau.defenses.finetune import FineTune
-from ibau.metrics import EffectMonitor, evaluate
+from ibau.metrics import EffectMonitor
 
 
 @pytest.mark.parametrize("name", sorted(DEFENSES))
@@ -89,10 +90,9 @@ def test_effect_monitor_records_first_success_only(tiny_task):
 @pytest.mark.parametrize("name,kw", [("ibau", {"rounds": 2, "batch_size": 50}), ("finetune", {"epochs": 2})])
 def test_ibau_and_finetune_reduce_the_backdoor(digits_backdoor, name, kw):
     d = digits_backdoor
-    held = d["held"]
-    monitor = EffectMonitor(held.images, held.labels, d["trigger"], 10)
+    monitor = held_monitor(d)
     result = make_defense(name, seed=0, device="cpu", **kw).run(d["model"], d["clean"], callback=monitor, progress=False)
-    after = evaluate(result.model, held.images, held.labels, d["trigger"], 10)
+    after = held_metrics(d, result.model)
     steps = 2
     assert len(result.history) == steps and all("asr" in h for h in result.history)
     assert result.history[-1]["asr"] == pytest.approx(after["asr"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 from .base import Defense, DefenseResult
+from .config import DefenseConfig, setting
 
 #: Defense name -> "module:Class" inside ibau.defenses. The CLI and the benchmark enumerate this.
 DEFENSES: dict[str, str] = {
@@ -35,4 +36,4 @@ def make_defense(name: str, config=None, **overrides) -> Defense:
     return defense_class(name)(config, **overrides)
 
 
-__all__ = ["DEFENSES", "Defense", "DefenseResult", "defense_class", "make_defense"]
+__all__ = ["DEFENSES", "Defense", "DefenseConfig", "DefenseResult", "defense_class", "make_defense", "setting"]

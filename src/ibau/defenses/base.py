@@ -1,6 +1,8 @@
 """The interface every defense implements.
 
-A defense is built from a config dataclass (``Defense(config)`` or ``Defense(**overrides)``) and run as
+A defense is built from a config dataclass (``Defense(config)`` or ``Defense(**overrides)``; the baselines'
+configs subclass :class:`ibau.defenses.config.DefenseConfig`, which holds ``seed`` and ``device`` and checks
+every setting's declared range) and run as
 ``defense.run(model, clean, callback=None) -> DefenseResult``. The base class owns the cross-cutting
 work: it copies the model (the caller's is never modified), resolves the device, keeps the clock, and
 seeds the global RNGs with ``config.seed`` for the run (restoring the caller's after), and

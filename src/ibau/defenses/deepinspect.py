@@ -43,11 +43,14 @@ from ..data.arrays import ImageSet
 from ..training import iterate_batches
 from ..utils import eval_mode
 from .base import Defense, DefenseResult, num_classes_of
+from .config import DefenseConfig, setting
 from .neural_cleanse import anomaly_index, flag_outliers
+
+_POSITIVE_INT, _POSITIVE = "pass a positive integer", "pass a positive number"
 
 
 @dataclass(frozen=True)
-class DeepInspectConfig:
+class DeepInspectConfig(DefenseConfig):
     """Args:
         steps: generator training steps, all classes jointly (default 1000).
         batch_size: random clean images per generator step, spread evenly over the target classes
@@ -70,34 +73,18 @@ class DeepInspectConfig:
         device: default CUDA if available.
     """
 
-    steps: int = 1000
-    batch_size: int = 64
-    gen_lr: float = 1e-3
-    noise_dim: int = 16
-    hidden: int = 256
-    pert_weight: float = 20.0
-    num_samples: int = 64
-    threshold: float = 2.0
-    patch_epochs: int = 5
-    patch_lr: float = 3e-4
-    patch_fraction: float = 0.2
-    patch_batch_size: int = 128
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "noise_dim", "hidden", "num_samples", "patch_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"deepinspect {name} must be >= 1, got {getattr(self, name)}; pass a positive integer")
-        if self.patch_epochs < 0:
-            raise ValueError(f"deepinspect patch_epochs must be >= 0, got {self.patch_epochs}; use 0 for detection only")
-        for name in ("gen_lr", "patch_lr", "threshold"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"deepinspect {name} must be > 0, got {getattr(self, name)}; pass a positive number")
-        if not self.pert_weight >= 0:
-            raise ValueError(f"deepinspect pert_weight must be >= 0, got {self.pert_weight}; pass 0 or a positive weight")
-        if not 0 < self.patch_fraction <= 1:
-            raise ValueError(f"deepinspect patch_fraction must be in (0, 1], got {self.patch_fraction}; e.g. 0.2")
+    steps: int = setting(1000, ge=1, hint=_POSITIVE_INT)
+    batch_size: int = setting(64, ge=1, hint=_POSITIVE_INT)
+    gen_lr: float = setting(1e-3, gt=0, hint=_POSITIVE)
+    noise_dim: int = setting(16, ge=1, hint=_POSITIVE_INT)
+    hidden: int = setting(256, ge=1, hint=_POSITIVE_INT)
+    pert_weight: float = setting(20.0, ge=0, hint="pass 0 or a positive weight")
+    num_samples: int = setting(64, ge=1, hint=_POSITIVE_INT)
+    threshold: float = setting(2.0, gt=0, hint=_POSITIVE)
+    patch_epochs: int = setting(5, ge=0, hint="use 0 for detection only")
+    patch_lr: float = setting(3e-4, gt=0, hint=_POSITIVE)
+    patch_fraction: float = setting(0.2, gt=0, le=1, hint="e.g. 0.2")
+    patch_batch_size: int = setting(128, ge=1, hint=_POSITIVE_INT)
 
 
 class TriggerGenerator(nn.Module):

@@ -47,12 +47,13 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet, check_labels
 from .base import Defense, DefenseResult, num_classes_of
+from .config import DefenseConfig, setting
 
 ACCOUNTANTS = ("rdp", "prv", "gdp")
 
 
 @dataclass(frozen=True)
-class DPConfig:
+class DPConfig(DefenseConfig):
     """Args:
         noise_multiplier: Gaussian noise std as a multiple of max_grad_norm (default 1.5; SPEC §3: 50 for
             CIFAR-10, 1.5 for GTSRB).
@@ -67,32 +68,14 @@ class DPConfig:
         device: default CUDA if available.
     """
 
-    noise_multiplier: float = 1.5
-    max_grad_norm: float = 1.0
-    epochs: int = 30
-    lr: float = 0.1
-    momentum: float = 0.9
-    batch_size: int = 128
-    delta: float = 1e-5
-    accountant: str = "rdp"
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self):
-        if not self.noise_multiplier >= 0:
-            raise ValueError(f"dp noise_multiplier must be >= 0, got {self.noise_multiplier}; e.g. 1.5 (GTSRB) or 50 (CIFAR-10)")
-        if not self.max_grad_norm > 0:
-            raise ValueError(f"dp max_grad_norm must be > 0, got {self.max_grad_norm}; e.g. 1.0")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"dp needs epochs >= 1 and batch_size >= 1, got epochs={self.epochs}, batch_size={self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"dp lr must be > 0, got {self.lr}; e.g. 0.1")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"dp momentum must be in [0, 1), got {self.momentum}; e.g. 0.9")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"dp delta must be in (0, 1), got {self.delta}; use less than 1/N, e.g. 1e-5")
-        if self.accountant not in ACCOUNTANTS:
-            raise ValueError(f"dp accountant must be one of {', '.join(ACCOUNTANTS)}, got {self.accountant!r}")
+    noise_multiplier: float = setting(1.5, ge=0, hint="e.g. 1.5 (GTSRB) or 50 (CIFAR-10)")
+    max_grad_norm: float = setting(1.0, gt=0, hint="e.g. 1.0")
+    epochs: int = setting(30, ge=1)
+    lr: float = setting(0.1, gt=0, hint="e.g. 0.1")
+    momentum: float = setting(0.9, ge=0, lt=1, hint="e.g. 0.9")
+    batch_size: int = setting(128, ge=1)
+    delta: float = setting(1e-5, gt=0, lt=1, hint="use less than 1/N, e.g. 1e-5")
+    accountant: str = setting("rdp", choices=ACCOUNTANTS)
 
 
 def dp_architecture(model: nn.Module) -> nn.Module:

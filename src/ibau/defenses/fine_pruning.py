@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..data.arrays import ImageSet
 from ..utils import eval_mode
 from .base import Defense, DefenseResult
+from .config import DefenseConfig, setting
 from .finetune import fit
 
 #: Activation modules with f(0) = 0: masking a channel after them equals zeroing the channel's weights.
@@ -93,8 +94,17 @@ def conv_sites(model: nn.Module, sample: torch.Tensor) -> list[ConvSite]:
     return sites
 
 
+#: What ``prune_size`` and ``step`` accept.
+_COUNT_OR_FRACTION = "an int >= 1 or a float in (0, 1)"
+
+
+def _count_or_fraction(value) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or \
+           (isinstance(value, float) and 0 < value < 1)
+
+
 @dataclass(frozen=True)
-class FinePruningConfig:
+class FinePruningConfig(DefenseConfig):
     """Options of :class:`FinePruning`.
 
     Args:
@@ -113,33 +123,15 @@ class FinePruningConfig:
         device: ``None`` uses CUDA when available.
     """
 
-    prune_size: int | float = 1000
-    step: int | float = 1
-    max_acc_drop: float = 0.05
-    acc_floor: float | None = None
-    epochs: int = 10
-    lr: float = 1e-4
-    batch_size: int = 128
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self):
-        _count_or_fraction("prune_size", self.prune_size, "e.g. 1000 images or 0.2 of the clean set")
-        _count_or_fraction("step", self.step, "e.g. 1 channel or 0.05 of the channels")
-        if not 0 <= self.max_acc_drop <= 1:
-            raise ValueError(f"fine_pruning: max_acc_drop must be in [0, 1] (ACC units), got {self.max_acc_drop}; e.g. 0.05 for 5 points")
-        if self.acc_floor is not None and not 0 <= self.acc_floor <= 1:
-            raise ValueError(f"fine_pruning: acc_floor must be in [0, 1] or None, got {self.acc_floor}; e.g. 0.8")
-        if self.epochs < 0 or self.lr <= 0 or self.batch_size < 1:
-            raise ValueError(f"fine_pruning needs epochs >= 0, lr > 0, batch_size >= 1; "
-                             f"got epochs={self.epochs}, lr={self.lr}, batch_size={self.batch_size}")
-
-
-def _count_or_fraction(name: str, value, example: str) -> None:
-    ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or \
-         (isinstance(value, float) and 0 < value < 1)
-    if not ok:
-        raise ValueError(f"fine_pruning: {name} must be an int >= 1 or a float in (0, 1), got {value!r}; {example}")
+    prune_size: int | float = setting(1000, test=_count_or_fraction, must=_COUNT_OR_FRACTION,
+                                      hint="e.g. 1000 images or 0.2 of the clean set")
+    step: int | float = setting(1, test=_count_or_fraction, must=_COUNT_OR_FRACTION,
+                                hint="e.g. 1 channel or 0.05 of the channels")
+    max_acc_drop: float = setting(0.05, ge=0, le=1, hint="in ACC units, e.g. 0.05 for 5 points")
+    acc_floor: float | None = setting(None, ge=0, le=1, optional=True, hint="e.g. 0.8")
+    epochs: int = setting(10, ge=0)
+    lr: float = setting(1e-4, gt=0, hint="e.g. 1e-4")
+    batch_size: int = setting(128, ge=1)
 
 
 def _resolve(value: int | float, total: int) -> int:

@@ -8,22 +8,17 @@ from torch import nn
 from ..data.arrays import ImageSet
 from ..training import train_classifier
 from .base import Defense, DefenseResult
+from .config import DefenseConfig, setting
 
 
 @dataclass(frozen=True)
-class FineTuneConfig:
+class FineTuneConfig(DefenseConfig):
     """Args: epochs (default 10), lr: Adam learning rate (default 1e-4), batch_size (default 128),
     seed (default 0), device (default: CUDA if available)."""
 
-    epochs: int = 10
-    lr: float = 1e-4
-    batch_size: int = 128
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self):
-        if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1:
-            raise ValueError(f"finetune needs epochs >= 1, lr > 0, batch_size >= 1; got {self}")
+    epochs: int = setting(10, ge=1)
+    lr: float = setting(1e-4, gt=0, hint="e.g. 1e-4")
+    batch_size: int = setting(128, ge=1)
 
 
 def fit(defense: Defense, model: nn.Module, data: ImageSet, epochs: int, lr: float, batch_size: int, seed: int,
@@ -38,7 +33,7 @@ class FineTune(Defense):
     """Fine-tune all weights on the clean set with Adam and cross-entropy; checkpoints after each epoch.
 
     >>> FineTune(epochs=2)
-    FineTune(epochs=2, lr=0.0001, batch_size=128, seed=0, device=None)
+    FineTune(seed=0, device=None, epochs=2, lr=0.0001, batch_size=128)
     """
 
     name = "finetune"

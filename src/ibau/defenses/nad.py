@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from ..data.arrays import ImageSet
 from ..training import iterate_batches
 from .base import Defense, DefenseResult
+from .config import DefenseConfig, setting
 from .fine_pruning import conv_sites
 
 _OPTIMIZERS = ("sgd", "adam")
@@ -24,7 +25,7 @@ _DISTANCES = ("mse", "l2")
 
 
 @dataclass(frozen=True)
-class NADConfig:
+class NADConfig(DefenseConfig):
     """Options of :class:`NAD`.
 
     Epochs:
@@ -51,42 +52,30 @@ class NADConfig:
         seed: batch order and dropout masks (default 0); device: ``None`` uses CUDA when available.
     """
 
-    teacher_epochs: int = 20
-    student_epochs: int = 20
-    betas: tuple[float, ...] = (500.0, 1000.0, 1000.0)
-    p: float = 2.0
-    distance: str = "mse"
+    teacher_epochs: int = setting(20, ge=0)
+    student_epochs: int = setting(20, ge=1)
+    betas: tuple[float, ...] = setting((500.0, 1000.0, 1000.0), test=lambda b: len(b) > 0 and all(x >= 0 for x in b),
+                                       must="one or more non-negative weights", hint="e.g. (500, 1000, 1000)")
+    p: float = setting(2.0, gt=0, hint="the paper uses 2")
+    distance: str = setting("mse", choices=_DISTANCES)
     layers: tuple[str, ...] | None = None
-    optimizer: str = "sgd"
-    lr: float = 0.01
+    optimizer: str = setting("sgd", choices=_OPTIMIZERS)
+    lr: float = setting(0.01, gt=0, hint="e.g. 0.01")
     lr_decay_epochs: tuple[int, ...] = ()
-    batch_size: int = 64
-    seed: int = 0
-    device: str | None = None
+    batch_size: int = setting(64, ge=1)
 
     def __post_init__(self):
         try:  # tuples, lists, one number, or "a,b,c" (ibau defend --defense-option betas=500,1000,1000)
             object.__setattr__(self, "betas", tuple(float(b) for b in _items(self.betas)))
             object.__setattr__(self, "lr_decay_epochs", tuple(int(e) for e in _items(self.lr_decay_epochs)))
         except (TypeError, ValueError):
-            raise ValueError(f"nad: betas must be numbers and lr_decay_epochs whole numbers, got betas={self.betas!r}, "
+            raise ValueError(f"{type(self).__name__}: betas must be numbers and lr_decay_epochs whole numbers, got betas={self.betas!r}, "
                              f"lr_decay_epochs={self.lr_decay_epochs!r}; e.g. betas=(500, 1000, 1000)") from None
         if self.layers is not None:
             object.__setattr__(self, "layers", tuple(str(n) for n in _items(self.layers)))
-        if self.teacher_epochs < 0 or self.student_epochs < 1:
-            raise ValueError(f"nad needs teacher_epochs >= 0 and student_epochs >= 1; got {self.teacher_epochs} and {self.student_epochs}")
-        if self.lr <= 0 or self.batch_size < 1:
-            raise ValueError(f"nad needs lr > 0 and batch_size >= 1; got lr={self.lr}, batch_size={self.batch_size}")
-        if not self.betas or any(b < 0 for b in self.betas):
-            raise ValueError(f"nad: betas must be one or more non-negative weights, got {self.betas}; e.g. (500, 1000, 1000)")
+        super().__post_init__()
         if self.layers is not None and len(self.layers) != len(self.betas):
-            raise ValueError(f"nad: {len(self.layers)} layers but {len(self.betas)} betas; give one beta per layer")
-        if self.p <= 0:
-            raise ValueError(f"nad: p must be > 0, got {self.p}; the paper uses 2")
-        if self.distance not in _DISTANCES:
-            raise ValueError(f"nad: distance must be one of {_DISTANCES}, got {self.distance!r}")
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"nad: optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(f"{type(self).__name__}: {len(self.layers)} layers but {len(self.betas)} betas; give one beta per layer")
 
 
 def _items(value) -> list:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
 from .base import Defense, DefenseResult, num_classes_of
+from .config import DefenseConfig, setting
 from .finetune import fit
 
 #: Consistency constant that makes the MAD an estimator of the standard deviation under normality.
@@ -206,53 +207,24 @@ def unlearning_set(clean: ImageSet, triggers: dict[int, dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
-class NeuralCleanseConfig:
+class NeuralCleanseConfig(DefenseConfig):
     """Settings of :class:`NeuralCleanse` (documented there)."""
 
-    steps: int = 31_000
-    batch_size: int = 32
-    lr: float = 0.1
-    init_cost: float = 1e-3
-    cost_multiplier: float = 2.0
-    success_threshold: float = 0.99
-    patience: int = 5
-    epoch_steps: int = 31
-    early_stop_patience: int | None = 25
-    detect_images: int | None = None
-    anomaly_threshold: float = 2.0
-    unlearn_fraction: float = 0.2
-    unlearn_epochs: int = 2
-    unlearn_lr: float = 1e-3
-    unlearn_batch_size: int = 64
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self):
-        name = type(self).__name__
-        checks = [
-            (self.steps >= 1, f"steps must be >= 1 (got {self.steps}); give the Adam steps per class"),
-            (self.batch_size >= 1, f"batch_size must be >= 1 (got {self.batch_size})"),
-            (self.lr > 0, f"lr must be > 0 (got {self.lr}); NC uses 0.1"),
-            (self.init_cost >= 0, f"init_cost must be >= 0 (got {self.init_cost}); NC starts at 1e-3"),
-            (self.cost_multiplier > 1, f"cost_multiplier must be > 1 (got {self.cost_multiplier}); NC uses 2"),
-            (0 < self.success_threshold <= 1,
-             f"success_threshold must be in (0, 1] (got {self.success_threshold}); NC uses 0.99"),
-            (self.patience >= 1, f"patience must be >= 1 epoch (got {self.patience})"),
-            (self.epoch_steps >= 1, f"epoch_steps must be >= 1 (got {self.epoch_steps}); NC uses 31"),
-            (self.early_stop_patience is None or self.early_stop_patience >= 1,
-             f"early_stop_patience must be None (no early stop) or >= 1 epoch (got {self.early_stop_patience})"),
-            (self.detect_images is None or self.detect_images >= 1,
-             f"detect_images must be None (all clean images) or >= 1 (got {self.detect_images})"),
-            (self.anomaly_threshold > 0, f"anomaly_threshold must be > 0 (got {self.anomaly_threshold}); NC uses 2"),
-            (0 < self.unlearn_fraction <= 1,
-             f"unlearn_fraction must be in (0, 1] (got {self.unlearn_fraction}); NC stamps 0.2"),
-            (self.unlearn_epochs >= 1, f"unlearn_epochs must be >= 1 (got {self.unlearn_epochs})"),
-            (self.unlearn_lr > 0, f"unlearn_lr must be > 0 (got {self.unlearn_lr})"),
-            (self.unlearn_batch_size >= 1, f"unlearn_batch_size must be >= 1 (got {self.unlearn_batch_size})"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{name}: {message}")
+    steps: int = setting(31_000, ge=1, hint="give the Adam steps per class")
+    batch_size: int = setting(32, ge=1)
+    lr: float = setting(0.1, gt=0, hint="NC uses 0.1")
+    init_cost: float = setting(1e-3, ge=0, hint="NC starts at 1e-3")
+    cost_multiplier: float = setting(2.0, gt=1, hint="NC uses 2")
+    success_threshold: float = setting(0.99, gt=0, le=1, hint="NC uses 0.99")
+    patience: int = setting(5, ge=1, hint="in epochs")
+    epoch_steps: int = setting(31, ge=1, hint="NC uses 31")
+    early_stop_patience: int | None = setting(25, ge=1, optional=True, hint="in epochs; None: no early stop")
+    detect_images: int | None = setting(None, ge=1, optional=True, hint="None: all clean images")
+    anomaly_threshold: float = setting(2.0, gt=0, hint="NC uses 2")
+    unlearn_fraction: float = setting(0.2, gt=0, le=1, hint="NC stamps 0.2")
+    unlearn_epochs: int = setting(2, ge=1)
+    unlearn_lr: float = setting(1e-3, gt=0)
+    unlearn_batch_size: int = setting(64, ge=1)
 
 
 class NeuralCleanse(Defense):
@@ -294,9 +266,9 @@ class NeuralCleanse(Defense):
     ``anomaly`` (``{class: index}``), and in ``extra`` the mask norms and the attack success per class.
 
     >>> NeuralCleanse(steps=50, detect_images=200)
-    NeuralCleanse(steps=50, batch_size=32, lr=0.1, init_cost=0.001, cost_multiplier=2.0, success_threshold=0.99, \
+    NeuralCleanse(seed=0, device=None, steps=50, batch_size=32, lr=0.1, init_cost=0.001, cost_multiplier=2.0, success_threshold=0.99, \
 patience=5, epoch_steps=31, early_stop_patience=25, detect_images=200, anomaly_threshold=2.0, unlearn_fraction=0.2, unlearn_epochs=2, unlearn_lr=0.001, \
-unlearn_batch_size=64, seed=0, device=None)
+unlearn_batch_size=64)
     """
 
     name = "neural_cleanse"

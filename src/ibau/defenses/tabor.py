@@ -13,7 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import setting
 from .neural_cleanse import NeuralCleanse, NeuralCleanseConfig, Regulariser
+
+_DROP = "use 0 to drop the term"
 
 
 def smoothness(t: torch.Tensor) -> torch.Tensor:
@@ -63,19 +66,12 @@ def tabor_regulariser(mask_elastic: float = 1e-4, pattern_elastic: float = 1e-4,
 class TABORConfig(NeuralCleanseConfig):
     """Settings of :class:`TABOR`: Neural Cleanse's plus the regulariser weights (documented there)."""
 
-    mask_elastic: float = 1e-4
-    pattern_elastic: float = 1e-4
-    mask_smooth: float = 1e-3
-    pattern_smooth: float = 1e-4
-    blocking: float = 0.1
-    overlaying: float = 1e-2
-
-    def __post_init__(self):
-        super().__post_init__()
-        for name in ("mask_elastic", "pattern_elastic", "mask_smooth", "pattern_smooth", "blocking", "overlaying"):
-            value = getattr(self, name)
-            if not value >= 0:
-                raise ValueError(f"{type(self).__name__}: {name} must be >= 0 (got {value}); use 0 to drop the term")
+    mask_elastic: float = setting(1e-4, ge=0, hint=_DROP)
+    pattern_elastic: float = setting(1e-4, ge=0, hint=_DROP)
+    mask_smooth: float = setting(1e-3, ge=0, hint=_DROP)
+    pattern_smooth: float = setting(1e-4, ge=0, hint=_DROP)
+    blocking: float = setting(0.1, ge=0, hint=_DROP)
+    overlaying: float = setting(1e-2, ge=0, hint=_DROP)
 
 
 class TABOR(NeuralCleanse):
@@ -98,9 +94,9 @@ class TABOR(NeuralCleanse):
         overlaying: R4, cross-entropy of the trigger alone m⊙p against the target (default 1e-2).
 
     >>> TABOR(steps=50, blocking=0.05)
-    TABOR(steps=50, batch_size=32, lr=0.1, init_cost=0.001, cost_multiplier=2.0, success_threshold=0.99, \
+    TABOR(seed=0, device=None, steps=50, batch_size=32, lr=0.1, init_cost=0.001, cost_multiplier=2.0, success_threshold=0.99, \
 patience=5, epoch_steps=31, early_stop_patience=25, detect_images=None, anomaly_threshold=2.0, unlearn_fraction=0.2, unlearn_epochs=2, unlearn_lr=0.001, \
-unlearn_batch_size=64, seed=0, device=None, mask_elastic=0.0001, pattern_elastic=0.0001, mask_smooth=0.001, \
+unlearn_batch_size=64, mask_elastic=0.0001, pattern_elastic=0.0001, mask_smooth=0.001, \
 pattern_smooth=0.0001, blocking=0.05, overlaying=0.01)
     """
 

@@ -18,10 +18,11 @@ from ..data.arrays import ImageSet
 from ..training import train_classifier
 from ..unlearn.inner import project
 from .base import Defense, DefenseResult
+from .config import DefenseConfig, setting
 
 
 @dataclass(frozen=True)
-class UAPATConfig:
+class UAPATConfig(DefenseConfig):
     """Options of :class:`UAPAdversarialTraining`.
 
     Universal perturbation (Moosavi-Dezfooli et al.'s Algorithm 1, ℓ2):
@@ -45,37 +46,18 @@ class UAPATConfig:
         device: ``None`` uses CUDA when available.
     """
 
-    rounds: int = 5
-    norm_bound: float = 10.0
-    target_fooling_rate: float = 0.8
-    max_passes: int = 5
-    uap_samples: int | None = None
-    deepfool_steps: int = 10
-    overshoot: float = 0.02
-    num_candidates: int = 10
-    epochs_per_round: int = 1
-    perturb_fraction: float = 1.0
-    lr: float = 1e-4
-    batch_size: int = 128
-    seed: int = 0
-    device: str | None = None
-
-    def __post_init__(self):
-        if self.rounds < 1 or self.epochs_per_round < 1 or self.max_passes < 1 or self.deepfool_steps < 1:
-            raise ValueError(f"uap_at needs rounds, epochs_per_round, max_passes and deepfool_steps >= 1; "
-                             f"got {self.rounds}, {self.epochs_per_round}, {self.max_passes}, {self.deepfool_steps}")
-        if not self.norm_bound > 0:
-            raise ValueError(f"uap_at: norm_bound must be > 0, got {self.norm_bound}; I-BAU uses 10")
-        if not 0 < self.target_fooling_rate <= 1:
-            raise ValueError(f"uap_at: target_fooling_rate must be in (0, 1], got {self.target_fooling_rate}; e.g. 0.8")
-        if self.uap_samples is not None and self.uap_samples < 1:
-            raise ValueError(f"uap_at: uap_samples must be >= 1 or None (all clean images), got {self.uap_samples}")
-        if self.overshoot < 0 or self.num_candidates < 2:
-            raise ValueError(f"uap_at needs overshoot >= 0 and num_candidates >= 2; got {self.overshoot} and {self.num_candidates}")
-        if not 0 < self.perturb_fraction <= 1:
-            raise ValueError(f"uap_at: perturb_fraction must be in (0, 1], got {self.perturb_fraction}; 1.0 perturbs every image")
-        if self.lr <= 0 or self.batch_size < 1:
-            raise ValueError(f"uap_at needs lr > 0 and batch_size >= 1; got {self.lr} and {self.batch_size}")
+    rounds: int = setting(5, ge=1)
+    norm_bound: float = setting(10.0, gt=0, hint="I-BAU uses 10")
+    target_fooling_rate: float = setting(0.8, gt=0, le=1, hint="e.g. 0.8")
+    max_passes: int = setting(5, ge=1)
+    uap_samples: int | None = setting(None, ge=1, optional=True, hint="None: all clean images")
+    deepfool_steps: int = setting(10, ge=1)
+    overshoot: float = setting(0.02, ge=0, hint="e.g. 0.02")
+    num_candidates: int = setting(10, ge=2, hint="the true class and at least one other")
+    epochs_per_round: int = setting(1, ge=1)
+    perturb_fraction: float = setting(1.0, gt=0, le=1, hint="1.0 perturbs every image")
+    lr: float = setting(1e-4, gt=0, hint="e.g. 1e-4")
+    batch_size: int = setting(128, ge=1)
 
 
 def deepfool(model: nn.Module, point: torch.Tensor, label: int, num_candidates: int = 10, steps: int = 10,
