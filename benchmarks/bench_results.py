@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from ibau.bench import build_report
-from ibau.bench.report import load_run, table_for
+from ibau.bench.aggregate import load_run, progress
+from ibau.bench.tables import table_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,11 +30,10 @@ def main() -> None:
     build_report(args.runs, dest)
     run = next(r for r in load_run(args.runs) if r["suite"]["name"] == args.suite)
     table = table_for(run).markdown().split("\n", 2)[2]  # drop the "### title" line
-    cells = [c["record"] for c in run["cells"]]
-    done = sum(1 for r in cells if r and r["status"] == "ok")
-    status = (f"{done} of {len(cells)} cells finished when this was generated; `pending` cells are still to run "
-              f"(re-run the `ibau bench` command above: finished jobs are skipped)." if done < len(cells) else
-              f"All {len(cells)} cells finished.")
+    p = progress(run)
+    status = (f"{p.finished} of {p.cells} cells finished when this was generated; `pending` cells are still to run "
+              f"(re-run the `ibau bench` command above: finished jobs are skipped)." if p.finished < p.cells else
+              f"All {p.cells} cells finished.")
     doc = ROOT / "docs" / "results.md"
     start, end = f"<!-- bench verdicts: written from docs/results/{args.suite}.md -->", "<!-- end bench verdicts -->"
     body = doc.read_text()

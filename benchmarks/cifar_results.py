@@ -14,19 +14,13 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from ibau.bench.paper import TABLE1
 from ibau.unlearn.config import IBAUConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "measurements" / "cifar_attacks"
 
-#: SPEC §5, Table 1 (CIFAR-10, small VGG): (ACC, ASR) without defense, then after I-BAU. Every all-to-all
-#: variant is compared with the paper's one all-to-all model (see :func:`paper`).
-PAPER = {
-    "badnets": ((84.94, 98.28), (83.35, 12.30)), "blend": ((84.82, 99.78), (82.30, 12.96)),
-    "l0_inv": ((85.36, 100.0), (84.08, 9.54)), "l2_inv": ((85.26, 100.0), (83.48, 7.48)),
-    "smooth": ((85.34, 99.24), (83.46, 18.30)), "trojan_sq": ((84.76, 99.66), (83.18, 9.82)),
-    "trojan_wm": ((84.92, 99.96), (83.58, 3.42)), "all_to_all": ((86.38, 85.02), (80.34, 10.46)),
-}
+#: Run folder -> table row; the first eight are the rows of the paper's Table 1 (:data:`ibau.bench.paper.TABLE1`).
 LABELS = {"badnets": "BadNets", "blend": "Blend", "l0_inv": "ℓ0 inv", "l2_inv": "ℓ2 inv", "smooth": "Smooth",
           "trojan_sq": "Trojan SQ", "trojan_wm": "Trojan WM", "all_to_all": "all-to-all",
           "all_to_all_24": "all-to-all, 24 epochs", "all_to_all_50k": "all-to-all, 50,000 images, 20 epochs",
@@ -43,7 +37,11 @@ def is_all_to_all(name: str) -> bool:
 
 
 def paper(name: str):
-    return PAPER["all_to_all" if is_all_to_all(name) else name]
+    """The paper's Table 1 numbers for a run, ((ACC, ASR) without defense, (ACC, ASR) after I-BAU), CIFAR-10,
+    small VGG (:data:`ibau.bench.paper.TABLE1`). Every all-to-all variant is compared with the paper's one
+    all-to-all model."""
+    row = TABLE1[LABELS["all_to_all" if is_all_to_all(name) else name]]
+    return row["none"], row["ibau"]
 
 
 def collect(runs: Path) -> None:

@@ -19,15 +19,12 @@ import time
 from pathlib import Path
 
 from ibau.attacks import parse_options
+from ibau.bench.paper import TABLE6
 from ibau.defenses import DEFENSES
 from ibau.metrics import DEFINITIONS
 from ibau.pipeline.defend import build_defense, defense_config, load_for_dataset, run_defense, trigger_for
 from ibau.records import write_record as write_json
 from ibau.utils import environment
-
-#: SPEC §5, Table 6: seconds to effect on a GPU, CIFAR-10 one-to-one.
-PAPER_SECONDS = {"neural_cleanse": 384.9, "deepinspect": 394.4, "tabor": 1123.3, "fine_pruning": 45.3,
-                 "nad": 79.9, "ibau": 6.8}
 
 
 def run_one(method: str, args, options: dict) -> dict:
@@ -64,7 +61,7 @@ def table(records: dict[str, dict]) -> str:
         ratio = f"{tte / ref:.1f}" if tte is not None and ref else "–"
         cells = [method, "never" if tte is None else f"{tte:.1f}", "–" if acc is None else f"{100 * acc:.2f}",
                  f"{r['seconds']:.1f}", f"{100 * r['after']['acc']:.2f} / {100 * r['after']['asr']:.2f}", ratio,
-                 str(PAPER_SECONDS.get(method, "–"))]
+                 str(TABLE6.get(method, "–"))]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -6,6 +6,9 @@ the metric ``definitions`` and the ``environment`` (versions, threads), plus the
 fields a defense's outcome has in every record come from :func:`defense_outcome`; ASR-like fields are
 ``None`` for a model without a trigger (a clean model). Writing is strict JSON (a value JSON cannot hold
 is an error, not a string) and atomic; :func:`read_record` upgrades older versions and refuses newer ones.
+Code that reads records (the bench report, :mod:`ibau.bench.aggregate`) reads their fields through the
+accessors at the end of this module (:func:`is_ok`, :func:`measured`, :func:`metric`, :func:`checkpoints`,
+:func:`outcome_failed`, ...), so the layout of a record is known here only.
 
 >>> rec = new_record("evaluate", model="m.safetensors", acc=0.9)
 >>> rec["schema_version"] == SCHEMA_VERSION, rec["kind"]
@@ -101,3 +104,94 @@ def config_dict(defense) -> dict[str, Any]:
     """A defense's config as a plain dict (I-BAU's ``to_dict``, a baseline's dataclass fields)."""
     cfg = defense.config
     return cfg.to_dict() if hasattr(cfg, "to_dict") else dataclasses.asdict(cfg)
+
+
+# --- reading a record's fields ----------------------------------------------------------------------
+# The accessors report code reads records through (``ibau.bench.aggregate``), so the layout of a record is
+# known here only. Each takes ``None`` (a job without a record yet) as well as a record.
+def status(record: dict[str, Any] | None) -> str:
+    """``"ok"``, ``"error"``, or ``"pending"`` for a job not recorded yet (no record, or one without a status)."""
+    return str((record or {}).get("status", "pending"))
+
+
+def is_ok(record: dict[str, Any] | None) -> bool:
+    """Whether the job ran to the end (a record with status ``"ok"``)."""
+    return record is not None and record.get("status") == "ok"
+
+
+def measured(record: dict[str, Any] | None, when: str = "after") -> dict[str, float]:
+    """The held-out metrics of a defend record ``"before"`` or ``"after"`` the defense (``{}`` if none).
+
+    >>> measured({"before": {"acc": 0.9, "asr": 1.0}}, "before")["asr"]
+    1.0
+    """
+    if when not in ("before", "after"):
+        raise ValueError(f"when is 'before' or 'after', got {when!r}")
+    return (record or {}).get(when) or {}
+
+
+def metric(record: dict[str, Any] | None, key: str, when: str = "after") -> float | None:
+    """One metric (``"acc"``, ``"asr"``, ``"ra"``, ``"asr:<trigger>"``) before/after, None if not measured."""
+    return measured(record, when).get(key)
+
+
+def has_asr(record: dict[str, Any] | None, when: str = "after") -> bool:
+    """Whether the model had a trigger to measure (a clean model's record has ACC only)."""
+    return "asr" in measured(record, when)
+
+
+def trigger_keys(record: dict[str, Any] | None, when: str = "before") -> list[str]:
+    """The per-trigger ASR keys (``"asr:<name>"``) of a multi-trigger attack, in the record's order."""
+    return [k for k in measured(record, when) if k.startswith("asr:")]
+
+
+def checkpoints(record: dict[str, Any] | None) -> list[dict[str, float]]:
+    """The held-out metrics at every checkpoint: before the defense (at 0 s), then each evaluated entry of
+    its history (entries without an ACC are skipped)."""
+    if record is None:
+        return []
+    history = record.get("history") or []
+    return [{"seconds": 0.0, **measured(record, "before")}] + [h for h in history if "acc" in h]
+
+
+def outcome_failed(record: dict[str, Any] | None) -> bool | None:
+    """The paper's failure rule for this run (:func:`ibau.metrics.failed`): the recorded verdict, or the
+    rule applied to before/after for a record without one; None for a clean model or no record."""
+    if record is None:
+        return None
+    if "failed" in record:
+        return record["failed"]
+    return failed(measured(record, "before"), measured(record, "after")) if "acc" in measured(record, "before") else None
+
+
+def outcome_der(record: dict[str, Any] | None) -> float | None:
+    """The run's DER (:func:`ibau.metrics.der`): the recorded one, or computed from before/after."""
+    if record is None:
+        return None
+    if "der" in record:
+        return record["der"]
+    return der(measured(record, "before"), measured(record, "after")) if "acc" in measured(record, "before") else None
+
+
+def time_to_effect(record: dict[str, Any] | None) -> float | None:
+    """Defense seconds until held-out ASR first fell below 20%; None if never (or no record)."""
+    return (record or {}).get("time_to_effect")
+
+
+def defense_seconds(record: dict[str, Any] | None) -> float | None:
+    """The defense's own time, evaluation excluded."""
+    return (record or {}).get("defense_seconds")
+
+
+def num_classes(record: dict[str, Any] | None, default: int = 10) -> int:
+    return int((record or {}).get("num_classes", default))
+
+
+def versions(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The environment the record was made in (``ibau``, ``torch``, threads, ...); ``{}`` if none."""
+    return (record or {}).get("environment") or {}
+
+
+def delta_picture(record: dict[str, Any] | None) -> str | None:
+    """The recovered-δ picture of a grid job, relative to its bench folder, if it drew one."""
+    return (record or {}).get("delta_png") or None

@@ -1,9 +1,15 @@
-"""The paper's numbers (SPEC §5), CIFAR-10, as (clean ACC %, ASR %), for the report's "paper" columns."""
+"""The paper's numbers (SPEC §5), CIFAR-10, as (clean ACC %, ASR %): the one place they are written.
+
+The bench report's "paper" columns (:mod:`ibau.bench.aggregate`), ``benchmarks/cifar_results.py`` (the
+issue-3 table) and ``benchmarks/time_to_effect.py`` (Table 6) all read them from here. A suite's ``paper``
+field names its table: a key of :data:`PAPER`.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-#: Table 1: attack label -> {"none": before, "ibau": after I-BAU, "best": (baseline, ACC, ASR)}.
+#: Table 1: attack label (a row of the ``one_trigger`` suite) -> {"none": before, "ibau": after I-BAU,
+#: "best": (baseline, ACC, ASR)}.
 TABLE1: dict[str, dict[str, Any]] = {
     "BadNets": {"none": (84.94, 98.28), "ibau": (83.35, 12.30), "best": ("tabor", 83.78, 8.12)},
     "Blend": {"none": (84.82, 99.78), "ibau": (82.30, 12.96)},
@@ -27,6 +33,10 @@ TABLE6 = {"neural_cleanse": 384.9, "deepinspect": 394.4, "tabor": 1123.3, "fine_
 #: Appendix, non-additive attacks: label -> (no defense, I-BAU). WaNet's row is on PreActResNet18.
 APPENDIX = {"SR": ((83.82, 100.0), (82.12, 0.0)), "WaNet": ((94.36, 99.62), (92.86, 10.80)),
             "IAB": ((87.28, 99.20), (86.46, 9.58)), "HT": ((73.41, 89.00), (84.58, 11.10))}
+
+#: A suite's ``paper`` field -> the table it reproduces.
+PAPER: dict[str, Any] = {"table1": TABLE1, "table3": TABLE3, "table4": TABLE4, "table5": TABLE5, "table6": TABLE6,
+                         "appendix": APPENDIX}
 
 #: Datasets whose runs can stand beside the paper's CIFAR-10 numbers.
 CIFAR_LIKE = {"cifar10", "npz"}
