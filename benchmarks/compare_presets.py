@@ -143,7 +143,7 @@ def main() -> None:
                 m = evaluate(net, held.images, held.labels, trigger, num_classes)
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
-                              "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling,
+                              "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
                               "seconds": r.seconds})
 
             t0 = time.perf_counter()

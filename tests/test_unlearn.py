@@ -421,3 +421,54 @@ def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_
     assert seen == [0.01] * total
     with pytest.raises(ValueError, match="outer_lr_schedule"):
         IBAUConfig(outer_lr_schedule="linear")
+
+
+class _CornerBackdoor(torch.nn.Module):
+    """Class 1 when pixel (0, 0) is white in every channel (the trigger); otherwise class 0 or 2 by the mean
+    of channel 0, a feature no small stamp moves far."""
+
+    def forward(self, x):
+        trigger = 50 * (x[:, :, 0, 0].sum(1) - 2.8)
+        other = 20 * (x[:, 0].mean((1, 2)) - 0.45)
+        return torch.stack([other, trigger, -other], 1)
+
+
+def test_class_patch_finds_the_stamp_with_a_sparse_search_aimed_at_the_backdoor_class():
+    from ibau.unlearn.inner import class_patch, targeted_delta
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 3, 8, 8, generator=g) * 0.9
+    y = torch.zeros(200, dtype=torch.long)
+    model = _CornerBackdoor()
+    cfg = IBAUConfig(patch_threshold=0.9, patch_search="classes", patch_l1=0.003)
+    batches = _batches(x, y, bs=50)
+    delta = targeted_delta(model, batches, x[0], 1, cfg, steps=20)
+    energy = delta.pow(2).sum(0)
+    assert energy[0, 0] > 0.5 * energy.sum()  # aimed at the backdoor's class, δ sits on the trigger
+    mask, pattern, rate, target = class_patch(model, batches, x, cfg, steps=20, num_classes=3)
+    assert target == 1 and mask[0, 0, 0] == 1 and torch.all(pattern[:, 0, 0] == 1) and rate == 1.0
+    # without the backdoor no class is reached by a stamp: nothing is returned
+    clean = _CornerBackdoor()
+    clean.forward = lambda x: torch.stack([20 * (x[:, 0].mean((1, 2)) - 0.45), torch.full((len(x),), -99.0),
+                                           -20 * (x[:, 0].mean((1, 2)) - 0.45)], 1)
+    assert class_patch(clean, batches, x, cfg, steps=20, num_classes=3) is None
+    with pytest.raises(ValueError, match="patch_threshold"):
+        IBAUConfig(patch_search="classes")
+
+
+def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeypatch):
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    calls = []
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: calls.append(a[4]) or None)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, patch_threshold=0.995, patch_search="classes", patch_steps=3)
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert calls == [3, 3] and [r.patch_class for r in res.history] == [None, None]
+    calls.clear()
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, 0] = 1
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: (mask, torch.ones(3, 8, 8), 1.0))
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert calls == [] and [r.patch_pixels for r in res.history] == [1, 1]
+    unlearn(model, (x, y), cfg.replace(patch_search="delta"), progress=False)
+    assert calls == []

@@ -15,6 +15,7 @@ _CHOICES = {
     "hyper_batch": ("first", "current"),
     "outer_optimizer": ("adam", "sgd"),
     "outer_lr_schedule": ("constant", "cosine"),
+    "patch_search": ("delta", "classes"),
     "model_mode": ("eval", "train"),
 }
 
@@ -65,6 +66,13 @@ class IBAUConfig:
             back at a trigger's scale.
         patch_fraction: fraction of each outer batch stamped with δ's patch (default 0.2, as Neural Cleanse
             unlearns its reversed trigger).
+        patch_search: where the stamp is read from: ``"delta"``, the round's δ only, or ``"classes"``: when
+            δ gives none, also one sparse targeted δ per class (:func:`ibau.unlearn.inner.class_patch`,
+            ``patch_steps`` steps each, ℓ1 weight ``patch_l1``), the smallest stamp found winning (default
+            "delta"). The untargeted δ does not concentrate on the trigger of every model (a GroupNorm
+            network with 100 clean images); a sparse δ aimed at the backdoor's target does.
+        patch_steps: descent steps of each class's search (default 40).
+        patch_l1: weight of ‖δ‖₁ in each class's search (default 0.003).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
         inner_penalty: λ of the −λ‖δ‖² term (default 0.001).
@@ -118,6 +126,9 @@ class IBAUConfig:
     inner_restarts: int = 1
     patch_threshold: float = 0.0
     patch_fraction: float = 0.2
+    patch_search: str = "delta"
+    patch_steps: int = 40
+    patch_l1: float = 0.003
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -178,6 +189,13 @@ class IBAUConfig:
             raise ValueError(f"inner_penalty must be >= 0, got {self.inner_penalty}")
         if not 0 <= self.patch_threshold <= 1:
             raise ValueError(f"patch_threshold must be in [0, 1] (0: off), got {self.patch_threshold}")
+        if self.patch_search == "classes" and self.patch_threshold == 0:
+            raise ValueError("patch_search='classes' looks for a stamp, which patch_threshold=0 turns off; "
+                             "set patch_threshold (e.g. 0.995)")
+        if self.patch_steps < 1:
+            raise ValueError(f"patch_steps must be >= 1, got {self.patch_steps}")
+        if self.patch_l1 < 0:
+            raise ValueError(f"patch_l1 must be >= 0, got {self.patch_l1}")
         if not 0 < self.patch_fraction < 1:
             raise ValueError(f"patch_fraction must be in (0, 1), got {self.patch_fraction}")
         if not 0 < self.perturb_fraction <= 1:
@@ -230,7 +248,8 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 #: (their loader does not shuffle, so their first batch is always the same images), K = 5, 5 rounds.
 _REFERENCE: dict[str, Any] = dict(
     rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
-    inner_warm_start=False, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
+    inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2, patch_search="delta",
+    patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
     solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
     hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
     outer_lr_schedule="constant", outer_steps=None, model_mode="eval", shuffle=False,

@@ -19,7 +19,7 @@ from ..training import iterate_batches
 from ..utils import eval_mode, resolve_device
 from .config import IBAUConfig
 from .hypergrad import implicit_hypergradient
-from .inner import delta_patch, objective, perturb, solve_delta
+from .inner import class_patch, delta_patch, objective, perturb, solve_delta
 from .solvers import SolveStats
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class RoundRecord:
     solver_breakdowns: int = 0             # solves that met negative curvature (CG on an indefinite system)
     patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
+    patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -196,8 +197,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
                                      on_step=lambda *_: bar.update(1), start=start) for _ in range(cfg.inner_restarts)]
                 new_delta, inner_loss = found[0]
-                patch = (delta_patch(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.patch_threshold)
-                         if cfg.patch_threshold > 0 else None)
+                patch, patch_class = _round_patch(net, batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes)
                 inner_seconds = time.perf_counter() - t0
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
@@ -210,7 +210,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                      fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp, num_classes),
                                      **_solve_summary(stats),
                                      patch_pixels=None if patch is None else int(patch[0].sum()),
-                                     patch_fooling=None if patch is None else patch[2])
+                                     patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
                 if record.solver_breakdowns:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
@@ -233,6 +233,18 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
             bar.close()
     net.eval()
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
+
+
+def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int):
+    """This round's stamp and the class whose search found it: δ's own, else (patch_search "classes") the
+    smallest of the classes' sparse targeted searches; ``(None, None)`` when off or none found."""
+    if cfg.patch_threshold <= 0:
+        return None, None
+    patch = delta_patch(net, x, delta, cfg.patch_threshold)
+    if patch is not None or cfg.patch_search != "classes":
+        return patch, None
+    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes)
+    return (None, None) if found is None else (found[:3], found[3])
 
 
 def fooling_rates(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, clamp: bool, num_classes: int,

@@ -112,6 +112,51 @@ def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshol
     return None
 
 
+def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                   like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int) -> torch.Tensor:
+    """A sparse universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner
+    optimiser and step size) on CE(f(x+δ), target) + inner_penalty·‖δ‖² + patch_l1·‖δ‖₁ from δ = 0.
+
+    The ℓ1 term is what makes it a trigger search: without it every class is reached by a diffuse δ of
+    similar size; with it the backdoor's target is reached by a δ several times smaller than the others',
+    with its energy on the trigger (digits GroupNorm, the authors' CIFAR-10 model; docs/presets.md).
+    ``like`` is one image (C×H×W): δ takes its shape, dtype and device.
+    """
+    delta = torch.zeros_like(like, requires_grad=True)
+    opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
+    opt = opt_cls([delta], lr=cfg.inner_lr)
+    done, source = 0, batches()
+    while done < steps:
+        try:
+            x, _ = next(source)
+        except StopIteration:
+            source = batches()
+            continue
+        wanted = torch.full((len(x),), target, device=x.device, dtype=torch.int64)
+        loss = F.cross_entropy(model(perturb(x, delta, cfg.clamp)), wanted)
+        loss = loss + cfg.inner_penalty * delta.pow(2).sum() + cfg.patch_l1 * delta.abs().sum()
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta.grad = grad
+        opt.step()
+        done += 1
+    return delta.detach()
+
+
+def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                x: torch.Tensor, cfg: IBAUConfig, steps: int,
+                num_classes: int) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
+    """Search one sparse δ per class (:func:`targeted_delta`) and read a stamp from each
+    (:func:`delta_patch` on the clean images ``x``); the smallest stamp found (then the highest rate) wins.
+    Returns ``(mask, pattern, fooling rate, class)`` or None. Uses clean data only: a defender's search."""
+    best = None
+    for target in range(num_classes):
+        delta = targeted_delta(model, batches, x[0], target, cfg, steps)
+        found = delta_patch(model, x, delta, cfg.patch_threshold)
+        if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
+            best = (*found, target)
+    return best
+
+
 def _sent_to_one_class(before: torch.Tensor, after: torch.Tensor) -> float:
     best = 0.0
     for c in after.unique():
