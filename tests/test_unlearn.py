@@ -472,3 +472,24 @@ def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeyp
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, 1]
     unlearn(model, (x, y), cfg.replace(patch_search="delta"), progress=False)
     assert calls == []
+
+
+def test_a_class_search_that_finds_nothing_changes_nothing(tiny_task, monkeypatch):
+    from ibau.unlearn import core, inner
+    model, x, y = tiny_task
+    searched_classes = []
+    real = inner.targeted_delta
+
+    def spy(model, batches, like, target, cfg, steps):
+        searched_classes.append(target)
+        return real(model, batches, like, target, cfg, steps)
+
+    monkeypatch.setattr(inner, "targeted_delta", spy)
+    for module in (core, inner):  # no stamp anywhere: the searches run and find nothing
+        monkeypatch.setattr(module, "delta_patch", lambda *a, **k: None)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, patch_threshold=0.995)
+    plain = unlearn(model, (x, y), cfg, progress=False)
+    searched = unlearn(model, (x, y), cfg.replace(patch_search="classes", patch_steps=2), progress=False)
+    assert searched_classes == [0, 1, 2, 3] * 2
+    for a, b in zip(plain.model.state_dict().values(), searched.model.state_dict().values()):
+        assert torch.equal(a, b)

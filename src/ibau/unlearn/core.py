@@ -172,6 +172,13 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     def batches():
         return iterate_batches(x_all, y_all, bs, gen, shuffle=cfg.shuffle)
 
+    # the class search (patch_search "classes") draws its batches from a generator of its own, so a search
+    # that finds no stamp leaves the run exactly as it would be without it
+    search_gen = torch.Generator().manual_seed(cfg.seed + 1)
+
+    def search_batches():
+        return iterate_batches(x_all, y_all, bs, search_gen, shuffle=cfg.shuffle)
+
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(params, lr=cfg.outer_lr)
@@ -197,7 +204,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
                                      on_step=lambda *_: bar.update(1), start=start) for _ in range(cfg.inner_restarts)]
                 new_delta, inner_loss = found[0]
-                patch, patch_class = _round_patch(net, batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes)
+                patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes)
                 inner_seconds = time.perf_counter() - t0
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
