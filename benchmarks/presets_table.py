@@ -38,6 +38,9 @@ DOC_TABLES = {
     "candidate_cifar": ("cifar", {"cand"}),
     "candidate_digits": ("digits", {"candp"}),
     "cifar": ("cifar", {"default", "unbms"}),
+    "classes_authors": ("authors", {"candcls"}),
+    "classes_cifar": ("cifar", {"candcos", "candcls"}),
+    "classes_digits": ("digits", {"candpcls"}),
 }
 FOLDER = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue15"
 
