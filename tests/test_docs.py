@@ -46,7 +46,8 @@ def test_issue15_tables_in_presets_are_generated_from_the_records():
     """docs/presets.md's measurements are the tables benchmarks/presets_table.py makes from the records."""
     presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
     tables = _benchmark("presets_table").doc_tables()
-    assert set(tables) == {"authors", "authors_search", "candidate_cifar", "candidate_digits", "digits", "cifar"}
+    assert set(tables) == {"authors", "authors_search", "candidate_cifar", "candidate_digits", "digits", "cifar",
+                           "classes_authors", "classes_cifar", "classes_digits"}
     for key, text in tables.items():
         assert text.count("\n") >= 3, key  # a header, a rule and at least two rows
         assert text in presets, f"docs/presets.md's {key} table differs from `presets_table.py --doc`"
