@@ -38,7 +38,7 @@ DOC_TABLES = {
     "candidate_cifar": ("cifar", {"cand"}),
     "candidate_digits": ("digits", {"candp"}),
     "cifar": ("cifar", {"default", "unbms"}),
-    "classes_authors": ("authors", {"candcls"}),
+    "classes_authors": ("authors", {"unbpatchlr2r3", "candcls"}),
     "classes_cifar": ("cifar", {"candcos", "candcls"}),
     "classes_digits": ("digits", {"candpcls"}),
 }
