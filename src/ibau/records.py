@@ -154,23 +154,25 @@ def checkpoints(record: dict[str, Any] | None) -> list[dict[str, float]]:
     return [{"seconds": 0.0, **measured(record, "before")}] + [h for h in history if "acc" in h]
 
 
+def _outcome(record: dict[str, Any] | None, key: str, rule):
+    """``record[key]`` when recorded, else ``rule(before, after)``; None without a record or an ACC."""
+    if record is None:
+        return None
+    if key in record:
+        return record[key]
+    before = measured(record, "before")
+    return rule(before, measured(record, "after")) if "acc" in before else None
+
+
 def outcome_failed(record: dict[str, Any] | None) -> bool | None:
     """The paper's failure rule for this run (:func:`ibau.metrics.failed`): the recorded verdict, or the
     rule applied to before/after for a record without one; None for a clean model or no record."""
-    if record is None:
-        return None
-    if "failed" in record:
-        return record["failed"]
-    return failed(measured(record, "before"), measured(record, "after")) if "acc" in measured(record, "before") else None
+    return _outcome(record, "failed", failed)
 
 
 def outcome_der(record: dict[str, Any] | None) -> float | None:
     """The run's DER (:func:`ibau.metrics.der`): the recorded one, or computed from before/after."""
-    if record is None:
-        return None
-    if "der" in record:
-        return record["der"]
-    return der(measured(record, "before"), measured(record, "after")) if "acc" in measured(record, "before") else None
+    return _outcome(record, "der", der)
 
 
 def time_to_effect(record: dict[str, Any] | None) -> float | None:

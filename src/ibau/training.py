@@ -76,6 +76,18 @@ def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
         yield images[idx], labels[idx]
 
 
+def cycle_batches(batches, steps: int):
+    """Yield ``steps`` batches from ``batches()`` (a function returning one pass's iterator), starting another
+    pass whenever one ends: the δ searches and the θ steps of I-BAU take more steps than a small set has batches."""
+    done = 0
+    while done < steps:
+        for batch in batches():
+            yield batch
+            done += 1
+            if done == steps:
+                return
+
+
 def iterate_rows(n: int, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True):
     """Yield the row indices of each minibatch of ``n`` rows, shuffled with ``generator``."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
-from ..training import iterate_batches
+from ..training import cycle_batches, iterate_batches
 from ..utils import eval_mode, resolve_device
 from .config import IBAUConfig
 from .hypergrad import implicit_hypergradient
@@ -277,13 +277,7 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
     Returns the mean L_out."""
     total, done, v = 0.0, 0, None
     hyper = None
-    source = batches()
-    while done < steps:
-        try:
-            x, y = next(source)
-        except StopIteration:
-            source = batches()
-            continue
+    for x, y in cycle_batches(batches, steps):
         if hyper is None or cfg.hyper_batch == "current":
             hyper = (x, y)
         xh, yh = hyper

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..training import cycle_batches
 from .config import IBAUConfig
 
 
@@ -56,13 +57,7 @@ def solve_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls([delta], lr=cfg.inner_lr)
     total, done = 0.0, 0
-    source = batches()
-    while done < steps:
-        try:
-            x, y = next(source)
-        except StopIteration:  # more steps than batches: start another pass
-            source = batches()
-            continue
+    for x, y in cycle_batches(batches, steps):  # more steps than batches: another pass
         if cfg.pseudo_labels:
             with torch.no_grad():  # not inference_mode: the labels feed a differentiated loss
                 y = model(x).argmax(1)
@@ -125,20 +120,13 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
     delta = torch.zeros_like(like, requires_grad=True)
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls([delta], lr=cfg.inner_lr)
-    done, source = 0, batches()
-    while done < steps:
-        try:
-            x, _ = next(source)
-        except StopIteration:
-            source = batches()
-            continue
+    for x, _ in cycle_batches(batches, steps):
         wanted = torch.full((len(x),), target, device=x.device, dtype=torch.int64)
         loss = F.cross_entropy(model(perturb(x, delta, cfg.clamp)), wanted)
         loss = loss + cfg.inner_penalty * delta.pow(2).sum() + cfg.patch_l1 * delta.abs().sum()
         (grad,) = torch.autograd.grad(loss, delta)
         delta.grad = grad
         opt.step()
-        done += 1
     return delta.detach()
 
 
