@@ -248,7 +248,7 @@ def presets(name: str | None = typer.Argument(None, help="Show one preset (defau
 def bench(
     suite: str = typer.Option(..., help=f"{_names(SUITES)}, or a .json suite file."),
     preset: str = typer.Option("smoke", help=f"Scale of the grid: {_names(BENCH_PRESETS)} (smoke: digits, minutes; "
-                               "cpu: CIFAR-10 npz, hours on 2 cores; paper: GPU)."),
+                               "cpu: CIFAR-10 npz, hours on 2 cores; cpu_gtsrb: the same on gtsrb.npz; paper: GPU)."),
     data_dir: str | None = _data_dir_opt(),
     out: Path = typer.Option(Path("runs/bench"), help="Folder for models/, records/, artifacts/, suites/."),
     jobs: int = typer.Option(1, help="Independent jobs run at once in separate processes."),

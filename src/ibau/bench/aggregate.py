@@ -39,6 +39,9 @@ Cells = list[dict[str, Any]]
 ROW_TABLES = ("table1", "table4", "table5", "appendix")
 #: The settings of a cell that can vary across a suite's rows, in the order a row label names them.
 ROW_KEYS = ("attack_label", "poison_ratio", "clean_size", "variant")
+#: The class count of a run none of whose records has one: only records written before grid records
+#: carried ``num_classes`` lack it, and the grid then ran 10-class data only (the digits, CIFAR-10).
+LEGACY_CLASSES = 10
 
 
 # --- records of a bench folder ---------------------------------------------------------------------
@@ -69,6 +72,23 @@ def finished(cells: Cells) -> list[dict[str, Any]]:
 
 def of_method(cells: Cells, method: str) -> Cells:
     return [c for c in cells if c["method"] == method]
+
+
+def class_count(cells: Cells) -> int:
+    """The number of classes of the models the cells ran on (chance-level ASR is its inverse): the first
+    count recorded by a cell's defend job or its training job, else :data:`LEGACY_CLASSES`."""
+    for c in cells:
+        for r in (c.get("record"), c.get("train_record")):
+            n = rec.num_classes(r, default=0)  # 0: this record has no count
+            if n:
+                return n
+    return LEGACY_CLASSES
+
+
+def cifar_like(run: dict[str, Any]) -> bool:
+    """Whether the run's numbers can stand beside the paper's CIFAR-10 ones: a CIFAR-like dataset with
+    10 classes (an npz file of GTSRB is not)."""
+    return run["preset"]["dataset"] in paper.CIFAR_LIKE and class_count(run["cells"]) == 10
 
 
 # --- mean ± std over seeds -------------------------------------------------------------------------
@@ -171,7 +191,7 @@ def verdict(by_method: dict[str, Cells]) -> Verdict:
     """The paper's verdict for one row (``{method: its cells}``): the best baseline is the one with the
     lowest mean ASR among those that keep ACC within 10 points; I-BAU is comparable or better if its ACC is
     less than 1 point below and its ASR less than 4 points above that baseline's, or if its ASR is at or
-    below the chance rate (1/classes)."""
+    below the chance rate (1/classes, :func:`class_count`)."""
     ibau = finished(by_method.get("ibau", []))
     if not ibau or not rec.has_asr(ibau[0]):
         return Verdict("none")
@@ -190,7 +210,8 @@ def verdict(by_method: dict[str, Cells]) -> Verdict:
         return Verdict("better")
     b_asr, neg_acc, name = min(candidates)
     b_acc = -neg_acc
-    ok = (b_acc - acc < 0.01 and asr - b_asr < 0.04) or asr <= 1 / rec.num_classes(ibau[0])
+    chance = 1 / class_count(by_method["ibau"] + [c for m, cs in by_method.items() if m != "ibau" for c in cs])
+    ok = (b_acc - acc < 0.01 and asr - b_asr < 0.04) or asr <= chance
     return Verdict("comparable" if ok else "worse", name, b_acc, b_asr)
 
 
@@ -238,9 +259,9 @@ class PaperRow:
 
 def paper_table(run: dict[str, Any]) -> str | None:
     """The paper table (a key of :data:`ibau.bench.paper.PAPER`) whose numbers stand beside this run's rows:
-    the suite's, if it is one of :data:`ROW_TABLES` and the dataset is CIFAR-like; else None."""
+    the suite's, if it is one of :data:`ROW_TABLES` and the run is :func:`cifar_like`; else None."""
     key = run["suite"].get("paper")
-    return key if key in ROW_TABLES and run["preset"]["dataset"] in paper.CIFAR_LIKE else None
+    return key if key in ROW_TABLES and cifar_like(run) else None
 
 
 def paper_row(run: dict[str, Any], cell: dict[str, Any]) -> PaperRow | None:

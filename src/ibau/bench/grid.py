@@ -187,6 +187,7 @@ def _base_record(job_id: str, kind: str) -> dict[str, Any]:
 
 
 def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[str, Any]:
+    from ..models.io import read_card
     from ..pipeline.train import train_poisoned
 
     def work() -> dict[str, Any]:
@@ -197,7 +198,8 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
                                 device=ctx.device, resume=True, progress=False, all_to_all=job.all_to_all,
                                 reference_model=ref, trigger_steps=job.trigger_steps,
                                 trigger_options=dict(job.options) or None)
-        return {"test": result["test"], "train_size": result["train_size"]}
+        classes = read_card(model_dir(ctx, job) / "model.safetensors").num_classes
+        return {"test": result["test"], "train_size": result["train_size"], "num_classes": classes}
 
     return _recorded(ctx, {**_base_record(job.id, "train"), "spec": job.spec}, work)
 

@@ -151,7 +151,7 @@ def per_trigger_table(run: dict) -> Table:
         name = {"acc": "clean ACC", "asr": "mean ASR"}.get(row.key, row.key.replace("asr:", "ASR "))
         table.rows.append([name, "–" if row.before is None else f"{100 * row.before:.2f}"]
                           + [_metric_text(row, m) for m in methods])
-    if run["preset"]["dataset"] in paper.CIFAR_LIKE:
+    if agg.cifar_like(run):
         p = paper.TABLE3
         table.notes.append(f"Paper (Table 3, CIFAR-10): no defense {pair(p['none'])}, I-BAU {pair(p['ibau'])}, "
                            f"NAD {pair(p['nad'])} (ACC / mean ASR).")

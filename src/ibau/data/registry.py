@@ -60,9 +60,11 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("cifar10", 10, _cifar10, True,
                 "CIFAR-10 (torchvision): --data-dir holds cifar-10-batches-py; 50,000 train / 10,000 test"),
     DatasetSpec("gtsrb", 43, _gtsrb, True,
-                "GTSRB traffic signs (torchvision), resized to 32×32: --data-dir holds gtsrb/; 39,209 train / 12,630 test"),
+                "GTSRB traffic signs at 32×32: --data-dir is gtsrb.npz (or a folder holding it), or holds torchvision's "
+                "gtsrb/; 39,209 train / 12,630 test"),
     DatasetSpec("npz", None, _npz, True,
-                "one .npz file with x_train/y_train/x_test/y_test (uint8 N×H×W×C images): --data-dir is the file"),
+                "one .npz file with x_train/y_train/x_test/y_test (uint8 N×H×W×C images; classes: its num_classes "
+                "or class_names member, else the largest label + 1): --data-dir is the file"),
     DatasetSpec("imagefolder", None, _imagefolder, True,
                 "--data-dir holds train/ and test/, each with one folder of images per class; resized to 32×32"),
 )}
@@ -70,7 +72,8 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
                  train_limit: int | None = None) -> tuple[ImageSet, ImageSet]:
-    """Load ``(train, test)`` for a registered dataset; ``data_dir`` is the folder (or, for ``npz``, the file).
+    """Load ``(train, test)`` for a registered dataset; ``data_dir`` is the folder (or, for ``npz`` and
+    ``gtsrb``, the .npz file).
 
     ``download`` applies to cifar10 and gtsrb only; ``train_limit`` caps the training images.
     """
