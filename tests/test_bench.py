@@ -24,14 +24,15 @@ def test_builtin_suites_expand_with_shared_models():
     smoke = PRESETS["smoke"]
     plans = {name: expand(s, smoke) for name, s in SUITES.items()}
     one = plans["one_trigger"]
-    assert len(one.trains) == 8 and len(one.cells) == 8 * len(DEFENSES) and one.reference is not None
+    # I-BAU three seeds, every other defense one (issue 17)
+    assert len(one.trains) == 8 and len(one.cells) == 8 * (len(DEFENSES) + 2) and one.reference is not None
     assert {c.method for c in one.cells} == set(DEFENSES)
     # BadNets at 20% is one model for every suite that uses it: trained once, shared by all defenses.
     badnets = {t.id for p in plans.values() for t in p.trains if t.attack == "badnets" and not t.all_to_all}
     assert len(badnets) == 1
-    assert [c.clean_size for c in plans["clean_size"].cells if c.method == "ibau"] == [200, 100, 20, 4]
+    assert [c.clean_size for c in plans["clean_size"].cells if c.method == "ibau" and c.seed == 0] == [200, 100, 20, 4]
     assert sorted({t.poison_ratio for t in plans["poison_ratio"].trains}) == [0.005, 0.05, 0.2]
-    assert {c.seed for c in plans["stability"].cells} == {0, 1, 2}
+    assert {c.seed for c in plans["stability"].cells} == {0, 1, 2, 3, 4}
     bounds = {c.variant: dict(c.job.options) for c in plans["norm_bound"].cells}
     assert bounds["Cδ=0.5"]["norm_bound"] == 0.5 and bounds["Cδ=none"]["norm"] == "none"
     non_add = plans["non_additive"]
@@ -53,6 +54,56 @@ def test_job_ids_are_stable_and_change_with_the_recipe():
     other = expand(suite, dataclasses.replace(smoke, defense_options={"ibau": {"rounds": 9}}))
     ibau = [c.job.id for p in (a, other) for c in p.cells if c.method == "ibau"]
     assert ibau[0] != ibau[1]
+
+
+def _seeds(plan) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for c in plan.cells:
+        out.setdefault(c.method, set()).add(c.seed)
+    return out
+
+
+def test_seeds_per_method_follow_the_issue_and_keep_seed_0_job_ids():
+    cpu = PRESETS["cpu"]
+    plans = {name: expand(s, cpu) for name, s in SUITES.items()}
+    for name in ("one_trigger", "multi_trigger", "poison_ratio"):  # Tables 2-4: I-BAU 3, baselines 1
+        seeds = _seeds(plans[name])
+        assert seeds.pop("ibau") == {0, 1, 2} and all(s == {0} for s in seeds.values()), name
+    assert set(map(frozenset, _seeds(plans["clean_size"]).values())) == {frozenset({0, 1, 2})}  # Table 5: all 3
+    assert _seeds(plans["efficiency"]) == {m: {0} for m in SUITES["efficiency"].defenses}  # Table 6: 1
+    assert _seeds(plans["stability"]) == {"ibau": set(range(5)), "uap_at": set(range(5))}  # Fig. 1: 5 each
+    assert _seeds(plans["norm_bound"]) == {"ibau": {0, 1, 2}}  # Fig. 2: 3
+    # seed 0's jobs are those of a single-seed suite, so finished records are found on resume; this id is the
+    # one docs/results/one_trigger.csv recorded before seeds per method existed
+    single = expand(dataclasses.replace(SUITES["one_trigger"], method_seeds={}), cpu)
+    assert {c.job.id for c in single.cells} == {c.job.id for c in plans["one_trigger"].cells if c.seed == 0}
+    badnets = [c.job.id for c in single.cells if c.attack_label == "BadNets" and c.method == "ibau"]
+    assert badnets == ["defend-ibau-badnets-r0.2-s0-b4417bd7-c5000-s0-35d385c7"]
+    assert SUITES["one_trigger"].max_seeds == 3 and SUITES["one_trigger"].seeds_for("nad") == 1
+
+
+def test_method_seeds_are_checked_and_read_from_suite_files(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"name": "mine", "title": "mine", "attacks": [{"attack": "badnets"}],
+                                "defenses": ["ibau", "nad"], "method_seeds": {"ibau": 2}}))
+    suite = load_suite(str(path))
+    assert suite.method_seeds == {"ibau": 2} and _seeds(expand(suite, PRESETS["smoke"])) == {"ibau": {0, 1}, "nad": {0}}
+    with pytest.raises(ValueError, match="method_seeds names dp, not among its defenses"):
+        Suite("x", "x", [{"attack": "badnets"}], ["ibau"], method_seeds={"dp": 3})
+    with pytest.raises(ValueError, match="whole numbers >= 1"):
+        Suite("x", "x", [{"attack": "badnets"}], ["ibau"], method_seeds={"ibau": 0})
+    with pytest.raises(ValueError, match="must map defense names"):
+        Suite("x", "x", [{"attack": "badnets"}], ["ibau"], method_seeds=[3])  # type: ignore[arg-type]
+    only = SUITES["one_trigger"].only(["nad", "dp"])  # --defenses drops I-BAU, and its seed count with it
+    assert only.defenses == ["nad", "dp"] and only.method_seeds == {}
+
+
+def test_trigger_norm_is_the_change_to_a_zero_image():
+    from ibau.attacks import BadNets
+    from ibau.bench.grid import trigger_l2
+
+    assert trigger_l2(BadNets(size=3, target=0), (3, 8, 8)) == pytest.approx(27 ** 0.5)  # 3×3×3 ones
+    assert trigger_l2(None, (3, 8, 8)) is None
 
 
 def test_suite_files_and_bad_suites(tmp_path):

@@ -84,7 +84,9 @@ def test_acc_asr_rows_are_means_and_stds_over_seeds_with_the_failure_rule_and_de
     assert badnets.verdict == agg.Verdict("pending")  # dp's second seed has not run
     assert blend.verdict.kind == "comparable" and blend.verdict.best == "nad"
     assert (blend.verdict.best_acc, blend.verdict.best_asr) == pytest.approx((0.795, 0.02))
-    assert badnets.paper == agg.PaperRow((84.94, 98.28), (83.35, 12.30), ("tabor", 83.78, 8.12))
+    p = badnets.paper
+    assert (p.none, p.ibau, p.best) == ((84.94, 98.28), (83.35, 12.30), ("tabor", 83.78, 8.12))
+    assert p.columns["tabor"] == (83.78, 8.12) and p.columns["nad"] == (78.72, 11.66)  # every column of Table 1
 
 
 def test_acc_asr_table_text_with_the_papers_columns_beside():
@@ -132,6 +134,56 @@ def test_records_without_a_verdict_get_the_metrics_rule():
     assert records.outcome_failed(r) is True  # 15 ACC points lost
     assert records.outcome_der(r) == pytest.approx((0.94 - 0.15 + 1) / 2)
     assert records.outcome_failed(None) is None and records.status(None) == "pending"
+
+
+def gtsrb(r: dict, classes: int = 43) -> dict:
+    """``r`` on GTSRB: dataset "gtsrb" and every record with ``classes`` classes."""
+    for c in r["cells"]:
+        if c["record"] is not None:
+            c["record"] = {**c["record"], "num_classes": classes}
+    return {**r, "preset": {**r["preset"], "name": "cpu_gtsrb", "dataset": "gtsrb"}}
+
+
+def test_a_gtsrb_run_stands_beside_table_2_and_a_cifar_run_beside_table_1():
+    cifar, gt = table1_run(), gtsrb(table1_run())
+    assert (agg.paper_dataset(cifar), agg.paper_table(cifar)) == ("cifar10", "table1")
+    assert (agg.paper_dataset(gt), agg.paper_table(gt)) == ("gtsrb", "table2")
+    badnets = agg.acc_asr_rows(gt)[0].paper
+    assert (badnets.none, badnets.ibau, badnets.best) == ((97.69, 99.18), (99.38, 3.32), ("tabor", 98.99, 4.16))
+    assert badnets.columns["nad"] == (15.19, 9.08) and "none" not in badnets.columns
+    assert agg.acc_asr_rows(gt)[1].paper.best is None  # Blend on GTSRB: every baseline failed
+    assert agg.acc_asr_rows(cifar)[0].paper.columns["neural_cleanse"] == (83.42, 8.76)
+    table = tables.table_for(gt)
+    assert table.rows[0][5:8] == ["97.69 / 99.18", "99.38 / 3.32", "tabor 98.99 / 4.16"]
+    # GTSRB as a plain npz file, or a "gtsrb" folder with another class count: no paper beside it
+    for other in (gtsrb(table1_run(), 43) | {"preset": {**cifar["preset"], "dataset": "npz"}}, gtsrb(table1_run(), 10)):
+        assert agg.paper_dataset(other) is None and agg.paper_row(other, other["cells"][0]) is None
+    empty = gtsrb(run([cell("ibau", None)], ["ibau"], paper_key="table1"))  # no record yet: the dataset's count
+    assert agg.paper_table(empty) == "table2"
+
+
+def test_the_verdict_takes_chance_from_the_class_count():
+    def row(classes: int) -> dict:
+        ibau, nad = rec(BADNETS, {"acc": 0.80, "asr": 0.08}), rec(BADNETS, {"acc": 0.84, "asr": 0.02})
+        return {"ibau": [cell("ibau", {**ibau, "num_classes": classes})],
+                "nad": [cell("nad", {**nad, "num_classes": classes})]}
+
+    assert agg.verdict(row(10)).kind == "comparable"  # 8% ASR is at CIFAR-10's chance (10%)
+    assert agg.verdict(row(43)).kind == "worse"  # but not at GTSRB's (2.3%)
+
+
+def test_gtsrb_numbers_of_tables_3_and_6():
+    before = {"acc": 0.97, "asr": 0.99, "asr:badnets": 0.98}
+    cells = [cell("ibau", rec(before, {"acc": 0.98, "asr": 0.04, "asr:badnets": 0.01}, time_to_effect=3.0))]
+    multi = gtsrb(run(cells, ["ibau"], metric="per_trigger", paper_key="table3"))
+    assert tables.table_for(multi).notes == ["Paper (Table 3, GTSRB): no defense 97.18 / 99.37, I-BAU 99.09 / 4.18, "
+                                             "NAD 10.83 / 11.59 (ACC / mean ASR)."]
+    assert agg.paper_metrics(multi)["asr:badnets"]["ibau"] == 0.72
+    assert agg.paper_metrics(table1_run()) == {}  # not Table 3
+    effect = gtsrb(run(cells, ["ibau"], metric="time_to_effect", paper_key="table6"))
+    assert agg.effect_rows(effect)[0].paper_seconds == 7.8
+    digits = run(cells, ["ibau"], metric="time_to_effect", paper_key="table6", dataset="digits")
+    assert agg.effect_rows(digits)[0].paper_seconds is None  # no paper seconds beside another dataset
 
 
 # --- per trigger -----------------------------------------------------------------------------------
@@ -273,7 +325,8 @@ def test_the_page_from_a_folder_of_records(tmp_path):
     assert "9 of 12 cells finished, 2 errors; preset cpu (npz, small_vgg, 12 epochs, clean set 5000); ibau 9.9" in md
     assert "| clean | 90.00±0.00 | 88.00±0.00 |" in (out / "report" / "stability.md").read_text()
     page = (out / "report" / "report.html").read_text()
-    assert page.count("<table>") == 3 and page.count("<img src='data:image/png;base64,") == 7
+    assert page.count("<table>") == 4 and page.count("<img src='data:image/png;base64,") == 7  # 3 suites, the claims
+    assert "The paper&#x27;s claims" in page and "not run yet" in written["claims.md"].read_text()
     assert [r["suite"]["name"] for r in agg.load_run(out)] == ["norm_bound", "one_trigger", "stability"]
 
 

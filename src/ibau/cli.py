@@ -274,16 +274,26 @@ def bench(
 
 @app.command("report")
 def report_cmd(
-    folder: Path = typer.Argument(..., help="A folder written by `ibau bench`."),
-    dest: Path | None = typer.Option(None, help="Where to write the report (default FOLDER/report)."),
+    folders: list[Path] = typer.Argument(..., help="Folder(s) written by `ibau bench`; several only with --pages."),
+    dest: Path | None = typer.Option(None, help="Where to write (default FOLDER/report, with --pages FOLDER/paper)."),
+    pages: bool = typer.Option(False, "--pages", help="Write one page per table and figure of the paper from every "
+                               "FOLDER's runs (e.g. a CIFAR-10 and a GTSRB bench folder), with the paper's claims."),
 ) -> None:
-    """Build markdown/CSV tables, plots and report.html from a bench folder's stored records only.
+    """Build markdown/CSV tables, plots and report.html from bench folders' stored records only.
 
-    Example: ibau report runs/bench
+    Examples:
+      ibau report runs/bench
+      ibau report runs/bench_cpu runs/bench_cpu_gtsrb --pages --dest docs/paper
     """
-    from .bench import build_report
+    from .bench import build_paper_pages, build_report
 
-    written = build_report(folder, dest)
+    if pages:
+        written = build_paper_pages(folders, dest if dest is not None else folders[0] / "paper")
+    elif len(folders) > 1:
+        raise ValueError(f"{len(folders)} folders given; a bench report is built from one, or add --pages to "
+                         "combine several into the paper's pages")
+    else:
+        written = build_report(folders[0], dest)
     for name in sorted(written):
         typer.echo(str(written[name]))
 

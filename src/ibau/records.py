@@ -197,3 +197,28 @@ def versions(record: dict[str, Any] | None) -> dict[str, Any]:
 def delta_picture(record: dict[str, Any] | None) -> str | None:
     """The recovered-δ picture of a grid job, relative to its bench folder, if it drew one."""
     return (record or {}).get("delta_png") or None
+
+
+def error_text(record: dict[str, Any] | None) -> str | None:
+    """Why a job could not run (its error's first line), or None for a finished or unrecorded job."""
+    if record is None or is_ok(record):
+        return None
+    return str(record.get("error") or "unknown error").splitlines()[0]
+
+
+def trigger_l2(record: dict[str, Any] | None) -> float | None:
+    """A train record's trigger norm: the ℓ2 norm of its change to a zero image (None if not recorded)."""
+    value = (record or {}).get("trigger_l2")
+    return None if value is None else float(value)
+
+
+def load(record: dict[str, Any] | None) -> float | None:
+    """The machine's 1-minute load average when the job ended (None if not recorded)."""
+    value = ((record or {}).get("load") or {}).get("load_1min")
+    return None if value is None else float(value)
+
+
+def cpus(record: dict[str, Any] | None) -> int | None:
+    """The machine's CPU count when the job ran (None if not recorded)."""
+    value = ((record or {}).get("load") or {}).get("cpus")
+    return None if value is None else int(value)

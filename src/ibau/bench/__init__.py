@@ -3,22 +3,22 @@
 >>> from ibau.bench import SUITES, PRESETS, expand
 >>> plan = expand(SUITES["one_trigger"], PRESETS["smoke"])
 >>> len(plan.trains), len(plan.cells), plan.reference is not None
-(8, 72, True)
+(8, 88, True)
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
 from .grid import DefendJob, Plan, TrainJob, expand, run_plan
+from .pages import build_paper_pages
 from .report import build_report
 from .suites import PRESETS, SUITES, Preset, Suite, load_preset, load_suite
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJob", "build_report", "expand",
-           "load_preset", "load_suite", "run_bench", "run_plan"]
+__all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJob", "build_paper_pages", "build_report",
+           "expand", "load_preset", "load_suite", "run_bench", "run_plan"]
 
 
 def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Path = "runs/bench",
@@ -35,7 +35,7 @@ def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Pat
         missing = [d for d in defenses if d not in s.defenses]
         if missing:
             raise ValueError(f"suite {s.name} has no defense {', '.join(missing)}; its defenses are {', '.join(s.defenses)}")
-        s = dataclasses.replace(s, defenses=[d for d in s.defenses if d in defenses])
+        s = s.only(defenses)
     plan = expand(s, p)
     logger.info(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
         f"{len(plan.defends)} defense runs, {len(plan.cells)} table cells -> {out}")

@@ -36,7 +36,7 @@ from . import paper
 Cells = list[dict[str, Any]]
 
 #: Paper tables whose numbers stand beside a row of the ACC / ASR table (the others are notes or columns).
-ROW_TABLES = ("table1", "table4", "table5", "appendix")
+ROW_TABLES = ("table1", "table2", "table4", "table5", "appendix")
 #: The settings of a cell that can vary across a suite's rows, in the order a row label names them.
 ROW_KEYS = ("attack_label", "poison_ratio", "clean_size", "variant")
 #: The class count of a run none of whose records has one: only records written before grid records
@@ -57,7 +57,16 @@ def load_run(out: Path) -> list[dict[str, Any]]:
             cell["record"] = _read(out / "records" / f"{cell['job']}.json")
             cell["train_record"] = _read(out / "records" / f"{cell['train']}.json")
         m["reference_record"] = _read(out / "records" / f"{m['reference']}.json") if m.get("reference") else None
+        m["folder"] = str(out)
         runs.append(m)
+    return runs
+
+
+def load_runs(folders: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The runs (:func:`load_run`) of several bench folders, e.g. a CIFAR-10 and a GTSRB one, in order."""
+    runs = [run for folder in folders for run in load_run(Path(folder))]
+    if not runs:
+        raise ValueError("no bench folder given; pass at least one folder written by `ibau bench`")
     return runs
 
 
@@ -74,21 +83,36 @@ def of_method(cells: Cells, method: str) -> Cells:
     return [c for c in cells if c["method"] == method]
 
 
-def class_count(cells: Cells) -> int:
-    """The number of classes of the models the cells ran on (chance-level ASR is its inverse): the first
-    count recorded by a cell's defend job or its training job, else :data:`LEGACY_CLASSES`."""
+def recorded_classes(cells: Cells) -> int | None:
+    """The first class count recorded by a cell's defend job or its training job; None if none has one."""
     for c in cells:
         for r in (c.get("record"), c.get("train_record")):
             n = rec.num_classes(r, default=0)  # 0: this record has no count
             if n:
                 return n
-    return LEGACY_CLASSES
+    return None
+
+
+def class_count(cells: Cells) -> int:
+    """The number of classes of the models the cells ran on (chance-level ASR is its inverse): the first
+    count recorded (:func:`recorded_classes`), else :data:`LEGACY_CLASSES`."""
+    return recorded_classes(cells) or LEGACY_CLASSES
+
+
+def paper_dataset(run: dict[str, Any]) -> str | None:
+    """The paper's dataset whose numbers this run stands beside: ``"cifar10"`` for a CIFAR-like dataset with
+    10 classes, ``"gtsrb"`` for GTSRB with 43, None otherwise (an npz file of GTSRB, the digits). A run with
+    no record yet takes its dataset's count."""
+    dataset, n = run["preset"]["dataset"], recorded_classes(run["cells"])
+    for name, family in (("cifar10", paper.CIFAR_LIKE), ("gtsrb", paper.GTSRB_LIKE)):
+        if dataset in family and n in (None, paper.CLASSES[name]):
+            return name
+    return None
 
 
 def cifar_like(run: dict[str, Any]) -> bool:
-    """Whether the run's numbers can stand beside the paper's CIFAR-10 ones: a CIFAR-like dataset with
-    10 classes (an npz file of GTSRB is not)."""
-    return run["preset"]["dataset"] in paper.CIFAR_LIKE and class_count(run["cells"]) == 10
+    """Whether the run's numbers can stand beside the paper's CIFAR-10 ones (:func:`paper_dataset`)."""
+    return paper_dataset(run) == "cifar10"
 
 
 # --- mean ± std over seeds -------------------------------------------------------------------------
@@ -242,6 +266,12 @@ def groups(cells: Cells, keys: list[str]) -> dict[str, dict[str, Cells]]:
     return rows
 
 
+def max_seeds(suite: dict[str, Any]) -> int:
+    """The most seeds a defense of a stored suite ran with (``method_seeds`` over ``seeds``)."""
+    per_method, seeds = suite.get("method_seeds") or {}, suite.get("seeds", 1)
+    return max(per_method.get(m, seeds) for m in suite["defenses"])
+
+
 def judged(suite: dict[str, Any]) -> bool:
     """Whether a suite's rows get the paper's verdict: I-BAU and at least one baseline."""
     return "ibau" in suite["defenses"] and len(suite["defenses"]) > 1
@@ -250,34 +280,72 @@ def judged(suite: dict[str, Any]) -> bool:
 @dataclass(frozen=True)
 class PaperRow:
     """The paper's numbers beside one row, (ACC %, ASR %) each: no defense, I-BAU, and the best baseline
-    as (name, ACC %, ASR %); None where the paper has none."""
+    as (name, ACC %, ASR %); None where the paper has none. ``columns``: every defense the paper shows on
+    this row, (ACC %, ASR %) or :data:`ibau.bench.paper.NOT_DETECTED`."""
 
     none: tuple[float, float] | None = None
     ibau: tuple[float, float] | None = None
     best: tuple[str, float, float] | None = None
+    columns: dict[str, paper.PaperCell] = field(default_factory=dict)
+
+
+def suite_paper(run: dict[str, Any]) -> str:
+    """The suite's ``paper`` key; for a built-in suite stored before it had one (stability, norm_bound), the
+    built-in suite's."""
+    from .suites import SUITES
+
+    key, name = run["suite"].get("paper") or "", run["suite"]["name"]
+    return key or (SUITES[name].paper if name in SUITES else "")
+
+
+def paper_key(run: dict[str, Any]) -> str | None:
+    """The paper's table or figure with this run's numbers on its dataset (:data:`ibau.bench.paper.BY_DATASET`:
+    one-trigger on GTSRB is Table 2), or None (another dataset, or a suite the paper does not have)."""
+    dataset = paper_dataset(run)
+    return paper.BY_DATASET.get((suite_paper(run), dataset)) if dataset else None
 
 
 def paper_table(run: dict[str, Any]) -> str | None:
     """The paper table (a key of :data:`ibau.bench.paper.PAPER`) whose numbers stand beside this run's rows:
-    the suite's, if it is one of :data:`ROW_TABLES` and the run is :func:`cifar_like`; else None."""
-    key = run["suite"].get("paper")
-    return key if key in ROW_TABLES and cifar_like(run) else None
+    :func:`paper_key` if it is one of :data:`ROW_TABLES`; else None."""
+    key = paper_key(run)
+    return key if key in ROW_TABLES else None
+
+
+def _pair(value: paper.PaperCell | None) -> paper.Pair | None:
+    return value if isinstance(value, tuple) else None
+
+
+def _columns(table: dict[Any, dict[str, paper.PaperCell]], row: Any) -> dict[str, paper.PaperCell]:
+    return {m: v for m, v in table.get(row, {}).items() if m != "none"}
 
 
 def paper_row(run: dict[str, Any], cell: dict[str, Any]) -> PaperRow | None:
     """The paper's numbers for the row of ``cell`` (see :func:`paper_table`); None without a paper table."""
     key = paper_table(run)
-    if key == "table1":
-        t1: dict[str, Any] = paper.TABLE1.get(cell["attack_label"], {})
-        return PaperRow(t1.get("none"), t1.get("ibau"), t1.get("best"))
+    if key in ("table1", "table2"):
+        rows, columns = (paper.TABLE1, paper.TABLE1_COLUMNS) if key == "table1" else (paper.TABLE2, paper.TABLE2_COLUMNS)
+        t: dict[str, Any] = rows.get(cell["attack_label"], {})
+        return PaperRow(t.get("none"), t.get("ibau"), t.get("best"), _columns(columns, cell["attack_label"]))
     if key == "table4":
-        return PaperRow(ibau=paper.TABLE4.get(cell["poison_ratio"], {}).get("ibau"))
+        ratio = cell["poison_ratio"]
+        t4 = paper.TABLE4_COLUMNS.get(ratio, {})
+        return PaperRow(_pair(t4.get("none")), _pair(t4.get("ibau")), columns=_columns(paper.TABLE4_COLUMNS, ratio))
     if key == "table5":
-        return PaperRow(ibau=paper.TABLE5.get(round(cell["clean_size"] / run["preset"]["clean_size"], 3)))
+        fraction = round(cell["clean_size"] / run["preset"]["clean_size"], 3)
+        t5 = paper.TABLE5_COLUMNS.get(fraction, {})
+        return PaperRow(_pair(t5.get("none")), _pair(t5.get("ibau")), columns=_columns(paper.TABLE5_COLUMNS, fraction))
     if key == "appendix":
         app = paper.APPENDIX.get(cell["attack_label"])
-        return PaperRow(app[0], app[1]) if app else PaperRow()
+        return PaperRow(app[0], app[1], columns={"ibau": app[1]}) if app else PaperRow()
     return None
+
+
+def paper_metrics(run: dict[str, Any]) -> dict[str, dict[str, float | str]]:
+    """Table 3's numbers on the run's dataset, metric (``"acc"``, ``"asr"``, ``"asr:<trigger>"``) ->
+    {defense or "none": %}; {} unless the run reproduces Table 3 on CIFAR-10 or GTSRB."""
+    dataset = paper_dataset(run)
+    return paper.TABLE3_COLUMNS.get(dataset or "", {}) if paper_key(run) == "table3" else {}
 
 
 @dataclass(frozen=True)
@@ -345,6 +413,7 @@ def effect_rows(run: dict[str, Any]) -> list[EffectRow]:
     by_method = {m: of_method(cells, m) for m in run["suite"]["defenses"]}
     ref = [t for r in finished(by_method.get("ibau", [])) if (t := rec.time_to_effect(r)) is not None]
     ref_mean = statistics.mean(ref) if ref else None
+    paper_seconds = paper.seconds(paper_dataset(run) or "")
     rows = []
     for m, cs in by_method.items():
         done = finished(cs)
@@ -353,7 +422,7 @@ def effect_rows(run: dict[str, Any]) -> list[EffectRow]:
         seconds = [s for r in done if (s := rec.defense_seconds(r)) is not None]
         rows.append(EffectRow(m, summarize(cs), reached,
                               reached.mean / ref_mean if reached is not None and ref_mean else None,
-                              Stat(tuple(seconds)) if seconds else None, paper.TABLE6.get(m)))
+                              Stat(tuple(seconds)) if seconds else None, paper_seconds.get(m)))
     return rows
 
 

@@ -137,7 +137,8 @@ def expand(suite: Suite, preset: Preset) -> Plan:
     """Every job of ``suite`` at ``preset``, and the table cell each defend job fills.
 
     Poisoned models are trained with seed 0; the ``seeds`` of a suite vary the defense (its clean set draw,
-    initialisation and batch order), so stability is measured on one model.
+    initialisation and batch order), so stability is measured on one model. A defense runs seeds
+    ``0 .. suite.seeds_for(method) - 1``; a job's id does not depend on how many seeds there are.
     """
     ratios = suite.poison_ratios or [preset.poison_ratio]
     trains: dict[str, TrainJob] = {}
@@ -156,7 +157,7 @@ def expand(suite: Suite, preset: Preset) -> Plan:
                             continue  # a variant only applies to the defenses it names
                         options = {**preset.defense_options.get(method, {}),
                                    **entry.get("defense_options", {}).get(method, {}), **per_method.get(method, {})}
-                        for seed in range(suite.seeds):
+                        for seed in range(suite.seeds_for(method)):
                             job = DefendJob(train, method, clean_size, seed, tuple(sorted(options.items())),
                                             preset.ibau_preset)
                             cells.append(Cell(label, ratio, clean_size, variant, method, seed, job))
@@ -188,6 +189,7 @@ def _base_record(job_id: str, kind: str) -> dict[str, Any]:
 
 def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[str, Any]:
     from ..models.io import read_card
+    from ..pipeline.defend import trigger_for
     from ..pipeline.train import train_poisoned
 
     def work() -> dict[str, Any]:
@@ -198,10 +200,28 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
                                 device=ctx.device, resume=True, progress=False, all_to_all=job.all_to_all,
                                 reference_model=ref, trigger_steps=job.trigger_steps,
                                 trigger_options=dict(job.options) or None)
-        classes = read_card(model_dir(ctx, job) / "model.safetensors").num_classes
-        return {"test": result["test"], "train_size": result["train_size"], "num_classes": classes}
+        card = read_card(model_dir(ctx, job) / "model.safetensors")
+        done = {"test": result["test"], "train_size": result["train_size"], "num_classes": card.num_classes}
+        norm = trigger_l2(trigger_for(card, None), tuple(card.input_shape))
+        return done if norm is None else {**done, "trigger_l2": norm}
 
     return _recorded(ctx, {**_base_record(job.id, "train"), "spec": job.spec}, work)
+
+
+def trigger_l2(trigger, input_shape: tuple[int, ...]) -> float | None:
+    """The ℓ2 norm of an additive trigger's change to a zero image (how the paper measures Trojan WM's 8.739,
+    which I-BAU's norm bound Cδ is compared with); None for a clean model or a non-additive trigger.
+
+    >>> from ibau.attacks import BadNets
+    >>> round(trigger_l2(BadNets(target=0), (1, 8, 8)), 3)  # a 4×4 white square: 16 pixels of 1
+    4.0
+    """
+    import torch
+
+    if trigger is None or not trigger.additive:
+        return None
+    zero = torch.zeros(1, *input_shape)
+    return float((trigger.apply(zero) - zero).norm())
 
 
 def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
@@ -252,8 +272,19 @@ def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str,
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
+    record["load"] = _load()
     write_record(record_path(ctx.out, record["id"]), record)
     return record
+
+
+def _load() -> dict[str, Any]:
+    """The machine's load when a job ends (1-minute average, which covers the end of the job, and the CPU
+    count): seconds measured under load are slower, and Table 6's page says so."""
+    try:
+        one_minute = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        one_minute = None
+    return {"load_1min": one_minute, "cpus": os.cpu_count()}
 
 
 @contextlib.contextmanager
@@ -275,14 +306,18 @@ def _threads(ctx: Context) -> None:
         torch.set_num_threads(ctx.threads)
 
 
-def save_manifest(out: Path, plan: Plan) -> Path:
-    """The suite and preset of this run, so the report is built from the folder alone."""
-    data = {"suite": dataclasses.asdict(plan.suite), "preset": dataclasses.asdict(plan.preset),
+def manifest(plan: Plan) -> dict[str, Any]:
+    """The suite, preset and cells of ``plan`` as data (what ``suites/<name>.json`` holds)."""
+    return {"suite": dataclasses.asdict(plan.suite), "preset": dataclasses.asdict(plan.preset),
             "reference": plan.reference.id if plan.reference else None,
             "cells": [{"attack_label": c.attack_label, "poison_ratio": c.poison_ratio, "clean_size": c.clean_size,
                        "variant": c.variant, "method": c.method, "seed": c.seed, "job": c.job.id,
                        "train": c.job.train.id} for c in plan.cells]}
-    return write_record(out / "suites" / f"{plan.suite.name}.json", data)
+
+
+def save_manifest(out: Path, plan: Plan) -> Path:
+    """The suite and preset of this run, so the report is built from the folder alone."""
+    return write_record(out / "suites" / f"{plan.suite.name}.json", manifest(plan))
 
 
 def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: str | None = None, jobs: int = 1,

@@ -15,7 +15,8 @@ import html
 from pathlib import Path
 
 from .. import records as rec
-from .aggregate import load_run, progress, row_keys, row_label
+from .aggregate import load_run, max_seeds, progress, row_keys, row_label
+from .claims import claims
 from .plots import plot_curves, plot_effect, plot_stability, plot_variants
 from .tables import (
     CSV_FIELDS,
@@ -23,6 +24,7 @@ from .tables import (
     Table,
     acc_asr_table,
     cell_text,
+    claims_table,
     compare_with_best,
     effect_table,
     per_trigger_table,
@@ -49,48 +51,69 @@ def delta_pictures(run: dict, out: Path) -> dict[Path, str]:
 
 
 # --- the whole report ------------------------------------------------------------------------------
+CLAIMS_HEADING = "The paper's claims"
+
+
+def run_pictures(run: dict, dest: Path, stem: str) -> list[Path]:
+    """The pictures of one run that have something to draw, written as ``dest/<stem>_<kind>.png``: ACC/ASR per
+    checkpoint, seconds to effect (a time-to-effect suite), stability bands (several seeds), the variants."""
+    drawn = (plot_curves(run, dest / f"{stem}_curves.png"),
+             plot_effect(run, dest / f"{stem}_effect.png") if run["suite"]["metric"] == "time_to_effect" else None,
+             plot_stability(run, dest / f"{stem}_stability.png") if max_seeds(run["suite"]) > 1 else None,
+             plot_variants(run, dest / f"{stem}_variants.png"))
+    return [p for p in drawn if p is not None]
+
+
 def build_report(out: str | Path, dest: str | Path | None = None) -> dict[str, Path]:
-    """Write every suite's table (md + csv), plots and ``report.html`` into ``dest`` (default out/report)."""
+    """Write every suite's table (md + csv), plots, ``claims.md`` (the paper's claims judged on this folder's
+    runs) and ``report.html`` into ``dest`` (default out/report)."""
     out = Path(out)
     dest = Path(dest) if dest is not None else out / "report"
     dest.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     sections = []
-    for run in load_run(out):
+    runs = load_run(out)
+    for run in runs:
         name = run["suite"]["name"]
         table = table_for(run)
         md = dest / f"{name}.md"
         captions: dict[Path, str] = {}
-        pics = [p for p in (plot_curves(run, dest / f"{name}_curves.png"),
-                            plot_effect(run, dest / f"{name}_effect.png") if run["suite"]["metric"] == "time_to_effect" else None,
-                            plot_stability(run, dest / f"{name}_stability.png") if run["suite"]["seeds"] > 1 else None,
-                            plot_variants(run, dest / f"{name}_variants.png")) if p is not None]
+        pics = run_pictures(run, dest, name)
         for p, caption in delta_pictures(run, out).items():
             copy = dest / "deltas" / p.name
             copy.parent.mkdir(exist_ok=True)
             copy.write_bytes(p.read_bytes())
             pics.append(copy)
             captions[copy] = caption
-        text = table.markdown() + _status_line(run) + "\n" + "".join(
+        text = table.markdown() + status_line(run) + "\n" + "".join(
             f"\n![{captions.get(p, p.stem)}]({p.relative_to(dest).as_posix()})\n" for p in pics)
         md.write_text(f"# {run['suite']['title']}\n\n" + text)
         written[f"{name}.md"] = md
         written[f"{name}.csv"] = write_csv(run, dest / f"{name}.csv")
         for p in pics:
             written[p.relative_to(dest).as_posix()] = p
-        images = "".join(_img_tag(p, captions.get(p, p.stem)) for p in pics)
-        sections.append(table.html() + f"<p>{html.escape(_status_line(run))}</p>" + images)
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>ibau bench report</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-            "img{max-width:100%}</style></head><body><h1>ibau bench report</h1>"
-            f"<p>From the records in {html.escape(str(out))}.</p>" + "".join(sections) + "</body></html>")
-    (dest / "report.html").write_text(page)
-    written["report.html"] = dest / "report.html"
+        images = "".join(img_tag(p, captions.get(p, p.stem)) for p in pics)
+        sections.append(table.html() + f"<p>{html.escape(status_line(run))}</p>" + images)
+    found = claims_table(claims(runs), "Judged on this folder's runs")
+    (dest / "claims.md").write_text(f"# {CLAIMS_HEADING}\n\n" + found.markdown())
+    written["claims.md"] = dest / "claims.md"
+    sections.append(f"<h2>{html.escape(CLAIMS_HEADING)}</h2>" + found.html())
+    written["report.html"] = write_html(dest / "report.html", "ibau bench report",
+                                        f"<p>From the records in {html.escape(str(out))}.</p>" + "".join(sections))
     return written
 
 
-def _status_line(run: dict) -> str:
+def write_html(path: Path, title: str, body: str) -> Path:
+    """One self-contained page (styles inline, pictures as data URIs), readable offline."""
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+            f"img{{max-width:100%}}</style></head><body><h1>{html.escape(title)}</h1>" + body + "</body></html>")
+    path.write_text(page)
+    return path
+
+
+def status_line(run: dict) -> str:
     p = progress(run)
     preset = run["preset"]
     return (f"{p.finished} of {p.cells} cells finished, {p.errors} errors; preset {preset['name']} "
@@ -98,6 +121,6 @@ def _status_line(run: dict) -> str:
             f"clean set {preset['clean_size']}); ibau {p.versions.get('ibau', '?')}, torch {p.versions.get('torch', '?')}.")
 
 
-def _img_tag(path: Path, caption: str) -> str:
+def img_tag(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f"<figure><img src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}</figcaption></figure>"

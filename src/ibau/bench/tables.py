@@ -17,8 +17,11 @@ from typing import Any
 
 from . import aggregate as agg
 from . import paper
+from .claims import Claim
 
 FAIL_MARK = " ✗"
+#: The paper's datasets as the paper names them.
+DATASET_NAMES = {"cifar10": "CIFAR-10", "gtsrb": "GTSRB"}
 CSV_FIELDS = agg.LONG_FIELDS
 
 
@@ -95,14 +98,20 @@ def compare_with_best(by_method: dict[str, agg.Cells]) -> str:
 # --- one table per suite ---------------------------------------------------------------------------
 #: The paper's columns beside the ACC / ASR table, by paper table (:func:`ibau.bench.aggregate.paper_table`).
 PAPER_HEADERS = {"table1": ["paper: no defense", "paper: I-BAU", "paper: best baseline"],
+                 "table2": ["paper: no defense", "paper: I-BAU", "paper: best baseline"],
                  "table4": ["paper: I-BAU"], "table5": ["paper: I-BAU"], "appendix": ["paper: no defense → I-BAU"]}
+
+
+def best_text(best: tuple[str, float, float] | None) -> str:
+    """The paper's best baseline of a row: ``tabor 83.78 / 8.12``, or ``–``."""
+    return f"{best[0]} {best[1]:.2f} / {best[2]:.2f}" if best else "–"
 
 
 def _paper_cells(key: str | None, p: agg.PaperRow | None) -> list[str]:
     if key is None or p is None:
         return []
-    if key == "table1":
-        return [pair(p.none), pair(p.ibau), f"{p.best[0]} {p.best[1]:.2f} / {p.best[2]:.2f}" if p.best else "–"]
+    if key in ("table1", "table2"):
+        return [pair(p.none), pair(p.ibau), best_text(p.best)]
     if key == "appendix":
         return [f"{pair(p.none)} → {pair(p.ibau)}" if p.none else "–"]
     return [pair(p.ibau)]
@@ -151,10 +160,11 @@ def per_trigger_table(run: dict) -> Table:
         name = {"acc": "clean ACC", "asr": "mean ASR"}.get(row.key, row.key.replace("asr:", "ASR "))
         table.rows.append([name, "–" if row.before is None else f"{100 * row.before:.2f}"]
                           + [_metric_text(row, m) for m in methods])
-    if agg.cifar_like(run):
-        p = paper.TABLE3
-        table.notes.append(f"Paper (Table 3, CIFAR-10): no defense {pair(p['none'])}, I-BAU {pair(p['ibau'])}, "
-                           f"NAD {pair(p['nad'])} (ACC / mean ASR).")
+    dataset = agg.paper_dataset(run) if agg.paper_key(run) == "table3" else None
+    if dataset is not None:
+        p = paper.TABLE3 if dataset == "cifar10" else paper.TABLE3_GTSRB
+        table.notes.append(f"Paper (Table 3, {DATASET_NAMES[dataset]}): no defense {pair(p['none'])}, "
+                           f"I-BAU {pair(p['ibau'])}, NAD {pair(p['nad'])} (ACC / mean ASR).")
     return table
 
 
@@ -192,3 +202,14 @@ def write_csv(run: dict, path: Path) -> Path:
         w.writeheader()
         w.writerows(agg.long_rows(run))
     return path
+
+
+# --- the paper's claims ----------------------------------------------------------------------------
+def claims_table(found: list[Claim], title: str = "The paper's claims") -> Table:
+    """The paper's claims (:func:`ibau.bench.claims.claims`): claim, status, the numbers behind it; the rules
+    in the notes."""
+    table = Table(title, ["claim", "status", "the numbers behind it"])
+    table.rows = [[c.text, c.status, c.evidence] for c in found]
+    table.notes = ["How each claim is judged (means over the seeds of the stored records):"] + [
+        f"- {c.text} {c.rule}" for c in found]
+    return table
