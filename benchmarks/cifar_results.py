@@ -68,7 +68,8 @@ def settings(config: dict) -> str:
     skip = {"rounds", "seed", "device"}
     if "min_steps" not in config:
         # a record made before issue 15: compared with the default of its day (ℓ2 ball, one pass a round)
-        default = asdict(IBAUConfig(norm="l2", min_steps=0))
+        default = asdict(IBAUConfig(norm="l2", min_steps=0, patch_threshold=0.0, patch_search="delta", outer_lr=1e-3,
+                                    outer_lr_schedule="constant"))
         if config.get("solver") == "fixed_point":  # it counted fixed-point iterations from v0 = b: K + 1 today
             config = {**config, "solver_iters": config["solver_iters"] + 1}
     diff = [f"{k}={v}" for k, v in config.items() if k in default and k not in skip and v != default[k]]

@@ -28,12 +28,16 @@ def test_norm_bound_defaults_per_norm_and_an_empty_box_is_refused():
 
 
 def test_default_is_the_measured_choice_of_docs_presets():
-    """The default docs/presets.md measured (`unbms` there): the authors' unbounded δ, shuffled clean set,
-    at least 40 δ and θ steps a round, K = 2 on 20 images; changing it means re-measuring that page."""
+    """The default docs/presets.md measured (`d15` there): the
+    authors' unbounded δ, shuffled clean set, at least 20 δ and θ steps a round, K = 2 on 20 images, δ's
+    stamp with the class search, Adam 2e-3 on a cosine; changing it means re-measuring that page."""
     d = IBAUConfig()
-    assert (d.norm, d.norm_bound, d.shuffle, d.inner_passes, d.min_steps, d.inner_warm_start) == ("none", None, True, 1, 40, False)
+    assert (d.norm, d.norm_bound, d.shuffle, d.inner_passes, d.min_steps, d.inner_warm_start) == ("none", None, True, 1, 20, False)
     assert (d.solver, d.solver_iters, d.hyper_batch_size, d.perturb_fraction, d.rounds) == ("fixed_point", 2, 20, 0.01, 3)
-    assert (d.inner_lr, d.inner_penalty, d.pseudo_labels, d.clamp, d.outer_lr) == (10.0, 0.001, True, False, 1e-3)
+    assert (d.inner_lr, d.inner_penalty, d.pseudo_labels, d.clamp) == (10.0, 0.001, True, False)
+    assert (d.patch_threshold, d.patch_fraction, d.patch_search) == (0.995, 0.2, "classes_until_found")
+    assert (d.patch_steps, d.patch_l1) == (40, 0.003)
+    assert (d.outer_optimizer, d.outer_lr, d.outer_lr_schedule) == ("adam", 2e-3, "cosine")
 
 
 def test_overrides_and_replace():

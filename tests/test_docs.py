@@ -47,7 +47,32 @@ def test_issue15_tables_in_presets_are_generated_from_the_records():
     presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
     tables = _benchmark("presets_table").doc_tables()
     assert set(tables) == {"authors", "authors_search", "candidate_cifar", "candidate_digits", "digits", "cifar",
-                           "classes_authors", "classes_cifar", "classes_digits"}
+                           "classes_authors", "classes_cifar", "classes_digits", "classes_digits_ms", "new_default"}
     for key, text in tables.items():
         assert text.count("\n") >= 3, key  # a header, a rule and at least two rows
         assert text in presets, f"docs/presets.md's {key} table differs from `presets_table.py --doc`"
+
+
+def test_the_new_default_table_shows_records_of_the_default():
+    """The verdict's records ran ``IBAUConfig()`` itself: only each task's seed, rounds, batch size and (digits:
+    the demo's) outer step differ, so the table cannot drift from the code's default. The records shown for
+    it that searched every round (`SAME_AS_DEFAULT`) differ only there, and no search after round 1 found a
+    stamp in them, so they ran what the default runs."""
+    from ibau import IBAUConfig
+    from ibau.demo import demo_config
+    module = _benchmark("presets_table")
+    own = {"seed", "rounds", "batch_size", "device", "outer_lr"}
+    seen = {name: 0 for name in module.DEFAULT_NAMES + module.SAME_AS_DEFAULT}
+    for path in sorted(module.FOLDER.rglob("*.json")):
+        rec = json.loads(path.read_text())
+        if rec.get("name") not in seen:
+            continue
+        cfg, expected = rec["config"], IBAUConfig().to_dict()
+        if rec["name"] in module.SAME_AS_DEFAULT:
+            assert cfg["patch_search"] == "classes" and expected["patch_search"] == "classes_until_found"
+            assert all(c["patch_pixels"] is None for c in rec["curve"][1:]), path.name  # nothing found later
+            cfg = {**cfg, "patch_search": expected["patch_search"]}
+        assert {k: v for k, v in cfg.items() if k not in own} == {k: v for k, v in expected.items() if k not in own}, path.name
+        assert cfg["outer_lr"] == (demo_config().outer_lr if rec["task"] == "digits" else expected["outer_lr"]), path.name
+        seen[rec["name"]] += 1
+    assert seen["d15"] >= 25 and sum(seen.values()) >= 40  # 8 cases × 5 seeds at least

@@ -245,7 +245,10 @@ def test_interrupted_run_returns_the_delta_of_the_model_it_returns(tiny_task):
 
     wrapped = Interrupting(model)
     cfg = IBAUConfig(rounds=3, batch_size=20)
-    full = unlearn(wrapped, (x, y), cfg, progress=False)
+    after_round_1 = []  # the state the full run had after its round 1 (a cosine step depends on the round count)
+    full = unlearn(wrapped, (x, y), cfg, progress=False,
+                   callback=lambda r, net, d: r.round == 1 and after_round_1.extend(
+                       v.clone() for v in net.state_dict().values()) and None)
     calls["n"] = 0
     unlearn(wrapped, (x, y), cfg.replace(rounds=1), progress=False)
     # the check of the data and round 1, then round 2's δ search (3 steps, 2 forwards each), then 1 θ step
@@ -253,11 +256,7 @@ def test_interrupted_run_returns_the_delta_of_the_model_it_returns(tiny_task):
     res = unlearn(wrapped, (x, y), cfg, progress=False)
     assert res.interrupted and len(res.history) == 1
     assert torch.equal(res.delta, res.history[-1].delta) and torch.equal(res.delta, full.history[0].delta)
-    assert all(torch.equal(p, q) for p, q in zip(res.model.state_dict().values(), _state_after_one_round(model, x, y, cfg)))
-
-
-def _state_after_one_round(model, x, y, cfg):
-    return list(unlearn(model, (x, y), cfg.replace(rounds=1), progress=False).model.state_dict().values())
+    assert after_round_1 and all(torch.equal(p, q) for p, q in zip(res.model.state_dict().values(), after_round_1))
 
 
 def test_flush_denormal_is_restored_not_forced_off(tiny_task):
@@ -451,8 +450,6 @@ def test_class_patch_finds_the_stamp_with_a_sparse_search_aimed_at_the_backdoor_
     clean.forward = lambda x: torch.stack([20 * (x[:, 0].mean((1, 2)) - 0.45), torch.full((len(x),), -99.0),
                                            -20 * (x[:, 0].mean((1, 2)) - 0.45)], 1)
     assert class_patch(clean, batches, x, cfg, steps=20, num_classes=3) is None
-    with pytest.raises(ValueError, match="patch_threshold"):
-        IBAUConfig(patch_search="classes")
 
 
 def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeypatch):
@@ -472,6 +469,34 @@ def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeyp
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, 1]
     unlearn(model, (x, y), cfg.replace(patch_search="delta"), progress=False)
     assert calls == []
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
+    res = unlearn(model, (x, y), cfg.replace(patch_threshold=0.0), progress=False)  # the default search, stamp off
+    assert calls == [] and [r.patch_pixels for r in res.history] == [None, None]
+
+
+def test_the_default_class_search_stops_once_a_round_has_found_a_stamp(tiny_task, monkeypatch):
+    """"classes_until_found": the class search runs in the rounds where δ gives no stamp only until some
+    round has found one (δ's or a class's); "classes" searches in every such round."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, 0] = 1
+    stamp = (mask, torch.ones(3, 8, 8), 1.0, 2)
+    calls = []
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: calls.append(1) or stamp)
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_steps=3)
+    assert cfg.patch_search == "classes_until_found"
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert len(calls) == 1 and [r.patch_class for r in res.history] == [2, None, None]
+    calls.clear()
+    res = unlearn(model, (x, y), cfg.replace(patch_search="classes"), progress=False)
+    assert len(calls) == 3 and [r.patch_class for r in res.history] == [2, 2, 2]
+    calls.clear()  # a stamp from δ in round 1 also ends the class search
+    first = iter([(mask, torch.ones(3, 8, 8), 1.0)])
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: next(first, None))
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert calls == [] and [r.patch_pixels for r in res.history] == [1, None, None]
 
 
 def test_a_class_search_that_finds_nothing_changes_nothing(tiny_task, monkeypatch):
@@ -487,7 +512,7 @@ def test_a_class_search_that_finds_nothing_changes_nothing(tiny_task, monkeypatc
     monkeypatch.setattr(inner, "targeted_delta", spy)
     for module in (core, inner):  # no stamp anywhere: the searches run and find nothing
         monkeypatch.setattr(module, "delta_patch", lambda *a, **k: None)
-    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, patch_threshold=0.995)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, patch_threshold=0.995, patch_search="delta")
     plain = unlearn(model, (x, y), cfg, progress=False)
     searched = unlearn(model, (x, y), cfg.replace(patch_search="classes", patch_steps=2), progress=False)
     assert searched_classes == [0, 1, 2, 3] * 2

@@ -204,7 +204,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
                                      on_step=lambda *_: bar.update(1), start=start) for _ in range(cfg.inner_restarts)]
                 new_delta, inner_loss = found[0]
-                patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes)
+                found_before = any(h.patch_pixels is not None for h in history)
+                patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes,
+                                                  found_before)
                 inner_seconds = time.perf_counter() - t0
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
@@ -242,13 +244,16 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
 
 
-def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int):
-    """This round's stamp and the class whose search found it: δ's own, else (patch_search "classes") the
-    smallest of the classes' sparse targeted searches; ``(None, None)`` when off or none found."""
+def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int,
+                 found_before: bool):
+    """This round's stamp and the class whose search found it: δ's own, else the smallest of the classes'
+    sparse targeted searches (patch_search "classes"; "classes_until_found": only while no earlier round
+    found a stamp); ``(None, None)`` when off or none found."""
     if cfg.patch_threshold <= 0:
         return None, None
     patch = delta_patch(net, x, delta, cfg.patch_threshold)
-    if patch is not None or cfg.patch_search != "classes":
+    searches = cfg.patch_search == "classes" or (cfg.patch_search == "classes_until_found" and not found_before)
+    if patch is not None or not searches:
         return patch, None
     found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes)
     return (None, None) if found is None else (found[:3], found[3])
