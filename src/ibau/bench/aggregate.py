@@ -294,7 +294,7 @@ def suite_paper(run: dict[str, Any]) -> str:
     built-in suite's."""
     from .suites import SUITES
 
-    key, name = run["suite"].get("paper") or "", run["suite"]["name"]
+    key, name = run["suite"].get("paper") or "", run["suite"].get("name", "")
     return key or (SUITES[name].paper if name in SUITES else "")
 
 
