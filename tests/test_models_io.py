@@ -113,5 +113,132 @@ def test_a_different_layout_is_refused_with_the_first_mismatch(tmp_path):
     state["classifier.bias"] = torch.zeros(43)
     path = tmp_path / "other.pth"
     torch.save({"net": state}, path)
-    with pytest.raises(ValueError, match="does not match its card.*missing 44 tensors"):
+    with pytest.raises(ValueError) as exc:
         load_model(path, ModelCard("small_vgg", 10, [3, 32, 32]))
+    message = str(exc.value)
+    assert "\n" not in message and "does not match its card" in message
+    assert "first shape mismatch at tensor 43: file classifier.weight (43, 2048) vs 25.weight (10, 2048)" in message
+    assert "pass the --arch/--num-classes it was made with" in message
+
+
+# --- issue 18: every new way in (BackdoorBench dicts, the authors' layout, numpy arrays, user code) -------
+def _bb(model=None, bd_test=None, **over):
+    """A BackdoorBench attack_result.pt dict (save_attack_result's keys)."""
+    return {"model_name": "preactresnet18", "num_classes": 10,
+            "model": model if model is not None else small_vgg(10, input_size=16).state_dict(),
+            "data_path": "./data/cifar10", "img_size": [16, 16, 3], "clean_data": "cifar10", "bd_train": None,
+            "bd_test": bd_test, **over}
+
+
+def _payloads(evil):
+    import numpy as np
+
+    sd = small_vgg(10, input_size=16).state_dict()
+    return {
+        "state_dict": {"state_dict": evil},
+        "authors_net": {"net": sd, "acc": evil, "epoch": 50},
+        "backdoorbench_bd_test": _bb(bd_test={"bd_data_container": {"data_dict": {np.int64(1): evil}},
+                                              "original_index_array": np.arange(2)}),
+        "backdoorbench_model_name": _bb(model_name=evil),
+        "backdoorbench_model": _bb(model={"conv1.weight": evil}),
+    }
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch"])
+@pytest.mark.parametrize("payload", ["state_dict", "authors_net", "backdoorbench_bd_test", "backdoorbench_model_name",
+                                     "backdoorbench_model"])
+@pytest.mark.parametrize("entry", ["load_model", "read_object", "cli_evaluate"])
+def test_every_load_path_refuses_a_pickle_that_would_run_code(tmp_path, capsys, writer, payload, entry):
+    from ibau.cli import main
+    from ibau.models.io import read_object
+
+    marker = tmp_path / "PWNED"
+    obj = _payloads(_Evil(str(marker)))[payload]
+    path = tmp_path / "attack_result.pt"
+    if writer == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+    else:
+        torch.save(obj, path)
+    assert not marker.exists()
+    if entry == "cli_evaluate":
+        with pytest.raises(SystemExit) as exc:
+            main(["evaluate", "--model", str(path), "--arch", "small_vgg", "--dataset", "digits", "--clean-size", "450"])
+        assert exc.value.code == 2
+        message = capsys.readouterr().err
+        assert message.count("\n") == 1
+    else:
+        with pytest.raises(ValueError) as exc:
+            load_model(path, card=_card()) if entry == "load_model" else read_object(path)
+        message = str(exc.value)
+    assert "refusing to load attack_result.pt" in message
+    if writer == "torch":  # a zip checkpoint: its globals are listed statically, nothing is run
+        assert "it needs io.open" in message
+        assert ("it is a BackdoorBench attack_result.pt" in message) == payload.startswith("backdoorbench")
+    assert not marker.exists()
+
+
+def test_backdoorbench_with_in_memory_images_is_refused_and_says_how_to_keep_its_model(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ibau.models.io import read_object
+
+    path = tmp_path / "attack_result.pt"
+    torch.save(_bb(bd_test={"bd_data_container": {"save_folder_path": None,
+                                                  "data_dict": {np.int64(3): (Image.new("RGB", (16, 16)), 0, 4)}},
+                            "original_index_array": np.array([3]), "poison_indicator": np.zeros(10)}), path)
+    with pytest.raises(ValueError) as exc:
+        read_object(path)
+    message = str(exc.value)
+    assert "\n" not in message and "it is a BackdoorBench attack_result.pt" in message and "PIL.Image" in message
+    assert "keep its model alone" in message and "--trigger" in message
+
+
+def test_numpy_arrays_are_read_with_weights_only(tmp_path, caplog):
+    """numpy's own array reconstructors are the one addition to weights_only loading: a BackdoorBench file
+    keeps its indices in arrays."""
+    import numpy as np
+
+    from ibau.models.io import read_object
+
+    path = tmp_path / "attack_result.pt"
+    torch.save(_bb(bd_test={"original_index_array": np.arange(3), "poison_indicator": np.zeros(5, np.float32),
+                            "bd_data_container": {"data_dict": {np.int64(1): {"path": "a.png", "other_info": [0, 1]}}}}), path)
+    with caplog.at_level("INFO", logger="ibau.models.io"):
+        obj = read_object(path)
+    assert "holds numpy arrays; read them with weights_only=True" in caplog.text
+    assert obj["bd_test"]["original_index_array"].tolist() == [0, 1, 2] and obj["model_name"] == "preactresnet18"
+
+
+def test_a_card_naming_code_is_not_imported_unless_the_caller_names_it(tmp_path, monkeypatch):
+    """A downloaded card must not make ibau import a module: its module:factory needs the same trust_arch."""
+    import sys
+
+    marker = tmp_path / "IMPORTED"
+    (tmp_path / "ibau_evil_card_mod.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nfrom ibau.models import small_vgg as build\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = save_model(small_vgg(10, input_size=16), tmp_path / "m.safetensors",
+                      ModelCard("ibau_evil_card_mod:build", 10, [3, 16, 16]))
+    with pytest.raises(ValueError, match="names the architecture 'ibau_evil_card_mod:build', Python code to import"):
+        load_model(path)
+    with pytest.raises(ValueError, match="Python code to import"):
+        load_model(path, trust_arch="other_mod:build")
+    assert not marker.exists() and "ibau_evil_card_mod" not in sys.modules
+    model, _ = load_model(path, trust_arch="ibau_evil_card_mod:build")  # the user vouches for it: it runs
+    assert marker.exists() and model(torch.rand(1, 3, 16, 16)).shape == (1, 10)
+    sys.modules.pop("ibau_evil_card_mod", None)
+
+
+def test_a_file_without_the_normalisation_layer_gets_the_cards(tmp_path, caplog):
+    """A plain small VGG state dict under a card with mean/std: ibau's Normalize goes in front."""
+    torch.manual_seed(0)
+    bare = small_vgg(10, input_size=16).eval()
+    torch.save({"net": bare.state_dict()}, tmp_path / "bare.pth")
+    card = ModelCard("small_vgg", 10, [3, 16, 16], {"mean": [0.5] * 3, "std": [0.25] * 3})
+    with caplog.at_level("INFO", logger="ibau.models.io"):
+        model, _ = load_model(tmp_path / "bare.pth", card)
+    assert "input normalisation from the card" in caplog.text
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(model(x), bare((x - 0.5) / 0.25), atol=1e-5)

@@ -28,10 +28,13 @@ def _names(registry) -> str:
 
 
 class _EchoHandler(logging.Handler):
-    """Library log lines as the command's output: information on stdout, warnings and errors on stderr."""
+    """Library log lines as the command's output: information on stdout, warnings and errors on stderr
+    (everything on stderr once ``all_to_stderr`` is set, for a command whose stdout is JSON)."""
+
+    all_to_stderr = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        typer.echo(self.format(record), err=record.levelno >= logging.WARNING)
+        typer.echo(self.format(record), err=self.all_to_stderr or record.levelno >= logging.WARNING)
 
 
 @dataclass
@@ -55,7 +58,9 @@ def _download_opt():
 
 
 def _model_opt():
-    return typer.Option(..., help="Model file: .safetensors with its .json card, or a plain state dict (.pt/.pth) with --arch.")
+    return typer.Option(..., help="Model file: .safetensors with its .json card; a BackdoorBench attack_result.pt; or a "
+                        "state dict (.pt/.pth, also nested under net/state_dict/model, e.g. the I-BAU authors' checkpoints) "
+                        "with --arch. Read with weights_only=True: a file that needs code to unpickle is refused.")
 
 
 def _attack_from_opt():
@@ -63,7 +68,34 @@ def _attack_from_opt():
 
 
 def _arch_opt():
-    return typer.Option(None, help=f"Architecture of a plain checkpoint without a card: {_names(MODELS)}.")
+    return typer.Option(None, help=f"Architecture of a file without a card: {_names(MODELS)}; torchvision:NAME, timm:NAME "
+                        "(when installed), bb:NAME (BackdoorBench's model_name); or module.path:factory, a function or "
+                        "class in your own Python code, called with num_classes= (and in_channels=, input_size= when it "
+                        "takes them): the only way ibau runs code it does not ship. A card that names module:factory "
+                        "needs the same --arch.")
+
+
+def _trigger_opt():
+    return typer.Option(None, "--trigger", help="The trigger for ASR/RA of a model without an ibau card: a registered attack "
+                        "with key=value options (e.g. badnets,target=8; blend,alpha=0.1,target=1) or a trigger.json. "
+                        "Wins over the card and --attack-from.")
+
+
+def _num_classes_opt():
+    return typer.Option(None, help="Classes of a state dict without a card (default: the dataset's).")
+
+
+def _normalize_opt():
+    return typer.Option(None, help="Input normalisation the model expects, put in front of it as a layer (so triggers and "
+                        "δ stay in pixel space) and recorded in the saved card: cifar10, gtsrb, imagenet, MEAN,STD or "
+                        "M1,M2,M3/S1,S2,S3 (default: none; a BackdoorBench file brings its own).")
+
+
+def _quiet_stdout() -> None:
+    """Send the library's log lines to stderr: the command prints JSON on stdout."""
+    for handler in logging.getLogger("ibau").handlers:
+        if isinstance(handler, _EchoHandler):
+            handler.all_to_stderr = True
 
 
 def _recipes() -> str:
@@ -168,7 +200,10 @@ def defend(
     batch_size: int | None = typer.Option(None, help="Batch size of the defense (default: its config's; I-BAU: 100)."),
     defense_option: list[str] = typer.Option([], help="KEY=VALUE setting of the defense's config, repeatable (e.g. epochs=5)."),
     attack_from: Path | None = _attack_from_opt(),
+    trigger_text: str | None = _trigger_opt(),
     arch: str | None = _arch_opt(),
+    num_classes: int | None = _num_classes_opt(),
+    normalize: str | None = _normalize_opt(),
     out: Path = typer.Option(Path("runs/defend"), help="Folder for model.safetensors, metrics.json, report.md, delta.png, curve.png."),
     seed: int = typer.Option(0, help="Seed for the clean/held-out split and I-BAU."),
     device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
@@ -180,17 +215,23 @@ def defend(
       ibau defend --model runs/demo/poisoned.safetensors --dataset digits --clean-size 400
       ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data --method neural_cleanse
       ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data --method finetune --defense-option epochs=5
+      ibau defend --model badnets_8_02_ckpt.pth --arch small_vgg --trigger badnets,target=8 --dataset npz --data-dir cifar10.npz
+      ibau defend --model record/badnet/attack_result.pt --dataset cifar10 --data-dir data
     """
     from .attacks import parse_options
     from .models import save_model
-    from .pipeline.defend import build_defense, load_for_dataset, run_defense, trigger_for, write_report
+    from .models.backdoorbench import PoisonedTestTrigger
+    from .pipeline.defend import build_defense, load_external, run_defense, trigger_for, write_report
 
-    net, card, clean, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
+    loaded = load_external(model, dataset, data_dir, download, clean_size, seed, arch, num_classes, normalize)
+    net, card, clean, held = loaded.model, loaded.card, loaded.clean, loaded.held
     defense = build_defense(method, card, preset=preset, seed=seed, device=device, rounds=rounds,
                             batch_size=batch_size, options=parse_options(defense_option), data_dir=data_dir,
                             download=download)
-    trigger = trigger_for(card, attack_from)
+    trigger = trigger_for(card, attack_from, trigger_text, loaded)
     result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=progress)
+    if trigger is not None and "attack" not in card.metadata and not isinstance(trigger, PoisonedTestTrigger):
+        card.metadata["attack"] = trigger.spec()  # --trigger: so `ibau evaluate` on the defended model knows it
     card.metadata = {**card.metadata, "defense": method, "defended_from": str(model), "after": after}
     if defense.arch_prefix and not card.arch.startswith(defense.arch_prefix):
         card.arch = defense.arch_prefix + card.arch  # e.g. DP-SGD's model has GroupNorm in place of BatchNorm
@@ -212,19 +253,28 @@ def evaluate_cmd(
     download: bool = _download_opt(),
     clean_size: int = typer.Option(5000, help="Test images reserved for the defender; metrics use the rest."),
     attack_from: Path | None = _attack_from_opt(),
+    trigger_text: str | None = _trigger_opt(),
     arch: str | None = _arch_opt(),
+    num_classes: int | None = _num_classes_opt(),
+    normalize: str | None = _normalize_opt(),
     seed: int = typer.Option(0, help="Seed of the clean/held-out split (use the defense's)."),
 ) -> None:
-    """Print ACC (and ASR/RA when the trigger is known) of a model on held-out test images as JSON.
+    """Print ACC (and ASR/RA when the trigger is known) of a model on held-out test images as JSON on
+    stdout (log lines go to stderr).
 
-    Example: ibau evaluate --model runs/defend/model.safetensors --dataset digits --clean-size 400
+    Examples:
+      ibau evaluate --model runs/defend/model.safetensors --dataset digits --clean-size 400
+      ibau evaluate --model badnets_8_02_ckpt.pth --arch small_vgg --trigger badnets,target=8 --dataset npz --data-dir cifar10.npz
+      ibau evaluate --model resnet.pt --arch torchvision:resnet18 --normalize imagenet --dataset npz --data-dir cifar10.npz
     """
     from .metrics import evaluate
-    from .pipeline.defend import load_for_dataset, trigger_for
+    from .pipeline.defend import load_external, trigger_for
     from .records import new_record
 
-    net, card, _, held = load_for_dataset(model, dataset, data_dir, download, clean_size, seed, arch)
-    trigger = trigger_for(card, attack_from)
+    _quiet_stdout()
+    loaded = load_external(model, dataset, data_dir, download, clean_size, seed, arch, num_classes, normalize)
+    net, card, held = loaded.model, loaded.card, loaded.held
+    trigger = trigger_for(card, attack_from, trigger_text, loaded)
     metrics = evaluate(net, held.images, held.labels, trigger, card.num_classes)
     record = new_record("evaluate", model=str(model), dataset=dataset, seed=seed, held_out=len(held), **metrics)
     typer.echo(json.dumps(record, indent=2))

@@ -1,6 +1,7 @@
 """Saving and reusing triggers: ``trigger.json`` (the spec, which rebuilds it exactly) + PNG pictures."""
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -53,3 +54,34 @@ def load_trigger(path: str | Path) -> Trigger:
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"{path} does not hold a trigger spec (a JSON object with a 'name')")
     return make_trigger(**spec)
+
+
+def parse_trigger(text: str) -> Trigger:
+    """The trigger named on the command line (``--trigger`` of ``ibau defend``/``evaluate``): a
+    ``trigger.json`` (or a folder holding one), or a registered attack name with ``key=value`` options
+    separated by commas, built by :func:`ibau.attacks.make_trigger`. Triggers optimised against a model
+    (``needs_reference``) have no values to rebuild from a name; give their trigger.json.
+
+    >>> parse_trigger("badnets,target=8")
+    BadNets(size=4, margin=1, value=1.0, target=8)
+    """
+    from . import ATTACKS, make_trigger, parse_options
+
+    text = text.strip()
+    path = Path(text)
+    if text.endswith(".json") or path.is_dir() or (path.exists() and "," not in text and text not in ATTACKS):
+        return load_trigger(path)
+    name, *items = [part.strip() for part in text.split(",")]
+    if name not in ATTACKS:
+        raise ValueError(f"--trigger {text!r}: unknown attack {name!r}; give one of {', '.join(sorted(ATTACKS))} with "
+                         "key=value options (e.g. badnets,target=8) or a trigger.json")
+    cls = ATTACKS[name]
+    if cls.needs_reference or cls.poisoning == "fit":
+        raise ValueError(f"--trigger {name}: its pattern was optimised against a model, or trained with it, so a name "
+                         "cannot rebuild it; give the trigger.json its attack wrote")
+    options = parse_options([i for i in items if i])
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"--trigger {name} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}")
+    return make_trigger(name, **options)

@@ -38,9 +38,15 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-    """Pre-activation ResNet-18 for small images (4 stages of 2 blocks: 64, 128, 256, 512 channels)."""
+    """Pre-activation ResNet-18 for small images (4 stages of 2 blocks: 64, 128, 256, 512 channels).
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+    ``final_bn=True`` (ibau's, as in WaNet's code): BatchNorm and ReLU after the last stage, then global
+    average pooling and the linear layer. ``final_bn=False``: pooling straight after the last stage, as in
+    BackdoorBench's PreActResNet18, whose tensor names this model then has exactly (``conv1.weight``,
+    ``layer1.0.bn1.weight``, ..., ``layer2.0.shortcut.0.weight``, ..., ``linear.bias``).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, final_bn: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
         layers, cin = [], 64
@@ -48,12 +54,14 @@ class PreActResNet18(nn.Module):
             layers.append(nn.Sequential(PreActBlock(cin, cout, stride), PreActBlock(cout, cout, 1)))
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.bn = nn.BatchNorm2d(512)
+        self.bn = nn.BatchNorm2d(512) if final_bn else None
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
-        out = F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1).flatten(1)
+        if self.bn is not None:
+            out = F.relu(self.bn(out))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)
 
 
@@ -106,6 +114,22 @@ def preact_resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int
     """
     _check(num_classes, input_size)
     return _with_norm(PreActResNet18(num_classes, in_channels), mean, std)
+
+
+def bb_preact_resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
+                       mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
+    """BackdoorBench's PreActResNet18 (``model_name`` ``preactresnet18``): :func:`preact_resnet18` without
+    the BatchNorm+ReLU after the last stage, with BackdoorBench's tensor names, so its ``attack_result.pt``
+    loads as it is. Its models expect normalised inputs: give ``mean``/``std`` (a BackdoorBench file's
+    card carries them).
+
+    >>> bb_preact_resnet18(10)(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    >>> sorted(bb_preact_resnet18(10).state_dict())[:2]
+    ['conv1.weight', 'layer1.0.bn1.bias']
+    """
+    _check(num_classes, input_size)
+    return _with_norm(PreActResNet18(num_classes, in_channels, final_bn=False), mean, std)
 
 
 def _make_torchvision(name: str):

@@ -7,6 +7,7 @@ defense time).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,10 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
                         attack=trigger.spec() if trigger is not None else None)
     write_record(out / "metrics.json", record)
     pictures = _pictures(result)
-    trigger_image = trigger.apply(torch.zeros(1, *shape))[0] if trigger is not None else None
+    trigger_image = None
+    if trigger is not None:  # a trigger given by examples (BackdoorBench's poisoned test set) draws its own picture
+        draw = getattr(trigger, "picture", None)
+        trigger_image = draw(shape) if callable(draw) else trigger.apply(torch.zeros(1, *shape))[0]
     if pictures or trigger_image is not None:
         plot_delta(pictures, trigger_image, out / "delta.png")
     points = [{"seconds": 0.0, **before}] + [h for h in result.history if "acc" in h]
@@ -102,51 +106,147 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
 
 
 # --- model files on named datasets (what `ibau defend` / `ibau evaluate` adapt) ---------------------
+@dataclass
+class LoadedModel:
+    """A model file loaded for a dataset: the model and its card, the defender's ``clean`` set and the
+    ``held`` out rest of the test split (at ``held_indices``), and what the file itself says about its
+    trigger: BackdoorBench's poisoned test set (``carried``), or why it gives none (``no_trigger``)."""
+
+    model: nn.Module
+    card: Any
+    clean: ImageSet
+    held: ImageSet
+    test: ImageSet
+    held_indices: torch.Tensor
+    carried: Any = None
+    no_trigger: str | None = None
+
+
+def load_external(model_path: str | Path, dataset: str, data_dir: str | None, download: bool, clean_size: int,
+                  seed: int, arch: str | None = None, num_classes: int | None = None,
+                  normalize: str | None = None) -> LoadedModel:
+    """Load any model file ibau reads, with the dataset's defender split (SPEC §4).
+
+    - an ibau model (a card beside the file): as its card says (``arch`` must repeat a card's
+      ``module.path:factory``, the only architecture that runs the user's code);
+    - a BackdoorBench ``attack_result.pt`` (recognised by its keys): architecture, class count, input size
+      and normalisation from the file, and its poisoned test set for ASR when it can be read;
+    - any other state dict (plain, or nested under ``net``/``state_dict``/``model``/``model_state_dict``,
+      e.g. the I-BAU authors' ``{'net': ..., 'acc', 'epoch'}``): ``arch`` says what it is, ``num_classes``
+      defaults to the dataset's, ``normalize`` (a name or ``MEAN,STD``) puts ibau's normalisation first.
+      Names that differ load by layout when the tensors match one-to-one in order and shape.
+
+    Every file is read with ``weights_only=True`` or safetensors (:func:`ibau.models.io.read_object`).
+    """
+    from ..data import defender_split, load_dataset
+    from ..models import ModelCard, load_model
+    from ..models import backdoorbench as bb
+    from ..models.external import parse_normalize
+    from ..models.io import card_path, fit_state, load_state, read_card, read_object, state_dict_of
+
+    _, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=1)
+    path = Path(model_path)
+    name = path.name
+    norm = parse_normalize(normalize, channels=test.shape[0]) if normalize else None
+    pts = None
+    if card_path(path).exists():
+        if norm is not None or num_classes is not None:
+            raise ValueError(f"{name} has a card ({card_path(path).name}) that fixes its classes and normalisation; "
+                             "--normalize and --num-classes are for files without one")
+        if arch is not None and arch != read_card(path).arch:
+            logger.warning(f"--arch {arch} ignored: {name}'s card says {read_card(path).arch}")
+        model, card = load_model(path, trust_arch=arch)
+    else:
+        obj: Any = load_state(path) if path.suffix == ".safetensors" else read_object(path)
+        if bb.is_attack_result(obj):
+            card = bb.card_for(obj, name, arch=arch, num_classes=num_classes, normalization=norm)
+            state = bb.state_of(obj, name)
+            pts = bb.poisoned_test_set(obj, path.parent, name)
+        else:
+            if arch is None:
+                raise ValueError(f"{name} has no card ({card_path(path).name}); pass --arch to say which architecture it is "
+                                 "(a registered name, torchvision:NAME, timm:NAME or your own module.path:factory)")
+            classes = num_classes if num_classes is not None else int(test.labels.max()) + 1
+            card = ModelCard(arch, classes, list(test.shape), norm, metadata={"source": "state dict", "file": name})
+            state = state_dict_of(obj, name)
+        model = fit_state(card.build(), state, card, name)
+    if list(card.input_shape) != list(test.shape):
+        raise ValueError(f"the model expects images {tuple(card.input_shape)} but {dataset} has {test.shape}; "
+                         "pick the dataset the model was trained on")
+    if int(test.labels.max()) >= card.num_classes:
+        raise ValueError(f"the model has {card.num_classes} classes but {dataset} has labels up to {int(test.labels.max())}; "
+                         "pick the dataset the model was trained on, or pass --num-classes")
+    clean, held = defender_split(test, clean_size, seed=seed)
+    held_indices = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[clean_size:]
+    if not torch.equal(test.labels[held_indices], held.labels):  # the split's own order, reproduced
+        held_indices = torch.empty(0, dtype=torch.int64)
+    loaded = LoadedModel(model, card, clean, held, test, held_indices)
+    if isinstance(pts, str):
+        loaded.no_trigger = pts
+    elif pts is not None:
+        loaded.carried = pts
+    return loaded
+
+
 def load_for_dataset(model_path: str | Path, dataset: str, data_dir: str | None, download: bool,
                      clean_size: int, seed: int, arch: str | None = None):
     """Load a model file and the dataset's defender split. Returns ``(model, card, clean, held)``.
 
     ``clean`` is ``clean_size`` seeded images of the test split, ``held`` the disjoint rest (SPEC §4).
-    Plain checkpoints without a card need ``arch``.
+    Plain checkpoints without a card need ``arch`` (:func:`load_external` takes every option).
     """
-    from ..data import defender_split, load_dataset
-    from ..models import ModelCard, load_model
-    from ..models.io import card_path
-
-    _, test = load_dataset(dataset, data_dir=data_dir, download=download, train_limit=1)
-    card = None
-    if not card_path(model_path).exists():
-        if arch is None:
-            raise ValueError(f"{Path(model_path).name} has no card ({card_path(model_path).name}); "
-                             "pass --arch to say which architecture it is")
-        num_classes = int(test.labels.max()) + 1
-        card = ModelCard(arch, num_classes, list(test.shape))
-    model, card = load_model(model_path, card=card)
-    if list(card.input_shape) != list(test.shape):
-        raise ValueError(f"the model expects images {tuple(card.input_shape)} but {dataset} has {test.shape}; "
-                         "pick the dataset the model was trained on")
-    clean, held = defender_split(test, clean_size, seed=seed)
-    return model, card, clean, held
+    loaded = load_external(model_path, dataset, data_dir, download, clean_size, seed, arch)
+    return loaded.model, loaded.card, loaded.clean, loaded.held
 
 
-def trigger_for(card, attack_from: str | Path | None) -> Trigger | None:
-    """The trigger recorded in the model's card, or in ``attack_from`` (a run folder or a model file)."""
+def trigger_for(card, attack_from: str | Path | None, trigger: str | None = None,
+                loaded: LoadedModel | None = None) -> Trigger | None:
+    """The trigger for ASR/RA, first found of: ``trigger`` (``--trigger``: ``NAME,key=value,...`` or a
+    trigger.json), the card of ``attack_from`` (a run folder or a model file), the model's own card, and
+    the poisoned test set the model file carries (``loaded``, a BackdoorBench result). None: ACC only."""
     from ..attacks import make_trigger
+    from ..attacks.io import parse_trigger
     from ..models.io import read_card
 
+    if trigger is not None:
+        return parse_trigger(trigger)
     spec = card.metadata.get("attack")
     if attack_from is not None:
         path = Path(attack_from)
         candidates = [path / "model.safetensors", path / "poisoned.safetensors"] if path.is_dir() else [path]
         found = next((c for c in candidates if c.with_suffix(".json").exists()), None)
         if found is None:
-            raise ValueError(f"no model card found at {attack_from}; give a run folder or a .safetensors file with its card")
+            raise ValueError(f"no model card found at {attack_from}; give a run folder or a .safetensors file with its card "
+                             "(or name the trigger with --trigger)")
         spec = read_card(found).metadata.get("attack")
     if spec is None:
-        return None
+        return _carried_trigger(loaded)
     if not isinstance(spec, dict) or "name" not in spec:
         raise ValueError(f"the card's attack entry {spec!r} is not a trigger spec; re-create the model with this version of ibau")
     return make_trigger(**spec)
+
+
+def _carried_trigger(loaded: LoadedModel | None) -> Trigger | None:
+    from ..models import backdoorbench as bb
+
+    if loaded is None:
+        return None
+    hint = "pass --trigger NAME,key=value (e.g. badnets,target=0) or a trigger.json for ASR"
+    note = loaded.no_trigger
+    if note is None and loaded.carried is None and loaded.card.metadata.get("source") == "state dict":
+        note = f"{loaded.card.metadata.get('file', 'the file')} has no card that names its trigger"
+    if loaded.carried is not None:
+        if len(loaded.held_indices) == 0:
+            note = "the held-out split could not be matched to the test split's indices"
+        else:
+            made = bb.carried_trigger(loaded.carried, loaded.test.images, loaded.test.labels, loaded.held_indices,
+                                      loaded.card.num_classes, loaded.card.metadata.get("file", "the file"))
+            if not isinstance(made, str):
+                return made
+            note = made
+    if note is not None:
+        logger.warning(f"no ASR: {note}; {hint}")
+    return None
 
 
 def build_defense(method: str, card, preset: str = "default", seed: int = 0, device: str | None = None,
