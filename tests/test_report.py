@@ -115,6 +115,9 @@ def test_the_papers_verdict_rule():
     assert agg.verdict(row(ibau=(0.835, 0.12), nad=(0.84, 0.05))).kind == "worse"  # 7 ASR points above, over chance
     assert agg.verdict(row(ibau=(0.80, 0.08), nad=(0.84, 0.05))).kind == "comparable"  # ASR at chance (1/10)
     assert agg.verdict(row(ibau=(0.80, 0.08), dp=(0.30, 0.0))).kind == "better"
+    # the paper's claim is about the paper's baselines: a later one (ANP) beside them is not the best baseline
+    v = agg.verdict(row(ibau=(0.835, 0.12), nad=(0.84, 0.09), anp=(0.84, 0.01)))
+    assert (v.kind, v.best) == ("comparable", "nad")
     assert tables.verdict_text(agg.verdict(row(ibau=(0.80, 0.08), dp=(0.30, 0.0)))) == \
         "better (every baseline loses > 10 ACC points)"
     clean = {"ibau": [cell("ibau", rec({"acc": 0.9}, {"acc": 0.89}))], "nad": [cell("nad", None)]}

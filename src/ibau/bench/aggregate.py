@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import records as rec
 from . import paper
+from .suites import PAPER_DEFENSES
 
 Cells = list[dict[str, Any]]
 
@@ -213,7 +214,8 @@ class Verdict:
 
 def verdict(by_method: dict[str, Cells]) -> Verdict:
     """The paper's verdict for one row (``{method: its cells}``): the best baseline is the one with the
-    lowest mean ASR among those that keep ACC within 10 points; I-BAU is comparable or better if its ACC is
+    lowest mean ASR among the paper's baselines (:data:`ibau.bench.suites.PAPER_DEFENSES`; the later ANP, SAU and
+    FT-SAM are shown beside them, not judged here) that keep ACC within 10 points; I-BAU is comparable or better if its ACC is
     less than 1 point below and its ASR less than 4 points above that baseline's, or if its ASR is at or
     below the chance rate (1/classes, :func:`class_count`)."""
     ibau = finished(by_method.get("ibau", []))
@@ -225,8 +227,8 @@ def verdict(by_method: dict[str, Cells]) -> Verdict:
     candidates = []
     for method, cells in by_method.items():
         recs = finished(cells)
-        if method == "ibau" or not recs:
-            continue
+        if method == "ibau" or method not in PAPER_DEFENSES or not recs:
+            continue  # the paper's claim is about its baselines; ANP, SAU, FT-SAM are issue 19's comparison
         drop = statistics.mean(_value(r, "acc", "before") - _value(r, "acc") for r in recs)
         if drop <= 0.10:
             candidates.append((_mean(recs, "asr"), -_mean(recs, "acc"), method))

@@ -18,8 +18,9 @@ from typing import Any
 
 from ..training import RECIPES
 
-#: Every defense of :mod:`ibau.defenses`, in the paper's order.
-ALL_DEFENSES = ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad", "dp", "uap_at", "finetune"]
+#: Every defense of :mod:`ibau.defenses`: the paper's, in its order, then the later baselines (issue 19).
+PAPER_DEFENSES = ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad", "dp", "uap_at", "finetune"]
+ALL_DEFENSES = [*PAPER_DEFENSES, "anp", "sau", "ft_sam"]
 
 #: The one-to-one attacks of SPEC §2 plus all-to-all; ``label`` is the table row.
 ONE_TRIGGER_ATTACKS: list[dict[str, Any]] = [
@@ -169,15 +170,21 @@ _SMOKE_DEFENSES: dict[str, dict[str, Any]] = {
     "dp": {"epochs": 1, "noise_multiplier": 1.5},
     "uap_at": {"rounds": 2, "max_passes": 1, "deepfool_steps": 3},
     "finetune": {"epochs": 2},
+    "anp": {"iterations": 20, "batch_size": 64, "checkpoint_every": 10},
+    "sau": {"rounds": 2},
+    "ft_sam": {"epochs": 2},
 }
 
 #: The CPU scale's defense settings. Neural Cleanse/TABOR use the light search (one λ decision per step):
-#: the authors' budget is ~25 min per model on 2 cores.
+#: the authors' budget is ~25 min per model on 2 cores. SAU runs 5 of its 100 rounds (``SAUConfig.cpu()``) and
+#: FT-SAM 20 of its 100 epochs: at the defaults each would take hours per model; ANP keeps its 2000 iterations.
 _CPU_DEFENSES: dict[str, dict[str, Any]] = {
     "neural_cleanse": {"steps": 300, "epoch_steps": 1, "patience": 10, "early_stop_patience": None,
                        "cost_multiplier": 1.5},
     "tabor": {"steps": 300, "epoch_steps": 1, "patience": 10, "early_stop_patience": None, "cost_multiplier": 1.5},
     "dp": {"noise_multiplier": 50.0, "epochs": 5},
+    "sau": {"rounds": 5},
+    "ft_sam": {"epochs": 20},
 }
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (

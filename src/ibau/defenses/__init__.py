@@ -21,6 +21,9 @@ DEFENSES: dict[str, str] = {
     "nad": "nad:NAD",
     "dp": "dp:DPSGD",
     "uap_at": "uap_at:UAPAdversarialTraining",
+    "anp": "anp:ANP",
+    "sau": "sau:SAU",
+    "ft_sam": "ft_sam:FTSAM",
 }
 
 
