@@ -77,3 +77,58 @@ def test_blend_user_image_is_resized(tmp_path):
         Blend(image=tmp_path / "nope.png")
     with pytest.raises(ValueError, match="alpha"):
         Blend(alpha=0.0)
+
+
+def test_blend_test_image_is_a_stored_image_of_another_class(tmp_path):
+    """BackdoorBench's Blended: an image of the dataset's own test split (not of the target class), chosen by
+    index or seeded, whose pixels and provenance are in trigger.json."""
+    from ibau.attacks import build_attack, parse_attack
+    from ibau.attacks.io import load_trigger, save_trigger
+    from ibau.data import load_dataset
+
+    _, test = load_dataset("digits")
+    opts = {"pattern": "test_image", "alpha": 0.2}
+    trig = build_attack(parse_attack("blend", target=0, options=opts), test_set=test)
+    assert trig.label != 0 and trig.label == int(test.labels[trig.index]) and trig.seed == 0
+    assert torch.allclose(trig.pattern(test.shape), test.images[trig.index], atol=1e-4)
+    x = test.images[:4]
+    assert torch.allclose(trig.apply(x), 0.8 * x + 0.2 * trig.pattern(test.shape), atol=1e-6)
+    again = build_attack(parse_attack("blend", target=0, options=opts), test_set=test)
+    assert again.index == trig.index  # seeded
+    other = build_attack(parse_attack("blend", target=0, options=opts), test_set=test, seed=1)
+    assert other.index != trig.index and other.seed == 1
+    spec = trig.spec()
+    assert {k: spec[k] for k in ("name", "alpha", "pattern", "index", "label", "seed", "target")} == {
+        "name": "blend", "alpha": 0.2, "pattern": "test_image", "index": trig.index, "label": trig.label, "seed": 0,
+        "target": 0}
+    save_trigger(trig, test.shape, tmp_path)
+    loaded = load_trigger(tmp_path)  # trigger.json alone rebuilds it, no dataset needed
+    assert torch.equal(loaded.apply(x), trig.apply(x)) and loaded.spec() == spec
+    assert "test image" in repr(trig) and len(repr(trig)) < 200  # the pixels are not printed
+    chosen = Blend.generate(test_set=(test.images, test.labels), pattern="test_image", index=5, target=1)
+    assert chosen.index == 5 and chosen.label == int(test.labels[5])
+
+
+def test_blend_test_image_errors_and_old_specs_unchanged():
+    from ibau.attacks import build_attack, parse_attack
+    from ibau.attacks.io import parse_trigger
+
+    images, labels = torch.rand(3, 3, 8, 8), torch.tensor([0, 0, 2])
+    with pytest.raises(ValueError, match="test split.*none was given"):
+        build_attack(parse_attack("blend", options={"pattern": "test_image"}))
+    with pytest.raises(ValueError, match="target class 0; pick an image of another class"):
+        Blend.generate(test_set=(images, labels), pattern="test_image", index=1, target=0)
+    with pytest.raises(ValueError, match="outside the test split's 3 images"):
+        Blend.generate(test_set=(images, labels), pattern="test_image", index=3, target=0)
+    with pytest.raises(ValueError, match="no image outside the target class"):
+        Blend.generate(test_set=(images[:2], labels[:2]), pattern="test_image", target=0)
+    assert Blend.generate(test_set=(images, labels), pattern="test_image", target=0).index == 2
+    with pytest.raises(ValueError, match="has no image yet"):
+        parse_trigger("blend,pattern=test_image")
+    with pytest.raises(ValueError, match="pattern must be one of noise, image, test_image"):
+        Blend(pattern="cartoon")
+    with pytest.raises(ValueError, match="use them with pattern='test_image'"):
+        Blend(index=3)
+    with pytest.raises(ValueError, match="give index= .* and label="):
+        Blend(pattern="test_image", image=images[2])
+    assert Blend(seed=3, target=0).spec() == {"name": "blend", "alpha": 0.2, "image": None, "seed": 3, "target": 0}

@@ -28,7 +28,8 @@ def test_builtin_suites_expand_with_shared_models():
     assert len(one.trains) == 8 and len(one.cells) == 8 * (len(DEFENSES) + 2) and one.reference is not None
     assert {c.method for c in one.cells} == set(DEFENSES)
     # BadNets at 20% is one model for every suite that uses it: trained once, shared by all defenses.
-    badnets = {t.id for p in plans.values() for t in p.trains if t.attack == "badnets" and not t.all_to_all}
+    badnets = {t.id for p in plans.values() for t in p.trains
+               if t.attack == "badnets" and not t.all_to_all and t.poison_ratio == 0.2}
     assert len(badnets) == 1
     assert [c.clean_size for c in plans["clean_size"].cells if c.method == "ibau" and c.seed == 0] == [200, 100, 20, 4]
     assert sorted({t.poison_ratio for t in plans["poison_ratio"].trains}) == [0.005, 0.05, 0.2]
@@ -285,3 +286,34 @@ def test_the_grid_trains_with_the_one_recipe_ibau_attack_uses():
     for name in ("cpu", "paper"):
         preset = PRESETS[name]
         assert {"epochs": preset.epochs, "train_limit": preset.train_limit} == RECIPES[name]
+
+
+def test_backdoorbench_suite_expands_at_every_scale(tmp_path):
+    """Issue 19 part 2: attacks × poison ratios × defenses (I-BAU with three seeds), the architecture from the
+    preset; `ibau bench --suite backdoorbench --preset smoke` plans every cell (no job is run here)."""
+    from ibau.bench.grid import manifest, save_manifest
+
+    suite = SUITES["backdoorbench"]
+    labels = ["BadNets", "Blended", "Smooth", "Input-aware", "WaNet"]
+    assert [a["label"] for a in suite.attacks] == labels and suite.poison_ratios == [0.1, 0.05]
+    assert {"ibau", "anp", "sau", "ft_sam"} <= set(suite.defenses)
+    per_pair = len(suite.defenses) - 1 + 3  # I-BAU 3 seeds, every baseline 1
+    for name, arch in (("smoke", "tiny_vgg"), ("cpu", "small_vgg"), ("cpu_gtsrb", "small_vgg"),
+                       ("cpu_resnet20", "resnet20"), ("cpu_gtsrb_resnet20", "resnet20")):
+        plan = expand(suite, PRESETS[name])
+        assert len(plan.trains) == 10 and plan.reference is None and {t.arch for t in plan.trains} == {arch}, name
+        assert len(plan.cells) == len(plan.defends) == 5 * 2 * per_pair, name
+        assert {(c.attack_label, c.poison_ratio, c.method) for c in plan.cells} == {
+            (a, r, m) for a in labels for r in (0.1, 0.05) for m in suite.defenses}
+    assert PRESETS["cpu_resnet20"].dataset == "npz" and PRESETS["cpu_gtsrb_resnet20"].dataset == "gtsrb"
+    for base in ("cpu", "cpu_gtsrb"):  # the same recipe and defense settings, only the architecture differs
+        assert dataclasses.replace(PRESETS[f"{base}_resnet20"], name=base, arch="small_vgg") == PRESETS[base]
+    plan = expand(suite, PRESETS["smoke"])
+    trains = {t.attack: t for t in plan.trains if t.poison_ratio == 0.1}
+    assert dict(trains["blend"].options) == {"pattern": "test_image", "alpha": 0.2, "target": 0}
+    assert all(dict(trains[a].options)["target"] == 0 for a in ("badnets", "smooth"))
+    from ibau.attacks import ATTACKS
+    assert all(ATTACKS[a]().target == 0 for a in ("wanet", "iab"))  # their default target is BackdoorBench's 0
+    data = json.loads(save_manifest(tmp_path, plan).read_text())
+    assert data == json.loads(json.dumps(manifest(plan))) and len(data["cells"]) == 100
+    assert data["suite"]["name"] == "backdoorbench" and data["preset"]["arch"] == "tiny_vgg"

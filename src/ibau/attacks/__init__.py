@@ -63,21 +63,24 @@ def parse_attack(text: str, target: int | None = None, all_to_all: bool = False,
 
 
 def build_attack(entries: list[tuple[str, dict]], model=None, images: torch.Tensor | None = None,
-                 seed: int = 0, steps: int | None = None) -> Trigger:
+                 seed: int = 0, steps: int | None = None, test_set=None) -> Trigger:
     """Generate the triggers of :func:`parse_attack`'s entries (optimised ones against ``model``, with
-    ``steps`` optimisation steps when given)."""
+    ``steps`` optimisation steps when given). ``test_set`` (the dataset's test split, an ``ImageSet`` or
+    ``(images, labels)``) goes to the triggers whose ``generate`` takes it: ``blend`` with
+    ``pattern="test_image"`` picks its image there."""
     def opt(name: str) -> dict:
         return {"steps": steps} if steps is not None and ATTACKS[name].needs_reference else {}
 
     parts = []
     for i, (name, kw) in enumerate(entries):
         cls = ATTACKS[name]
-        known = _accepted(cls.__init__) | _accepted(cls.generate)
+        known = (_accepted(cls.__init__) | _accepted(cls.generate)) - {"test_set"}
         unknown = sorted(set(kw) - known)
         if unknown:
             raise ValueError(f"{name} has no option {', '.join(unknown)}; its options are: "
                              f"{', '.join(sorted(known - {'self', 'cls', 'model', 'images', 'kwargs'}))}")
-        parts.append(cls.generate(model, images, seed=seed + i, **{**opt(name), **kw}))  # an explicit option wins
+        data = {"test_set": test_set} if "test_set" in _accepted(cls.generate) else {}
+        parts.append(cls.generate(model, images, seed=seed + i, **data, **{**opt(name), **kw}))  # an explicit option wins
     return parts[0] if len(parts) == 1 else MultiTrigger(parts)
 
 

@@ -22,6 +22,22 @@ from ..training import RECIPES
 PAPER_DEFENSES = ["ibau", "neural_cleanse", "tabor", "deepinspect", "fine_pruning", "nad", "dp", "uap_at", "finetune"]
 ALL_DEFENSES = [*PAPER_DEFENSES, "anp", "sau", "ft_sam"]
 
+#: The defenses of this package that BackdoorBench also runs (its fine-tuning, fine-pruning, NAD, NC, ANP, i-BAU,
+#: SAU, FT-SAM); TABOR, DeepInspect, DP and UAP-AT are the I-BAU paper's own baselines (and DP cannot rebuild an
+#: input-aware poisoned set).
+BACKDOORBENCH_DEFENSES = ["ibau", "neural_cleanse", "fine_pruning", "nad", "finetune", "anp", "sau", "ft_sam"]
+
+#: BackdoorBench's attacks (Wu et al., NeurIPS 2022 Datasets and Benchmarks, arXiv:2206.12654), all-to-one onto
+#: class 0 as there: Blended with a natural image at α = 0.2 (an image of the dataset's own test split, of
+#: another class, drawn with seed 0: no download), the low-frequency Smooth, input-aware, WaNet, BadNets.
+BACKDOORBENCH_ATTACKS: list[dict[str, Any]] = [
+    {"attack": "badnets", "label": "BadNets", "options": {"target": 0}},
+    {"attack": "blend", "label": "Blended", "options": {"pattern": "test_image", "alpha": 0.2, "target": 0}},
+    {"attack": "smooth", "label": "Smooth", "options": {"target": 0}},
+    {"attack": "iab", "label": "Input-aware"},  # target 0 by default
+    {"attack": "wanet", "label": "WaNet"},  # target 0 by default
+]
+
 #: The one-to-one attacks of SPEC §2 plus all-to-all; ``label`` is the table row.
 ONE_TRIGGER_ATTACKS: list[dict[str, Any]] = [
     {"attack": "badnets", "label": "BadNets"}, {"attack": "blend", "label": "Blend"},
@@ -198,6 +214,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     # never sets the paper's CIFAR-10 numbers beside it and the loader checks the 43 classes.
     Preset("cpu_gtsrb", "gtsrb", **RECIPES["cpu"], defense_options=_CPU_DEFENSES),
     Preset("paper", "cifar10", **RECIPES["paper"], defense_options={"dp": {"noise_multiplier": 50.0}}),
+    # The same two CPU scales with ResNet-20 (issue 19 part 2): a suite does not choose the architecture, a preset does.
+    Preset("cpu_resnet20", "npz", arch="resnet20", **RECIPES["cpu"], defense_options=_CPU_DEFENSES),
+    Preset("cpu_gtsrb_resnet20", "gtsrb", arch="resnet20", **RECIPES["cpu"], defense_options=_CPU_DEFENSES),
 )}
 
 #: The seeds of the paper's tables (issue 17): seeds vary the defense on one poisoned model, so I-BAU's spread is
@@ -231,6 +250,10 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
     Suite("norm_bound", "I-BAU's norm bound Cδ (Fig. 2)", [{"attack": "trojan_wm", "label": "Trojan WM"}], ["ibau"],
           variants={f"Cδ={b}": {"ibau": {"norm": "l2", "norm_bound": b}} for b in (0.5, 5.0, 10.0, 20.0)}
           | {"Cδ=none": {"ibau": {"norm": "none"}}}, seeds=3, paper="fig2"),
+    # Issue 19 part 2: the setting where I-BAU is known to fail; small VGG at `cpu`/`cpu_gtsrb`, ResNet-20 at
+    # `cpu_resnet20`/`cpu_gtsrb_resnet20`.
+    Suite("backdoorbench", "BackdoorBench's setting: 10% and 5% poison, all-to-one onto class 0",
+          BACKDOORBENCH_ATTACKS, BACKDOORBENCH_DEFENSES, poison_ratios=[0.1, 0.05], method_seeds=dict(_IBAU_THREE)),
 )}
 
 

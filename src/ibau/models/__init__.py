@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .cifar_resnet import resnet20
 from .resnets import bb_preact_resnet18, densenet121, googlenet, preact_resnet18, resnet18
 from .vgg import Normalize, small_vgg, tiny_vgg
 
@@ -12,6 +13,7 @@ from .vgg import Normalize, small_vgg, tiny_vgg
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "small_vgg": small_vgg,
     "tiny_vgg": tiny_vgg,
+    "resnet20": resnet20,
     "preact_resnet18": preact_resnet18,
     "resnet18": resnet18,
     "googlenet": googlenet,

@@ -40,10 +40,11 @@ REFERENCE_IMAGES = 512
 def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, target: int | None = None,
                     all_to_all: bool = False, reference_model: str | Path | None = None,
                     trigger_file: str | Path | None = None, seed: int = 0, device: str | None = None,
-                    steps: int | None = None, options: dict | None = None) -> Trigger | None:
+                    steps: int | None = None, options: dict | None = None, test_set: ImageSet | None = None) -> Trigger | None:
     """The trigger of an ``ibau attack`` run: a saved ``trigger_file``; ``"none"`` (a clean model); or
     the ``--attack`` text, generating optimised triggers against ``reference_model`` on a seeded
-    sample of the training images (``steps`` optimisation steps; default: each trigger's)."""
+    sample of the training images (``steps`` optimisation steps; default: each trigger's). ``test_set``, the
+    dataset's test split, is where a blend with ``pattern="test_image"`` takes its image."""
     if isinstance(attack, Trigger):
         return attack
     if trigger_file is not None:
@@ -62,7 +63,7 @@ def prepare_trigger(attack: str | Trigger | None, train_images: torch.Tensor, ta
         gen = torch.Generator().manual_seed(seed)
         images = train_images[torch.randperm(len(train_images), generator=gen)[:REFERENCE_IMAGES]]
         logger.info(f"generating {', '.join(needs)} against {reference_model} on {len(images)} training images")
-    return build_attack(entries, model, images, seed=seed, steps=steps)
+    return build_attack(entries, model, images, seed=seed, steps=steps, test_set=test_set)
 
 
 def _run_trigger(attack: str | Trigger | None, out: Path, train: ImageSet, resume: bool, **prepare: Any) -> Trigger | None:
@@ -108,7 +109,7 @@ def train_poisoned(dataset: str, attack: str | Trigger | None, out: str | Path, 
         num_classes = int(max(train.labels.max(), test.labels.max())) + 1
         trigger = _run_trigger(attack, out, train, resume, target=target, all_to_all=all_to_all,
                                reference_model=reference_model, trigger_file=trigger_file, seed=seed, device=device,
-                               steps=trigger_steps, options=trigger_options)
+                               steps=trigger_steps, options=trigger_options, test_set=test)
         run = AttackRun(out=out, resume=resume, shape=train.shape, num_classes=num_classes, poison_ratio=poison_ratio,
                         epochs=epochs, lr=lr, batch_size=batch_size, lr_schedule=lr_schedule, augment=augment,
                         seed=seed, device=dev, progress=progress)
