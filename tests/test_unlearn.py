@@ -420,6 +420,16 @@ def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_
     assert seen == [0.01] * total
     with pytest.raises(ValueError, match="outer_lr_schedule"):
         IBAUConfig(outer_lr_schedule="linear")
+    # a warm-up of w steps multiplies step t by (t + 1)/(w + 1) until it reaches 1, on either schedule
+    seen.clear()
+    unlearn(model, (x, y), cfg.replace(outer_lr_warmup=2), progress=False)
+    cosine = [0.005 * (1 + math.cos(math.pi * t / total)) for t in range(total)]
+    assert seen == pytest.approx([c * min(1, (t + 1) / 3) for t, c in enumerate(cosine)])
+    seen.clear()
+    unlearn(model, (x, y), cfg.replace(outer_lr_schedule="constant", outer_lr_warmup=2), progress=False)
+    assert seen == pytest.approx([0.01 / 3, 0.02 / 3] + [0.01] * (total - 2))
+    with pytest.raises(ValueError, match="outer_lr_warmup must be >= 0"):
+        IBAUConfig(outer_lr_warmup=-1)
 
 
 class _CornerBackdoor(torch.nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -182,8 +183,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     opt = opt_cls(params, lr=cfg.outer_lr)
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.rounds * outer_steps, 1))
-                if cfg.outer_lr_schedule == "cosine" else None)
+    schedule = _outer_schedule(opt, cfg, cfg.rounds * outer_steps)
     solver = cfg.make_solver()
     history: list[RoundRecord] = []
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
@@ -274,6 +274,19 @@ def _solve_summary(stats: list[SolveStats]) -> dict[str, Any]:
     residuals = [s.residual for s in stats if s.residual == s.residual]
     return {"solver_residual": sum(residuals) / len(residuals) if residuals else float("nan"),
             "solver_breakdowns": sum(s.breakdown is not None for s in stats)}
+
+
+def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
+    """The θ step size per step: constant or a half cosine to 0 over ``total_steps``, after a linear warm-up."""
+    cosine = cfg.outer_lr_schedule == "cosine"
+    if not cfg.outer_lr_warmup:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1)) if cosine else None
+    warmup, total = cfg.outer_lr_warmup, max(total_steps, 1)
+
+    def factor(t: int) -> float:
+        rise = min(1.0, (t + 1) / (warmup + 1))
+        return rise * (0.5 * (1 + math.cos(math.pi * min(t, total) / total)) if cosine else 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], cfg: IBAUConfig, steps: int,
