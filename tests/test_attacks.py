@@ -97,6 +97,8 @@ def test_blend_test_image_is_a_stored_image_of_another_class(tmp_path):
     assert again.index == trig.index  # seeded
     other = build_attack(parse_attack("blend", target=0, options=opts), test_set=test, seed=1)
     assert other.index != trig.index and other.seed == 1
+    own = build_attack(parse_attack("blend", target=0, options={**opts, "seed": 1}), test_set=test)  # --trigger-option seed=1
+    assert own.index == other.index and own.seed == 1
     spec = trig.spec()
     assert {k: spec[k] for k in ("name", "alpha", "pattern", "index", "label", "seed", "target")} == {
         "name": "blend", "alpha": 0.2, "pattern": "test_image", "index": trig.index, "label": trig.label, "seed": 0,

@@ -80,7 +80,8 @@ def build_attack(entries: list[tuple[str, dict]], model=None, images: torch.Tens
             raise ValueError(f"{name} has no option {', '.join(unknown)}; its options are: "
                              f"{', '.join(sorted(known - {'self', 'cls', 'model', 'images', 'kwargs'}))}")
         data = {"test_set": test_set} if "test_set" in _accepted(cls.generate) else {}
-        parts.append(cls.generate(model, images, seed=seed + i, **data, **{**opt(name), **kw}))  # an explicit option wins
+        kw = {"seed": seed + i, **opt(name), **kw}  # an explicit option (a trigger's own seed too) wins
+        parts.append(cls.generate(model, images, **data, **kw))
     return parts[0] if len(parts) == 1 else MultiTrigger(parts)
 
 

@@ -67,7 +67,9 @@ class Blend(AdditiveTrigger):
         if kind == "image" and image is None:
             raise ValueError("blend pattern='image' needs image=PATH (an image file)")
         self.kind = kind
-        self.index = self.label = None
+        self.index: int | None = None
+        self.label: int | None = None
+        self.image: Any  # a tensor, or None for noise
         if kind == "test_image":
             self.image = self._test_image(image, index, label)
             self.source = "test_image"
