@@ -3,7 +3,7 @@
 >>> from ibau.bench import SUITES, PRESETS, expand
 >>> plan = expand(SUITES["one_trigger"], PRESETS["smoke"])
 >>> len(plan.trains), len(plan.cells), plan.reference is not None
-(8, 88, True)
+(8, 112, True)
 """
 from __future__ import annotations
 
