@@ -9,7 +9,8 @@ from ibau.demo import demo_config, run_demo
 
 @pytest.mark.slow
 def test_demo_writes_reproducible_report(tmp_path):
-    kw = dict(seed=1, epochs=2, config=demo_config(rounds=1), device="cpu", progress=False)
+    # the class search at 5 steps a class (the default's 40 cost 100 s here): same code path, CI's budget
+    kw = dict(seed=1, epochs=2, config=demo_config(rounds=1, patch_steps=5), device="cpu", progress=False)
     rec = run_demo(tmp_path / "a", **kw)
     for name in ("metrics.json", "report.md", "delta.png", "curve.png", "poisoned.safetensors", "unlearned.safetensors"):
         assert (tmp_path / "a" / name).stat().st_size > 0, name
@@ -27,7 +28,17 @@ def test_demo_writes_reproducible_report(tmp_path):
 @pytest.mark.slow
 def test_cli_demo_runs(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # the console entry point exits like a command
-        main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--no-progress", "--device", "cpu"])
+        main(["demo", "--out", str(tmp_path), "--epochs", "1", "--rounds", "1", "--defense-option", "patch_steps=5",
+              "--no-progress", "--device", "cpu"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "after:  ACC" in out and "[4/4] wrote" in out and (tmp_path / "metrics.json").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["patch_steps"] == 5  # --defense-option reached I-BAU
+
+
+def test_cli_demo_refuses_unknown_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--defense-option", "patch_stepz=5", "--device", "cpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown I-BAU option(s) patch_stepz" in err and "patch_steps" in err and "Traceback" not in err

@@ -3,6 +3,7 @@ import weakref
 
 import pytest
 import torch
+from torch import nn
 
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.inner import solve_delta
@@ -387,6 +388,41 @@ def test_delta_patch_reads_the_trigger_back_from_where_delta_concentrates():
     assert delta_patch(model, x, elsewhere, threshold=0.9) is None
     with pytest.raises(ValueError, match="patch_threshold must be in"):
         IBAUConfig(patch_threshold=1.5)
+
+
+def test_delta_patch_chunked_early_exit_gives_the_same_answer_as_scoring_every_image():
+    """Scoring chunk by chunk and dropping a size once no class can reach the threshold is an exact shortcut."""
+    from ibau.unlearn.inner import PATCH_SIZES, _sent_to_one_class, delta_patch
+
+    def full_scan(model, x, delta, threshold):  # the definition, every size on every image
+        energy = delta.pow(2).sum(0).flatten()
+        order, pattern, before = energy.argsort(descending=True), (delta > 0).float(), model(x).argmax(1)
+        for k in (k for k in PATCH_SIZES if k <= energy.numel() // 16):
+            mask = torch.zeros_like(energy)
+            mask[order[:k]] = 1
+            mask = mask.view(1, 16, 16)
+            rate = _sent_to_one_class(before, model((1 - mask) * x + mask * pattern).argmax(1))
+            if rate >= threshold:
+                return mask, pattern, rate
+        return None
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(230, 3, 16, 16, generator=g)  # stamps of 4, 9 and 16 pixels (at most 1/16 of the image)
+    answers = set()
+    with torch.no_grad():
+        for trial in range(12):
+            torch.manual_seed(trial)
+            model = nn.Sequential(nn.Flatten(), nn.Linear(768, 4))
+            delta = torch.randn(3, 16, 16, generator=g) * (1 + trial)
+            for threshold in (0.3, 0.5, 0.7, 0.9):
+                want = full_scan(model, x, delta, threshold)
+                for chunk in (1, 17, 100, 1000):
+                    got = delta_patch(model, x, delta, threshold, chunk=chunk)
+                    assert (got is None) == (want is None), (trial, threshold, chunk)
+                    if got is not None:
+                        assert torch.equal(got[0], want[0]) and got[2] == want[2]
+                answers.add(None if want is None else int(want[0].sum()))
+    assert None in answers and len(answers) >= 3  # the cases cover no stamp and stamps of several sizes
 
 
 def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_task, monkeypatch):

@@ -122,6 +122,7 @@ def demo(
     epochs: int = typer.Option(12, help="Training epochs of the poisoned model."),
     rounds: int | None = typer.Option(None, help="I-BAU rounds (default 5)."),
     preset: str = _ibau_preset_opt(),
+    defense_option: list[str] = typer.Option([], help="KEY=VALUE setting of I-BAU's config, repeatable (e.g. patch_steps=10)."),
     device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -129,9 +130,11 @@ def demo(
 
     Example: ibau demo --seed 1 --out runs/demo1
     """
+    from .attacks import parse_options
     from .demo import demo_config, run_demo
 
-    cfg = demo_config(preset, **({} if rounds is None else {"rounds": rounds}))
+    options = parse_options(defense_option) | ({} if rounds is None else {"rounds": rounds})
+    cfg = demo_config(preset, **options)
     run_demo(out, seed=seed, epochs=epochs, config=cfg, device=device, progress=progress)
 
 

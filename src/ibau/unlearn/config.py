@@ -236,6 +236,9 @@ class IBAUConfig:
     def preset(cls, name: str, **overrides: Any) -> IBAUConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+        unknown = sorted(set(overrides) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"unknown I-BAU option(s) {', '.join(unknown)}; options are {', '.join(cls.field_names())}")
         return PRESETS[name](**overrides)
 
     def replace(self, **changes: Any) -> IBAUConfig:

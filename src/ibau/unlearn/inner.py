@@ -78,7 +78,8 @@ PATCH_SIZES = (4, 9, 16, 25, 36, 49, 64)
 
 
 def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshold: float,
-                sizes: tuple[int, ...] = PATCH_SIZES) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+                sizes: tuple[int, ...] = PATCH_SIZES, before: torch.Tensor | None = None,
+                chunk: int = 50) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """The smallest stamp (at most 1/16 of the pixels) made of δ's strongest pixels that sends at least ``threshold`` of the clean images
     ``x`` to one class, or None. The mask is the k pixels where ‖δ‖² over channels is largest; the pattern is
     each channel's extreme, 1 where δ > 0 and 0 elsewhere, so the stamp is a valid image, as a trigger is.
@@ -88,23 +89,46 @@ def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshol
     reads the trigger back at a trigger's scale. Returns ``(mask 1×H×W, pattern C×H×W, fooling rate)``, the
     rate being, for the class the stamp sends most images to, the share of the images not already predicted
     as that class that it sends there (an ASR measured on clean images).
+
+    ``before``: the model's predictions on ``x`` when the caller has them (the class search scores ten δ on
+    one model). The images are scored ``chunk`` at a time and a size is dropped as soon as no class can reach
+    the threshold any more, which gives the same answer as scoring them all (the model is in eval mode).
     """
     energy = delta.detach().pow(2).sum(0).flatten()
     order = energy.argsort(descending=True)
     pattern = (delta.detach() > 0).to(x.dtype)
     with torch.no_grad():
-        before = model(x).argmax(1)
+        before = model(x).argmax(1) if before is None else before
         for k in sizes:
             if k > energy.numel() // 16:  # a stamp covers at most 1/16 of the image (64 pixels of 32×32)
                 break
             mask = torch.zeros_like(energy)
             mask[order[:k]] = 1
             mask = mask.view(1, *delta.shape[1:]).to(x.dtype)
-            pred = model((1 - mask) * x + mask * pattern).argmax(1)
-            rate = _sent_to_one_class(before, pred)
-            if rate >= threshold:
+            rate = _stamp_rate(model, x, before, mask, pattern, threshold, chunk)
+            if rate is not None and rate >= threshold:
                 return mask, pattern, rate
     return None
+
+
+def _stamp_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
+                threshold: float, chunk: int) -> float | None:
+    """:func:`_sent_to_one_class` of the stamped images, or None once no class can reach ``threshold``: a class
+    c's final rate is at most 1 − (images of other classes not sent to c so far) / (images of other classes)."""
+    preds: list[torch.Tensor] = []
+    for i in range(0, len(x), chunk):
+        logits = model((1 - mask) * x[i:i + chunk] + mask * pattern)
+        preds.append(logits.argmax(1))
+        if i + chunk >= len(x):
+            break
+        classes = torch.arange(logits.shape[1], device=before.device)[:, None]
+        pred, seen = torch.cat(preds), before[:i + len(logits)]
+        others = (before[None] != classes).sum(1)
+        missed = ((seen[None] != classes) & (pred[None] != classes)).sum(1)
+        best = 1 - missed.double() / others.clamp(min=1).double()
+        if not bool(((others > 0) & (best + 1e-6 >= threshold)).any()):
+            return None
+    return _sent_to_one_class(before, torch.cat(preds))
 
 
 def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
@@ -137,9 +161,11 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     (:func:`delta_patch` on the clean images ``x``); the smallest stamp found (then the highest rate) wins.
     Returns ``(mask, pattern, fooling rate, class)`` or None. Uses clean data only: a defender's search."""
     best = None
+    with torch.no_grad():
+        before = model(x).argmax(1)
     for target in range(num_classes):
         delta = targeted_delta(model, batches, x[0], target, cfg, steps)
-        found = delta_patch(model, x, delta, cfg.patch_threshold)
+        found = delta_patch(model, x, delta, cfg.patch_threshold, before=before)
         if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
             best = (*found, target)
     return best
