@@ -220,12 +220,18 @@ def defend(
       ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data --method finetune --defense-option epochs=5
       ibau defend --model badnets_8_02_ckpt.pth --arch small_vgg --trigger badnets,target=8 --dataset npz --data-dir cifar10.npz
       ibau defend --model record/badnet/attack_result.pt --dataset cifar10 --data-dir data
+      torchrun --nproc-per-node 4 -m ibau defend --model runs/wm/model.safetensors --dataset cifar10 --data-dir data
+
+    Under torchrun (I-BAU only) every rank runs the same defense on its share of each clean batch
+    (docs/scale.md); rank 0 alone logs, shows progress and writes the files.
     """
     from .attacks import parse_options
     from .models import save_model
     from .models.backdoorbench import PoisonedTestTrigger
     from .pipeline.defend import build_defense, load_external, run_defense, trigger_for, write_report
 
+    main_rank, device = _torchrun_role(method, device)
+    progress = progress and main_rank
     loaded = load_external(model, dataset, data_dir, download, clean_size, seed, arch, num_classes, normalize)
     net, card, clean, held = loaded.model, loaded.card, loaded.clean, loaded.held
     defense = build_defense(method, card, preset=preset, seed=seed, device=device, rounds=rounds,
@@ -233,6 +239,8 @@ def defend(
                             download=download)
     trigger = trigger_for(card, attack_from, trigger_text, loaded)
     result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=progress)
+    if not main_rank:
+        return  # the other ranks hold the same model; rank 0 writes it and the report
     if trigger is not None and "attack" not in card.metadata and not isinstance(trigger, PoisonedTestTrigger):
         card.metadata["attack"] = trigger.spec()  # --trigger: so `ibau evaluate` on the defended model knows it
     card.metadata = {**card.metadata, "defense": method, "defended_from": str(model), "after": after}
@@ -246,6 +254,23 @@ def defend(
                  {"model": str(model), "dataset": dataset, "seed": seed, "device": str(defense._device),
                   "sizes": {"clean": len(clean), "held_out": len(held)}})
     typer.echo(f"wrote {out}/model.safetensors, metrics.json, report.md, delta.png" + (", curve.png" if trigger else ""))
+
+
+def _torchrun_role(method: str, device: str | None) -> tuple[bool, str | None]:
+    """Under torchrun: whether this process is rank 0, the one that logs and writes, and its device (a bare
+    ``cuda`` becomes ``cuda:LOCAL_RANK``); ``(True, device)`` in a single process. Only I-BAU shards its
+    work across ranks: another defense would run whole on every rank, so it is refused."""
+    from .unlearn import distributed
+    from .utils import resolve_device
+
+    if not distributed.launched_by_torchrun():
+        return True, device
+    if method != "ibau":
+        raise ValueError(f"under torchrun only --method ibau runs data-parallel; run {method} in a single process")
+    main_rank = distributed.is_main_process()
+    if not main_rank:
+        logging.getLogger("ibau").setLevel(logging.ERROR)  # rank 0 alone logs; main() restores the level
+    return main_rank, str(distributed.local_device(resolve_device(device)))
 
 
 @app.command("evaluate")
@@ -303,8 +328,15 @@ def bench(
     preset: str = typer.Option("smoke", help=f"Scale of the grid: {_names(BENCH_PRESETS)} (smoke: digits, minutes; "
                                "cpu: CIFAR-10 npz, hours on 2 cores; cpu_gtsrb: the same on gtsrb.npz; paper: GPU)."),
     data_dir: str | None = _data_dir_opt(),
-    out: Path = typer.Option(Path("runs/bench"), help="Folder for models/, records/, artifacts/, suites/."),
-    jobs: int = typer.Option(1, help="Independent jobs run at once in separate processes."),
+    out: Path = typer.Option(Path("runs/bench"), help="Folder for models/, records/, artifacts/, suites/ "
+                             "(with --executor ray, a path every worker can reach)."),
+    executor: str = typer.Option("local", help="local: this machine (--jobs); ray: every job a Ray task "
+                                 "(needs Ray: the 'ray' extra of ibau)."),
+    jobs: int = typer.Option(1, help="Independent jobs run at once in separate processes (--executor local)."),
+    address: str | None = typer.Option(None, help="Ray cluster to join, e.g. auto (default: Ray's: RAY_ADDRESS, "
+                                       "a `ray start` cluster on this machine, else a new local instance)."),
+    cpus_per_job: float | None = typer.Option(None, help="CPUs a Ray job reserves, and its torch threads (default 1)."),
+    gpus_per_job: float | None = typer.Option(None, help="GPUs a Ray job reserves (default 1 with --device cuda, else 0)."),
     device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     retry_errors: bool = typer.Option(False, help="Run again the jobs whose record is an error."),
     defenses: str | None = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all)."),
@@ -313,12 +345,17 @@ def bench(
     """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.
 
     Example: ibau bench --suite one_trigger --preset cpu --data-dir ../shared/data/cifar10.npz --out runs/bench
+
+    On a Ray cluster (after `ray start --head`): ibau bench --suite one_trigger --executor ray --address auto
     """
     from .bench import build_report, run_bench
+    from .bench.grid import make_executor
 
     subset = [d.strip() for d in defenses.split(",") if d.strip()] if defenses else None
-    counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, jobs=jobs, retry_errors=retry_errors,
-                       defenses=subset)
+    runner = make_executor(executor, jobs=jobs, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
+                           device=device)
+    counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, retry_errors=retry_errors,
+                       defenses=subset, executor=runner)
     typer.echo(f"{counts['ran']} jobs run now, {counts['done']} already done, {counts['errors']} errors")
     if report:
         written = build_report(out)

@@ -5,6 +5,11 @@ uses the same attack, poison ratio and recipe); a *defend* job runs one defense 
 set size, variant and seed. Each finished job writes ``records/<id>.json`` (one fixed-key record); a re-run
 skips jobs whose record exists, and an interrupted training resumes from its last epoch. The suite and
 preset a run used are stored in ``suites/<name>.json``, so ``ibau report`` needs nothing but the folder.
+
+How jobs run is a strategy (an *executor*): :class:`LocalExecutor` runs them in this process or in a pool of
+``jobs`` processes, phase by phase (reference model, models, defenses); ``RayExecutor``
+(:mod:`ibau.bench.ray_executor`) makes every job a Ray task that waits for the models it needs. Both run the
+same job functions, which write the same records.
 """
 from __future__ import annotations
 
@@ -16,17 +21,16 @@ import logging
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..records import defense_outcome, new_record, read_record, write_record
-from .suites import Preset, Suite
+from .suites import Preset, Suite, load_preset, load_suite
 
 logger = logging.getLogger(__name__)
-
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -183,7 +187,8 @@ def record_path(out: str | Path, job_id: str) -> Path:
     return Path(out) / "records" / f"{job_id}.json"
 
 
-def _base_record(job_id: str, kind: str) -> dict[str, Any]:
+def _base_record(job_id: str, kind: str, ctx: Context) -> dict[str, Any]:
+    _threads(ctx)  # first, so the record's environment names the thread count the job runs with
     return new_record(kind, id=job_id, status="ok", error=None)
 
 
@@ -205,7 +210,7 @@ def run_train(job: TrainJob, reference: TrainJob | None, ctx: Context) -> dict[s
         norm = trigger_l2(trigger_for(card, None), tuple(card.input_shape))
         return done if norm is None else {**done, "trigger_l2": norm}
 
-    return _recorded(ctx, {**_base_record(job.id, "train"), "spec": job.spec}, work)
+    return _recorded(ctx, {**_base_record(job.id, "train", ctx), "spec": job.spec}, work)
 
 
 def trigger_l2(trigger, input_shape: tuple[int, ...]) -> float | None:
@@ -231,7 +236,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
     from ..pipeline.artifacts import plot_delta
     from ..pipeline.defend import _pictures, build_defense, load_for_dataset, run_defense, trigger_for
 
-    record = {**_base_record(job.id, "defend"), "spec": job.spec, "method": job.method, "train_id": job.train.id,
+    record = {**_base_record(job.id, "defend", ctx), "spec": job.spec, "method": job.method, "train_id": job.train.id,
               "attack": job.train.attack, "all_to_all": job.train.all_to_all, "poison_ratio": job.train.poison_ratio,
               "clean_size": job.clean_size, "seed": job.seed, "options": dict(job.options)}
 
@@ -264,7 +269,6 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
 
 def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a job's ``work`` (its result fields) and write its record; a failure becomes an error record."""
-    _threads(ctx)
     t0 = time.perf_counter()
     try:
         with _quiet():
@@ -320,57 +324,153 @@ def save_manifest(out: Path, plan: Plan) -> Path:
     return write_record(out / "suites" / f"{plan.suite.name}.json", manifest(plan))
 
 
+def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: list[str] | None = None) -> Plan:
+    """``suite`` (a built-in name, a suite file or a :class:`Suite`) at ``preset``, expanded into jobs.
+
+    ``defenses`` keeps only those columns of the suite (the jobs are the same as in a full run, so a later
+    full run reuses them).
+    """
+    s = suite if isinstance(suite, Suite) else load_suite(suite)
+    p = preset if isinstance(preset, Preset) else load_preset(preset)
+    if defenses:
+        missing = [d for d in defenses if d not in s.defenses]
+        if missing:
+            raise ValueError(f"suite {s.name} has no defense {', '.join(missing)}; its defenses are {', '.join(s.defenses)}")
+        s = s.only(defenses)
+    plan = expand(s, p)
+    logger.info(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
+                f"{len(plan.defends)} defense runs, {len(plan.cells)} table cells")
+    return plan
+
+
+# --- executors: how the jobs run --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """One unfinished job: ``fn(*args)`` runs it, writes its record and returns it. ``after`` names the jobs
+    whose model it reads, for an executor that orders jobs by what they need rather than phase by phase."""
+
+    id: str
+    fn: Callable[..., dict[str, Any]]
+    args: tuple[Any, ...]
+    after: tuple[str, ...] = ()
+
+
+class Executor(Protocol):
+    """How a plan's jobs run (:class:`LocalExecutor`, ``ibau.bench.ray_executor.RayExecutor``)."""
+
+    def context(self, out: Path, data_dir: str | None, device: str | None) -> Context:
+        """What every job of this executor runs with (paths, device, torch threads)."""
+        ...
+
+    def run(self, phases: list[list[Task]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Run the tasks (a phase's tasks may need the earlier phases'); ``(job id, record)`` as each ends."""
+        ...
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """This machine, phase by phase: ``jobs == 1`` runs every job in this process with torch's own thread
+    count; more run in a pool of ``jobs`` processes that share the CPUs (``cpus // jobs`` threads a job)."""
+
+    jobs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {self.jobs}")
+
+    def context(self, out: Path, data_dir: str | None, device: str | None) -> Context:
+        threads = max(1, (os.cpu_count() or 1) // self.jobs) if self.jobs > 1 else None
+        return Context(str(out), data_dir, device, threads)
+
+    def run(self, phases: list[list[Task]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        for phase in phases:  # a phase starts when the one before has ended: no job waits on another
+            yield from _execute(phase, self.jobs)
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(name: str = "local", jobs: int = 1, address: str | None = None, cpus_per_job: float | None = None,
+                  gpus_per_job: float | None = None, device: str | None = None) -> Executor:
+    """The executor ``ibau bench --executor NAME`` names, from its options; the other executor's options are
+    errors. Under Ray the cluster's free CPUs and GPUs decide how many jobs run at once, so ``jobs`` is local's."""
+    if name == "local":
+        given = [opt for opt, value in (("--address", address), ("--cpus-per-job", cpus_per_job),
+                                        ("--gpus-per-job", gpus_per_job)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply to --executor ray")
+        return LocalExecutor(jobs)
+    if name == "ray":
+        if jobs != 1:
+            raise ValueError("--jobs is for --executor local; under Ray as many jobs run at once as the cluster's CPUs "
+                             "and GPUs hold (set what one job takes with --cpus-per-job/--gpus-per-job)")
+        from .ray_executor import RayExecutor
+
+        return RayExecutor.for_device(address, cpus_per_job, gpus_per_job, device)
+    raise ValueError(f"unknown executor {name!r}; choose one of: {', '.join(EXECUTORS)}")
+
+
 def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: str | None = None, jobs: int = 1,
-             retry_errors: bool = False) -> dict[str, int]:
-    """Run every unfinished job of ``plan`` (trainings first, then defenses), ``jobs`` at a time.
+             retry_errors: bool = False, executor: Executor | None = None) -> dict[str, int]:
+    """Run every unfinished job of ``plan`` (trainings first, then defenses) with ``executor`` (default: this
+    machine, ``jobs`` at a time: ``LocalExecutor(jobs)``).
 
     Returns counts: ``{"done": already finished, "ran": run now, "errors": failed now or before}``.
     """
-    if jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if executor is None:
+        executor = LocalExecutor(jobs)
+    elif jobs != 1:
+        raise ValueError("give jobs or an executor, not both (jobs is LocalExecutor's)")
     if plan.preset.needs_data_dir and data_dir is None:
         raise ValueError(f"preset {plan.preset.name!r} uses dataset {plan.preset.dataset!r}, which needs --data-dir")
     out = Path(out)
     save_manifest(out, plan)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    ctx = Context(str(out), data_dir, device, threads)
     counts = {"done": 0, "ran": 0, "errors": 0}
-    phases: list[list[tuple[str, Callable, tuple]]] = []
-    if plan.reference is not None:
-        phases.append([(plan.reference.id, run_train, (plan.reference, None, ctx))])
-    phases.append([(t.id, run_train, (t, plan.reference, ctx)) for t in plan.trains])
-    phases.append([(d.id, run_defend, (d, ctx)) for d in plan.defends])
+    phases = _phases(plan, executor.context(out, data_dir, device))
     total = sum(len(p) for p in phases)
-    index = 0
+    todo: list[list[Task]] = []
     for phase in phases:
-        todo = []
-        for job_id, fn, args in phase:
-            path = record_path(out, job_id)
-            if path.exists():
-                status = read_record(path).get("status")
-                if status == "ok" or not retry_errors:
-                    counts["done"] += 1
-                    counts["errors"] += status != "ok"
-                    index += 1
-                    continue
-            todo.append((job_id, fn, args))
-        for job_id, record in _execute(todo, jobs):
-            index += 1
-            counts["ran"] += 1
-            counts["errors"] += record["status"] != "ok"
-            logger.info(f"[{index}/{total}] {job_id}: {_summary(record)}")
+        todo.append([])
+        for task in phase:
+            status = _status(out, task.id)
+            if status is None or (retry_errors and status != "ok"):
+                todo[-1].append(task)
+            else:
+                counts["done"] += 1
+                counts["errors"] += status != "ok"
+    for job_id, record in executor.run(todo):
+        counts["ran"] += 1
+        counts["errors"] += record["status"] != "ok"
+        logger.info(f"[{counts['done'] + counts['ran']}/{total}] {job_id}: {_summary(record)}")
     return counts
 
 
-def _execute(todo: list[tuple[str, Callable, tuple]], jobs: int):
+def _phases(plan: Plan, ctx: Context) -> list[list[Task]]:
+    """The plan's jobs in the order the local executor runs them: the clean reference model (some triggers
+    are optimised against it), the models, the defenses; each names the models it reads in ``after``."""
+    ref = plan.reference
+    phases = [[Task(ref.id, run_train, (ref, None, ctx))]] if ref is not None else []
+    phases.append([Task(t.id, run_train, (t, ref, ctx), (ref.id,) if ref is not None and t.needs_reference else ())
+                   for t in plan.trains])
+    phases.append([Task(d.id, run_defend, (d, ctx), (d.train.id,)) for d in plan.defends])
+    return phases
+
+
+def _status(out: Path, job_id: str) -> str | None:
+    """A job's recorded status (``"ok"``, ``"error"``), or None when it has no record yet."""
+    path = record_path(out, job_id)
+    return read_record(path).get("status") if path.exists() else None
+
+
+def _execute(todo: list[Task], jobs: int) -> Iterator[tuple[str, dict[str, Any]]]:
     if jobs == 1 or len(todo) <= 1:
-        for job_id, fn, args in todo:
-            yield job_id, fn(*args)
+        for task in todo:
+            yield task.id, task.fn(*task.args)
         return
     import multiprocessing
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args): job_id for job_id, fn, args in todo}
+        futures = {pool.submit(task.fn, *task.args): task.id for task in todo}
         for future in as_completed(futures):
             yield futures[future], future.result()
 

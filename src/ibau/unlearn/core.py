@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
 from ..training import cycle_batches, iterate_batches
 from ..utils import eval_mode, resolve_device
+from . import distributed
 from .config import IBAUConfig
+from .distributed import SINGLE, Ranks
 from .hypergrad import implicit_hypergradient
 from .inner import class_patch, delta_patch, objective, perturb, solve_delta
 from .solvers import SolveStats
@@ -146,6 +147,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         inplace: modify ``model`` itself instead of a copy (default False).
         progress: show a progress bar (default True).
 
+    Data-parallel (docs/scale.md): under ``torchrun --nproc-per-node N``, or in a process group the caller
+    initialised, every rank passes the same clean set and config; each global batch is drawn alike on all
+    ranks and each rank's model sees every N-th image of it; δ's gradient, the hypergradient and the counts
+    are summed over the ranks (:mod:`ibau.unlearn.distributed`), so all ranks end with the δ and θ one
+    process computes with the same batches (to rounding; train-mode BatchNorm and dropout differ). Every
+    rank starts from rank 0's weights, as with DDP. Only rank 0 shows progress; the callback runs on every
+    rank, and stops the run when any rank's returns True.
+
     Returns:
         :class:`UnlearnResult` with the unlearned model (eval mode), the last δ and a per-round history.
         Ctrl-C ends the run after returning the last finished round (``interrupted=True``).
@@ -157,12 +166,15 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         raise TypeError(f"config must be an IBAUConfig, got {type(cfg).__name__}")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = resolve_device(cfg.device) if cfg.device else next(model.parameters()).device
+    device = distributed.local_device(resolve_device(cfg.device) if cfg.device else next(model.parameters()).device)
+    ranks = distributed.connect(device)
     net = model if inplace else copy.deepcopy(model)
     net.to(device)
+    ranks.share_model(net)
     x_all, y_all = _as_tensors(clean_data)
     num_classes = _validate(net, x_all, y_all, device)
     x_all, y_all = x_all.to(device, _param_dtype(net)), y_all.to(device, torch.int64)
+    ranks.check_same([x_all, y_all], "the clean set")
 
     n, bs = len(x_all), cfg.batch_size
     batches_per_pass = (n + bs - 1) // bs
@@ -189,38 +201,43 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
-    bar = tqdm(total=cfg.rounds * (cfg.inner_restarts * inner_steps + outer_steps), desc="I-BAU", disable=not progress, leave=False)
+    bar = tqdm(total=cfg.rounds * (cfg.inner_restarts * inner_steps + outer_steps), desc="I-BAU",
+               disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
-    # gives the same weights and the caller's RNG state is left as it was.
+    # gives the same weights and the caller's RNG state is left as it was (each rank its own stream, so
+    # that the ranks' images do not share dropout masks).
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
     with _flush_denormal(cfg.flush_denormal), rng:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + ranks.rank)
         try:
             for r in range(cfg.rounds):
                 t0 = time.perf_counter()
                 net.eval()  # δ is always searched against the deployed (eval-mode) model
                 start = delta if cfg.inner_warm_start else None
                 found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
-                                     on_step=lambda *_: bar.update(1), start=start) for _ in range(cfg.inner_restarts)]
+                                     on_step=lambda *_: bar.update(1), start=start, ranks=ranks)
+                         for _ in range(cfg.inner_restarts)]
                 new_delta, inner_loss = found[0]
                 found_before = any(h.patch_pixels is not None for h in history)
                 patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes,
-                                                  found_before)
+                                                  found_before, ranks)
                 inner_seconds = time.perf_counter() - t0
                 net.train(cfg.model_mode == "train")
                 stats: list[SolveStats] = []
                 outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg, outer_steps,
-                                         gen, stats, on_step=lambda *_: bar.update(1), patch=patch, schedule=schedule)
+                                         gen, stats, on_step=lambda *_: bar.update(1), patch=patch, schedule=schedule,
+                                         ranks=ranks)
                 net.eval()
                 seconds = time.perf_counter() - t0
                 record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
                                      inner_seconds, new_delta.detach().cpu(),
-                                     fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp, num_classes),
+                                     fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp, num_classes,
+                                                           ranks=ranks),
                                      **_solve_summary(stats),
                                      patch_pixels=None if patch is None else int(patch[0].sum()),
                                      patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
-                if record.solver_breakdowns:
+                if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
                                    r + 1, record.solver_breakdowns, len(stats), cfg.solver)
@@ -233,7 +250,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     answer = callback(record, net, delta)
                     if isinstance(answer, dict):
                         record.extra.update(answer)
-                    elif answer is True:
+                    if ranks.any_rank(answer is True):  # every rank stops after the same round
                         break
         except KeyboardInterrupt:
             interrupted = True
@@ -245,28 +262,31 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
 
 def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int,
-                 found_before: bool):
+                 found_before: bool, ranks: Ranks = SINGLE):
     """This round's stamp and the class whose search found it: δ's own, else the smallest of the classes'
     sparse targeted searches (patch_search "classes"; "classes_until_found": only while no earlier round
     found a stamp); ``(None, None)`` when off or none found."""
     if cfg.patch_threshold <= 0:
         return None, None
-    patch = delta_patch(net, x, delta, cfg.patch_threshold)
+    patch = delta_patch(net, x, delta, cfg.patch_threshold, ranks=ranks)
     searches = cfg.patch_search == "classes" or (cfg.patch_search == "classes_until_found" and not found_before)
     if patch is not None or not searches:
         return patch, None
-    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes)
+    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks)
     return (None, None) if found is None else (found[:3], found[3])
 
 
 def fooling_rates(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, clamp: bool, num_classes: int,
-                  batch_size: int = 500) -> list[float]:
-    """Fraction of the images ``x`` the model assigns to each class once ``delta`` is added (clean data only)."""
+                  batch_size: int = 500, *, ranks: Ranks = SINGLE) -> list[float]:
+    """Fraction of the images ``x`` the model assigns to each class once ``delta`` is added (clean data only).
+    Across ``ranks`` each rank counts its share and the counts are summed."""
     counts = torch.zeros(num_classes, dtype=torch.long)
+    share = ranks.shard(x)
     with eval_mode(model), torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            pred = model(perturb(x[i:i + batch_size], delta, clamp)).argmax(1)
+        for i in range(0, len(share), batch_size):
+            pred = model(perturb(share[i:i + batch_size], delta, clamp)).argmax(1)
             counts += torch.bincount(pred.cpu(), minlength=num_classes)
+    (counts,) = ranks.all_reduce_sum(counts)
     return (counts.double() / max(len(x), 1)).tolist()
 
 
@@ -290,38 +310,46 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 
 
 def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], cfg: IBAUConfig, steps: int,
-                gen: torch.Generator, stats: list[SolveStats], on_step, patch=None, schedule=None) -> float:
+                gen: torch.Generator, stats: list[SolveStats], on_step, patch=None, schedule=None,
+                ranks: Ranks = SINGLE) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs stay fixed, step t uses δ[t mod len].
-    Returns the mean L_out."""
+    Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
+    every draw are chosen on the global batch; each rank computes the losses on its share of them and the
+    hypergradient is summed over the ranks."""
     total, done, v = 0.0, 0, None
     hyper = None
-    for x, y in cycle_batches(batches, steps):
+    for x_all, y_all in cycle_batches(batches, steps):
         if hyper is None or cfg.hyper_batch == "current":
-            hyper = (x, y)
+            hyper = (x_all, y_all)
         xh, yh = hyper
         if cfg.hyper_batch_size is not None:
             xh, yh = xh[:cfg.hyper_batch_size], yh[:cfg.hyper_batch_size]
-        k = max(1, round(cfg.perturb_fraction * len(x)))
+        n, n_hyper = len(x_all), len(xh)
+        xh, yh = ranks.shard(xh), ranks.shard(yh)
+        k = max(1, round(cfg.perturb_fraction * n))
         # Which images carry δ: the first k of a shuffled batch, or k drawn at random from an ordered one.
-        chosen = slice(0, k) if cfg.shuffle else torch.randperm(len(x), generator=gen)[:k].to(x.device)
+        chosen = slice(0, k) if cfg.shuffle else torch.randperm(n, generator=gen)[:k].to(x_all.device)
         # δ's stamp (patch_threshold) goes on the last patch_fraction of the batch
-        n_stamped = max(1, round(cfg.patch_fraction * len(x)))
-        stamped = slice(len(x) - n_stamped, len(x)) if patch is not None and k + n_stamped <= len(x) else None
+        n_stamped = max(1, round(cfg.patch_fraction * n))
+        stamped = slice(n - n_stamped, n) if patch is not None and k + n_stamped <= n else None
+        chosen_rows = ranks.local_rows(chosen, n, x_all.device)  # this rank's rows among them
+        stamped_rows = None if stamped is None else ranks.local_rows(stamped, n, x_all.device)
+        x, y = ranks.shard(x_all), ranks.shard(y_all)
 
-        def inner_loss(d, xh=xh, yh=yh):  # L_in = −H with true labels
+        def inner_loss(d, xh=xh, yh=yh, n_hyper=n_hyper):  # L_in = −H with true labels
             # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
             # model_mode "train" a train-mode L_in would be another function (batch statistics of 20
             # δ-images) and would pour those statistics into BatchNorm's running estimates every step.
             with eval_mode(net):
-                return -objective(net, xh, yh, d, cfg)
+                return -objective(net, xh, yh, d, cfg, ranks=ranks, total=n_hyper)
 
-        def outer_loss(d, x=x, y=y, chosen=chosen, stamped=stamped):  # CE with δ on the chosen images
+        def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows):  # CE with δ on the chosen images
             mixed = x.clone()
             if stamped is not None:
                 mask, pattern = patch[0], patch[1]
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
             mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
-            return F.cross_entropy(net(mixed), y)
+            return ranks.cross_entropy(ranks.forward(net, mixed), y, n)
 
         stats.append(SolveStats())
         delta = deltas[done % len(deltas)]
@@ -330,11 +358,14 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
         grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
                                                     x0=v if cfg.warm_start else None, norm=cfg.norm,
                                                     bound=cfg.norm_bound, damping=cfg.solver_damping,
-                                                    stats=stats[-1], implicit=cfg.solver_iters > 0)
+                                                    stats=stats[-1], implicit=cfg.solver_iters > 0,
+                                                    all_reduce=ranks.all_reduce_sum)
         v = v_new
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
+        if cfg.model_mode == "train":
+            ranks.average_buffers(net)  # each rank's BatchNorm statistics followed its own rows
         if schedule is not None:
             schedule.step()
         total += float(loss)

@@ -17,6 +17,12 @@ set ‖δ‖ ≤ Cδ (for I-BAU L_in = −H, so δ* maximises H).
 The inverse-Hessian-vector product is left to a solver strategy ``(matvec, b, x0) -> x`` using
 Hessian-vector products only. Nothing depends on how δ was found, so the inner optimisation path is never
 stored (memory is independent of T).
+
+Data-parallel: when each process holds one part of sums L_in = Σ_r L_in,r and L_out = Σ_r L_out,r (its
+share of the images, :mod:`ibau.unlearn.distributed`), ``all_reduce`` sums ∂_δ L_out and ∇_δ L_in (for the
+active set), every product A·v and the final gradients over the processes, so each solves the same system
+and returns the same hypergradient. DDP's backward hooks do not apply: every derivative here is an
+``autograd.grad``, so the sums are explicit.
 """
 from __future__ import annotations
 
@@ -75,6 +81,7 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
                            delta: torch.Tensor, params: Sequence[torch.Tensor], solver: LinearSolver,
                            x0: torch.Tensor | None = None, *, norm: str = "none", bound: float | None = None,
                            damping: float = 0.0, stats: SolveStats | None = None, implicit: bool = True,
+                           all_reduce: Callable[..., list[torch.Tensor]] | None = None,
                            ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Hypergradient of ``outer_loss`` w.r.t. ``params`` through ``delta = argmin inner_loss`` s.t. ‖δ‖ ≤ bound.
 
@@ -91,12 +98,15 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
         stats: optional :class:`SolveStats` the solver fills (products, residual, breakdown).
         implicit: ``False`` returns the direct gradient ∂L_out/∂θ alone (v = 0) without building L_in's
             graph: what K = 0 means, at the cost of one backward pass.
+        all_reduce: ``(*tensors) -> [their sums over the processes]`` when the losses are this process's
+            part of sums over several (module docstring); None: one process.
 
     Returns:
         ``(grads, v, outer)``: one gradient per parameter, the solver's solution v ≈ A⁻¹ ∂_δ L_out
         (for warm starts), and the detached outer loss value.
     """
     params = list(params)
+    total = all_reduce if all_reduce is not None else _alone
     delta = delta.detach().requires_grad_(True)
 
     outer = outer_loss(delta)
@@ -104,16 +114,22 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
     g_out_delta = g_out[0] if g_out[0] is not None else torch.zeros_like(delta)
     if not implicit:  # the direct term only: no graph of ∇_δ L_in, no solve, no mixed product
         direct = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_out[1:])]
-        return direct, torch.zeros_like(delta), outer.detach()
+        *direct, outer_total = total(*direct, outer.detach())
+        return direct, torch.zeros_like(delta), outer_total
 
     (g_in_delta,) = torch.autograd.grad(inner_loss(delta), delta, create_graph=True)
-    active = active_set(delta, g_in_delta, norm, bound)
+    if bound is None:  # nothing can bind: the active set does not read ∇_δ L_in, which stays this process's
+        (g_out_delta,), g_in_whole = total(g_out_delta.detach()), g_in_delta
+    else:
+        g_out_delta, g_in_whole = total(g_out_delta.detach(), g_in_delta.detach())
+    active = active_set(delta, g_in_whole, norm, bound)
     shift = active.shift + damping
 
     def matvec(v: torch.Tensor) -> torch.Tensor:  # P (A + μI + ρI) P v
         pv = active.project(v)
         av = torch.autograd.grad(g_in_delta, delta, pv, retain_graph=True, allow_unused=True)[0]
         av = torch.zeros_like(pv) if av is None else av  # L_in linear in δ: A = 0
+        (av,) = total(av)
         return active.project(av + shift * pv)
 
     b = active.project(g_out_delta.detach())
@@ -124,4 +140,10 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
     for p, go, m in zip(params, g_out[1:], mixed):
         g = torch.zeros_like(p) if go is None else go
         grads.append(g if m is None else g - m)
-    return grads, v, outer.detach()
+    *grads, outer_total = total(*grads, outer.detach())
+    return grads, v, outer_total
+
+
+def _alone(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The sums over one process: the tensors themselves."""
+    return list(tensors)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..training import cycle_batches
 from .config import IBAUConfig
+from .distributed import SINGLE, Ranks
 
 
 def project(delta: torch.Tensor, norm: str, bound: float | None) -> torch.Tensor:
@@ -32,10 +32,15 @@ def perturb(x: torch.Tensor, delta: torch.Tensor, clamp: bool) -> torch.Tensor:
 
 
 def objective(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: torch.Tensor,
-              cfg: IBAUConfig) -> torch.Tensor:
-    """H(δ, θ) = CE(f(x+δ), labels) − λ‖δ‖², the quantity δ maximises."""
-    loss = F.cross_entropy(model(perturb(x, delta, cfg.clamp)), labels)
-    if cfg.inner_penalty:
+              cfg: IBAUConfig, *, ranks: Ranks = SINGLE, total: int | None = None) -> torch.Tensor:
+    """H(δ, θ) = CE(f(x+δ), labels) − λ‖δ‖², the quantity δ maximises.
+
+    Across ``ranks`` (:mod:`ibau.unlearn.distributed`), ``x`` is this rank's share of a global batch of
+    ``total`` images and the result is this rank's part of H: the parts sum to H, the penalty on δ alone
+    being counted once (on rank 0).
+    """
+    loss = ranks.cross_entropy(ranks.forward(model, perturb(x, delta, cfg.clamp)), labels, total or len(x))
+    if cfg.inner_penalty and ranks.is_main:
         loss = loss - cfg.inner_penalty * delta.pow(2).sum()
     return loss
 
@@ -43,10 +48,12 @@ def objective(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, delta: to
 def solve_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                 shape: tuple[int, ...], cfg: IBAUConfig, steps: int,
                 on_step: Callable[[torch.Tensor], None] | None = None,
-                start: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                start: torch.Tensor | None = None, *, ranks: Ranks = SINGLE) -> tuple[torch.Tensor, float]:
     """Run ``steps`` ascent steps from ``start`` (default δ = 0); returns ``(δ, mean H over the steps)``.
 
     Only δ is differentiated (``autograd.grad``), so no weight gradients are computed or accumulated.
+    Across ``ranks`` each rank scores its share of every global batch and δ's gradient is summed over the
+    ranks before the step and the projection, so every rank holds the same δ.
     """
     param = next(model.parameters())
     if start is None:
@@ -57,12 +64,14 @@ def solve_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls([delta], lr=cfg.inner_lr)
     total, done = 0.0, 0
-    for x, y in cycle_batches(batches, steps):  # more steps than batches: another pass
+    for x_all, y_all in cycle_batches(batches, steps):  # more steps than batches: another pass
+        x, y = ranks.shard(x_all), ranks.shard(y_all)
         if cfg.pseudo_labels:
             with torch.no_grad():  # not inference_mode: the labels feed a differentiated loss
-                y = model(x).argmax(1)
-        h = objective(model, x, y, delta, cfg)
+                y = ranks.forward(model, x).argmax(1)
+        h = objective(model, x, y, delta, cfg, ranks=ranks, total=len(x_all))
         (grad,) = torch.autograd.grad(-h, delta)
+        grad, h = ranks.all_reduce_sum(grad, h.detach())
         delta.grad = grad
         opt.step()
         project(delta, cfg.norm, cfg.norm_bound)
@@ -79,7 +88,7 @@ PATCH_SIZES = (4, 9, 16, 25, 36, 49, 64)
 
 def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshold: float,
                 sizes: tuple[int, ...] = PATCH_SIZES, before: torch.Tensor | None = None,
-                chunk: int = 50) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+                chunk: int = 50, *, ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor, float] | None:
     """The smallest stamp (at most 1/16 of the pixels) made of δ's strongest pixels that sends at least ``threshold`` of the clean images
     ``x`` to one class, or None. The mask is the k pixels where ‖δ‖² over channels is largest; the pattern is
     each channel's extreme, 1 where δ > 0 and 0 elsewhere, so the stamp is a valid image, as a trigger is.
@@ -93,62 +102,86 @@ def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshol
     ``before``: the model's predictions on ``x`` when the caller has them (the class search scores ten δ on
     one model). The images are scored ``chunk`` at a time and a size is dropped as soon as no class can reach
     the threshold any more, which gives the same answer as scoring them all (the model is in eval mode).
+    Across ``ranks`` each rank scores its share of ``x`` (``before`` is then its share's predictions) and
+    the counts are summed over the ranks, so all take the same decisions.
     """
     energy = delta.detach().pow(2).sum(0).flatten()
     order = energy.argsort(descending=True)
     pattern = (delta.detach() > 0).to(x.dtype)
     with torch.no_grad():
-        before = model(x).argmax(1) if before is None else before
+        before = ranks.forward(model, ranks.shard(x)).argmax(1) if before is None else before
         for k in sizes:
             if k > energy.numel() // 16:  # a stamp covers at most 1/16 of the image (64 pixels of 32×32)
                 break
             mask = torch.zeros_like(energy)
             mask[order[:k]] = 1
             mask = mask.view(1, *delta.shape[1:]).to(x.dtype)
-            rate = _stamp_rate(model, x, before, mask, pattern, threshold, chunk)
+            rate = _stamp_rate(model, x, before, mask, pattern, threshold, chunk, ranks)
             if rate is not None and rate >= threshold:
                 return mask, pattern, rate
     return None
 
 
 def _stamp_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
-                threshold: float, chunk: int) -> float | None:
+                threshold: float, chunk: int, ranks: Ranks = SINGLE) -> float | None:
     """:func:`_sent_to_one_class` of the stamped images, or None once no class can reach ``threshold``: a class
-    c's final rate is at most 1 − (images of other classes not sent to c so far) / (images of other classes)."""
-    preds: list[torch.Tensor] = []
+    c's final rate is at most 1 − (images of other classes not sent to c so far) / (images of other classes).
+
+    Counted per class (others: images of other classes; missed: those of them not sent to c), so that the
+    counts of ``ranks`` add up; the ranks score their shares of ``chunk`` images at a time (rounded up to a
+    multiple of the ranks, so that a chunk's shares are rows of the shares ``before`` was computed on), so
+    they score together the images one process scores and stop at the same chunk.
+    """
+    if not len(x):
+        return 0.0
+    chunk = -(-chunk // ranks.world) * ranks.world
+    logits = _stamped_logits(model, x[:chunk], mask, pattern, ranks)
+    classes = torch.arange(logits.shape[1], device=before.device)[:, None]
+    (others,) = ranks.all_reduce_sum((before[None] != classes).sum(1))
+    missed_here, done = torch.zeros_like(others), 0
     for i in range(0, len(x), chunk):
-        logits = model((1 - mask) * x[i:i + chunk] + mask * pattern)
-        preds.append(logits.argmax(1))
+        if i:
+            logits = _stamped_logits(model, x[i:i + chunk], mask, pattern, ranks)
+        seen, done = before[done:done + len(logits)], done + len(logits)
+        missed_here += ((seen[None] != classes) & (logits.argmax(1)[None] != classes)).sum(1)
+        (missed,) = ranks.all_reduce_sum(missed_here)
         if i + chunk >= len(x):
             break
-        classes = torch.arange(logits.shape[1], device=before.device)[:, None]
-        pred, seen = torch.cat(preds), before[:i + len(logits)]
-        others = (before[None] != classes).sum(1)
-        missed = ((seen[None] != classes) & (pred[None] != classes)).sum(1)
         best = 1 - missed.double() / others.clamp(min=1).double()
         if not bool(((others > 0) & (best + 1e-6 >= threshold)).any()):
             return None
-    return _sent_to_one_class(before, torch.cat(preds))
+    # the share of the other classes' images sent to c, as _sent_to_one_class computes it (a float32 mean)
+    rates = (others - missed).float() / others.clamp(min=1).float()
+    return max([0.0] + [float(r) for r, o in zip(rates, others) if o > 0])
+
+
+def _stamped_logits(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
+                    ranks: Ranks) -> torch.Tensor:
+    """The model's logits on this rank's share of ``x`` with the stamp (mask, pattern) on."""
+    return ranks.forward(model, (1 - mask) * ranks.shard(x) + mask * pattern)
 
 
 def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
-                   like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int) -> torch.Tensor:
+                   like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int, *, ranks: Ranks = SINGLE) -> torch.Tensor:
     """A sparse universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner
     optimiser and step size) on CE(f(x+δ), target) + inner_penalty·‖δ‖² + patch_l1·‖δ‖₁ from δ = 0.
 
     The ℓ1 term is what makes it a trigger search: without it every class is reached by a diffuse δ of
     similar size; with it the backdoor's target is reached by a δ several times smaller than the others',
     with its energy on the trigger (digits GroupNorm, the authors' CIFAR-10 model; docs/presets.md).
-    ``like`` is one image (C×H×W): δ takes its shape, dtype and device.
+    ``like`` is one image (C×H×W): δ takes its shape, dtype and device. Across ``ranks`` each rank scores
+    its share of every batch, the penalties count once and δ's gradient is summed over the ranks.
     """
     delta = torch.zeros_like(like, requires_grad=True)
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls([delta], lr=cfg.inner_lr)
-    for x, _ in cycle_batches(batches, steps):
+    for x_all, _ in cycle_batches(batches, steps):
+        x = ranks.shard(x_all)
         wanted = torch.full((len(x),), target, device=x.device, dtype=torch.int64)
-        loss = F.cross_entropy(model(perturb(x, delta, cfg.clamp)), wanted)
-        loss = loss + cfg.inner_penalty * delta.pow(2).sum() + cfg.patch_l1 * delta.abs().sum()
-        (grad,) = torch.autograd.grad(loss, delta)
+        loss = ranks.cross_entropy(ranks.forward(model, perturb(x, delta, cfg.clamp)), wanted, len(x_all))
+        if ranks.is_main:  # terms of δ alone: once, not once per rank
+            loss = loss + cfg.inner_penalty * delta.pow(2).sum() + cfg.patch_l1 * delta.abs().sum()
+        (grad,) = ranks.all_reduce_sum(*torch.autograd.grad(loss, delta))
         delta.grad = grad
         opt.step()
     return delta.detach()
@@ -156,16 +189,19 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
 
 def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                 x: torch.Tensor, cfg: IBAUConfig, steps: int,
-                num_classes: int) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
+                num_classes: int, *, ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
     """Search one sparse δ per class (:func:`targeted_delta`) and read a stamp from each
     (:func:`delta_patch` on the clean images ``x``); the smallest stamp found (then the highest rate) wins.
-    Returns ``(mask, pattern, fooling rate, class)`` or None. Uses clean data only: a defender's search."""
+    Returns ``(mask, pattern, fooling rate, class)`` or None. Uses clean data only: a defender's search.
+    Across ``ranks`` each rank scores its share of ``x`` and of every batch."""
     best = None
     with torch.no_grad():
-        before = model(x).argmax(1)
+        before = ranks.forward(model, ranks.shard(x)).argmax(1)
+    # ranks go on only in a multi-process run: the single-process call keeps targeted_delta's plain signature
+    on_ranks = {"ranks": ranks} if ranks.world > 1 else {}
     for target in range(num_classes):
-        delta = targeted_delta(model, batches, x[0], target, cfg, steps)
-        found = delta_patch(model, x, delta, cfg.patch_threshold, before=before)
+        delta = targeted_delta(model, batches, x[0], target, cfg, steps, **on_ranks)
+        found = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
         if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
             best = (*found, target)
     return best
