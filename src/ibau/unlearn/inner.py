@@ -124,7 +124,8 @@ def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshol
 
 def _stamp_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
                 threshold: float, chunk: int, ranks: Ranks = SINGLE) -> float | None:
-    """:func:`_sent_to_one_class` of the stamped images, or None once no class can reach ``threshold``: a class
+    """The stamp's rate (for the class it sends most other-class images to, the share of those it sends
+    there), or None once no class can reach ``threshold``: a class
     c's final rate is at most 1 − (images of other classes not sent to c so far) / (images of other classes).
 
     Counted per class (others: images of other classes; missed: those of them not sent to c), so that the
@@ -150,7 +151,7 @@ def _stamp_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, mask: t
         best = 1 - missed.double() / others.clamp(min=1).double()
         if not bool(((others > 0) & (best + 1e-6 >= threshold)).any()):
             return None
-    # the share of the other classes' images sent to c, as _sent_to_one_class computes it (a float32 mean)
+    # the share of the other classes' images sent to c, as a float32 mean, like a per-class accuracy
     rates = (others - missed).float() / others.clamp(min=1).float()
     return max([0.0] + [float(r) for r, o in zip(rates, others) if o > 0])
 
@@ -197,20 +198,9 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     best = None
     with torch.no_grad():
         before = ranks.forward(model, ranks.shard(x)).argmax(1)
-    # ranks go on only in a multi-process run: the single-process call keeps targeted_delta's plain signature
-    on_ranks = {"ranks": ranks} if ranks.world > 1 else {}
     for target in range(num_classes):
-        delta = targeted_delta(model, batches, x[0], target, cfg, steps, **on_ranks)
+        delta = targeted_delta(model, batches, x[0], target, cfg, steps, ranks=ranks)
         found = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
         if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
             best = (*found, target)
-    return best
-
-
-def _sent_to_one_class(before: torch.Tensor, after: torch.Tensor) -> float:
-    best = 0.0
-    for c in after.unique():
-        others = before != c
-        if others.any():
-            best = max(best, float((after[others] == c).float().mean()))
     return best
