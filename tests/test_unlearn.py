@@ -333,6 +333,10 @@ def test_min_steps_makes_the_work_follow_the_clean_set(tiny_task, monkeypatch):
     assert res.history[0].outer_loss > 0
     unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=2, inner_passes=2), progress=False)
     assert counted["inner"] == 6  # two passes are more than min_steps
+    unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=0, inner_passes=0.5), progress=False)
+    assert counted["inner"] == 2  # half of 3 batches, rounded up
+    with pytest.raises(ValueError, match="inner_passes must be > 0"):
+        IBAUConfig(inner_passes=0)
 
 
 def test_inner_restarts_search_several_deltas_and_the_theta_steps_take_them_in_turn(tiny_task, monkeypatch):

@@ -57,7 +57,8 @@ class IBAUConfig:
             above 1 constrains nothing for images in [0, 1] and is refused.
         clamp: clamp x+δ to the valid pixel range [0, 1] (default False, as the authors' CIFAR code).
         inner_steps: T, ascent steps per round (default None: ``inner_passes`` passes over the clean set).
-        inner_passes: passes over the clean set when ``inner_steps`` is None (default 1, the authors').
+        inner_passes: passes over the clean set when ``inner_steps`` is None (default 1, the authors'); a
+            fraction is allowed (0.5: half a pass, rounded up), as δ is one universal perturbation.
         min_steps: a round takes at least this many δ steps and θ steps when ``inner_steps`` /
             ``outer_steps`` are None, cycling the clean set, so the work follows the clean set's size rather
             than a round count tuned on 5,000 images (default 20; 0: one pass; 5,000 images at batch 100 are 50
@@ -135,7 +136,7 @@ class IBAUConfig:
     norm_bound: float | None = None
     clamp: bool = False
     inner_steps: int | None = None
-    inner_passes: int = 1
+    inner_passes: float = 1
     min_steps: int = 20
     inner_warm_start: bool = False
     inner_restarts: int = 1
@@ -183,7 +184,9 @@ class IBAUConfig:
         if self.norm == "linf" and self.norm_bound > 1:
             raise ValueError(f"an ℓ∞ norm_bound of {self.norm_bound} constrains nothing for images in [0, 1]; "
                              "use a bound <= 1 (default 1.0) or norm='none'")
-        for name in ("rounds", "batch_size", "inner_passes", "inner_restarts"):
+        if not self.inner_passes > 0:  # also refuses NaN
+            raise ValueError(f"inner_passes must be > 0 (a fraction of a pass is allowed), got {self.inner_passes}")
+        for name in ("rounds", "batch_size", "inner_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:

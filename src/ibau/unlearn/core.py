@@ -178,7 +178,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
     n, bs = len(x_all), cfg.batch_size
     batches_per_pass = (n + bs - 1) // bs
-    inner_steps = max(cfg.inner_passes * batches_per_pass, cfg.min_steps) if cfg.inner_steps is None else cfg.inner_steps
+    inner_steps = cfg.inner_steps
+    if inner_steps is None:
+        inner_steps = max(math.ceil(cfg.inner_passes * batches_per_pass), cfg.min_steps)
     outer_steps = max(batches_per_pass, cfg.min_steps) if cfg.outer_steps is None else cfg.outer_steps
     gen = torch.Generator().manual_seed(cfg.seed)
 
