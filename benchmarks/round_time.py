@@ -7,7 +7,13 @@ that loses the effect shows.
     python benchmarks/round_time.py --npz ../shared/data/cifar10.npz --model runs/cifar_badnets/model.safetensors
 
 Configurations are NAME=preset[,key=value...] as in compare_presets.py. The fine-tuning epoch is timed
-before and after the I-BAU rounds; ratios use their mean.
+before and after the I-BAU rounds; ratios use their mean. On a GPU (``--device cuda``, the default where
+one is present) each row also prints clean images per second and the peak GPU memory, e.g. issue 20's
+precision options side by side:
+
+    python benchmarks/round_time.py --npz ../shared/data/cifar10.npz --model M --device cuda \
+        default=default bf16=default,precision=bfloat16 cl=default,channels_last=true \
+        bf16cl=default,precision=bfloat16,channels_last=true
 """
 from __future__ import annotations
 
@@ -34,20 +40,27 @@ from ibau.utils import environment  # noqa: E402
 DEFAULT = ["reference=reference", "default=default"]
 
 
-def finetune_epoch(model, clean, batch_size=100, flush_denormal=True) -> float:
+def finetune_epoch(model, clean, batch_size=100, flush_denormal=True, device="cpu") -> float:
     """One Adam epoch over the clean set, under the same subnormal-float setting as I-BAU's default."""
     torch.set_flush_denormal(flush_denormal)
     net = copy.deepcopy(model).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    _sync(device)
     t0 = time.perf_counter()
     for x, y in iterate_batches(clean.images, clean.labels, batch_size, torch.Generator().manual_seed(0)):
-        loss = F.cross_entropy(net(x), y)
+        loss = F.cross_entropy(net(x.to(device)), y.to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()
+    _sync(device)
     seconds = time.perf_counter() - t0
     torch.set_flush_denormal(False)
     return seconds
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -56,37 +69,48 @@ def main() -> None:
     ap.add_argument("--model", help="BadNets model (safetensors + card); default: an untrained small VGG")
     ap.add_argument("--clean-size", type=int, default=5000)
     ap.add_argument("--out", help="write the measurements as JSON here")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu or cuda[:N] (default: cuda where present)")
     ap.add_argument("configs", nargs="*", default=DEFAULT)
     args = ap.parse_args()
 
     _, test = load_npz(args.npz, train_limit=1)
     clean, held = defender_split(test, args.clean_size, seed=0)
-    model = load_model(args.model)[0] if args.model else small_vgg(10).eval()
+    model = (load_model(args.model)[0] if args.model else small_vgg(10).eval()).to(args.device)
+    gpu = torch.device(args.device).type == "cuda"
     trigger = BadNets(target=8)
-    plain = finetune_epoch(model, clean, flush_denormal=False)
-    rows, ft = [], [finetune_epoch(model, clean)]
-    print(f"fine-tuning epoch: {ft[0]:.1f}s (without flushing subnormals: {plain:.1f}s)", flush=True)
+    plain = finetune_epoch(model, clean, flush_denormal=False, device=args.device)
+    rows, ft = [], [finetune_epoch(model, clean, device=args.device)]
+    print(f"fine-tuning epoch: {ft[0]:.1f}s (without flushing subnormals: {plain:.1f}s) on {args.device}", flush=True)
     for spec in args.configs:
-        name, cfg = parse_config(spec if "=" in spec else f"{spec}={spec}", {"rounds": 1, "batch_size": 100})
+        name, cfg = parse_config(spec if "=" in spec else f"{spec}={spec}",
+                                 {"rounds": 1, "batch_size": 100, "device": args.device})
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(args.device)
         res = unlearn(model, clean, cfg, progress=False)
+        gpu_fields = {"peak_gpu_mib": torch.cuda.max_memory_allocated(args.device) / 2**20} if gpu else {}
         m = evaluate(res.model, held.images, held.labels, trigger, 10) if args.model else {}
-        rows.append({"name": name, "seconds": res.seconds, "inner_seconds": res.history[0].inner_seconds, **m,
-                     "config": cfg.to_dict()})
+        rows.append({"name": name, "seconds": res.seconds, "inner_seconds": res.history[0].inner_seconds,
+                     "images_per_s": len(clean) / res.seconds, **gpu_fields, **m, "config": cfg.to_dict()})
         scores = f"  ACC {100 * m['acc']:.2f} ASR {100 * m['asr']:.2f}" if m else ""
-        print(f"{name}: {res.seconds:.1f}s (δ search {res.history[0].inner_seconds:.1f}s){scores}", flush=True)
-    ft.append(finetune_epoch(model, clean))
+        memory = f", peak {gpu_fields['peak_gpu_mib']:.0f} MiB" if gpu else ""
+        print(f"{name}: {res.seconds:.1f}s (δ search {res.history[0].inner_seconds:.1f}s{memory}){scores}", flush=True)
+    ft.append(finetune_epoch(model, clean, device=args.device))
     ft_mean = sum(ft) / len(ft)
     before = evaluate(model, held.images, held.labels, trigger, 10) if args.model else None
     print(f"\nfine-tuning epoch: {ft[0]:.1f}s before, {ft[1]:.1f}s after (mean {ft_mean:.1f}s)")
     if before:
         print(f"before I-BAU: ACC {100 * before['acc']:.2f} ASR {100 * before['asr']:.2f}")
-    print(f"{'config':>16} {'round s':>8} {'x FT epoch':>10} {'ACC %':>7} {'ASR %':>7}")
+    print(f"{'config':>16} {'round s':>8} {'x FT epoch':>10} {'images/s':>9} {'ACC %':>7} {'ASR %':>7}"
+          + (f" {'peak MiB':>9}" if gpu else ""))
     for r in rows:
         acc = f"{100 * r['acc']:7.2f}" if "acc" in r else "      –"
         asr = f"{100 * r['asr']:7.2f}" if "asr" in r else "      –"
-        print(f"{r['name']:>16} {r['seconds']:8.1f} {r['seconds'] / ft_mean:10.2f} {acc} {asr}")
+        memory = f" {r['peak_gpu_mib']:9.0f}" if gpu else ""
+        print(f"{r['name']:>16} {r['seconds']:8.1f} {r['seconds'] / ft_mean:10.2f} {r['images_per_s']:9.0f} {acc} {asr}"
+              + memory)
     if args.out:
-        Path(args.out).write_text(json.dumps({"finetune_epoch": ft, "before": before, "rows": rows,
+        Path(args.out).write_text(json.dumps({"finetune_epoch": ft, "before": before, "rows": rows, "device": args.device,
                                               "env": environment()}, indent=2))
 
 

@@ -576,3 +576,47 @@ def test_a_class_search_that_finds_nothing_changes_nothing(tiny_task, monkeypatc
     assert searched_classes == [0, 1, 2, 3] * 2
     for a, b in zip(plain.model.state_dict().values(), searched.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_channels_last_computes_the_same_rounds_and_returns_contiguous_weights(tiny_task):
+    """channels_last only changes the memory order: in float64 the rounds agree to rounding, the run really
+    holds the convolution weights and images channels-last, and the returned weights are contiguous."""
+    model, x, y = tiny_task
+    model, x = model.double(), x.double()
+    layouts = []
+    model[0].register_forward_pre_hook(
+        lambda m, inp: layouts.append((m.weight.is_contiguous(memory_format=torch.channels_last),
+                                       inp[0].is_contiguous(memory_format=torch.channels_last))))
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0)
+    plain = unlearn(model, (x, y), cfg, progress=False)
+    assert not any(w for w, _ in layouts)
+    layouts.clear()
+    fast = unlearn(model, (x, y), cfg.replace(channels_last=True), progress=False)
+    assert len(layouts) > 2 and all(w and i for w, i in layouts[1:])  # [0]: the clean set's check, before the run
+    assert torch.allclose(plain.delta, fast.delta, atol=1e-9)
+    for (key, a), b in zip(plain.model.state_dict().items(), fast.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-9), key
+        assert b.is_contiguous(), key
+
+
+def test_bfloat16_runs_the_round_under_autocast_but_not_the_callback(tiny_task):
+    """precision="bfloat16": every forward pass of the round (δ search, θ steps, hypergradient, fooling rates)
+    runs in bfloat16; weights and δ stay float32, and the callback sees the model as deployed (float32)."""
+    model, x, y = tiny_task
+    seen = []
+    model[0].register_forward_hook(lambda m, inp, out: seen.append(out.dtype))
+
+    def callback(record, net, delta):
+        seen.append("callback")
+        net(x[:2])
+
+    res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=0, precision="bfloat16"),
+                  callback=callback, progress=False)
+    cut = seen.index("callback")
+    assert seen[0] == torch.float32  # the clean set's check, before the run
+    assert cut > 1 and set(seen[1:cut]) == {torch.bfloat16} and seen[cut + 1:] == [torch.float32]
+    assert all(p.dtype == torch.float32 for p in res.model.parameters())
+    assert res.delta.dtype == torch.float32 and bool(torch.isfinite(res.delta).all())
+    assert res.history[0].outer_loss == res.history[0].outer_loss  # not NaN
+    with pytest.raises(ValueError, match="precision must be one of"):
+        IBAUConfig(precision="float16")

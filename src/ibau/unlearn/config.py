@@ -17,6 +17,7 @@ _CHOICES = {
     "outer_lr_schedule": ("constant", "cosine"),
     "patch_search": ("delta", "classes", "classes_until_found"),
     "model_mode": ("eval", "train"),
+    "precision": ("float32", "bfloat16"),
 }
 
 
@@ -128,6 +129,12 @@ class IBAUConfig:
         flush_denormal: treat subnormal floats (< 1.2e-38) as zero on CPU during the run (default True).
             Gradients of confidently classified inputs underflow into subnormals, which the CPU handles
             up to ~2× slower; flushing them changes nothing measurable (docs/performance.md).
+        precision: ``"float32"`` or ``"bfloat16"``: the round's forward passes (δ search, θ steps,
+            hypergradient products) run under ``torch.autocast`` in bfloat16, weights and δ stay float32;
+            fast on GPUs and on CPUs with AMX (default "float32"; its effect on ASR/ACC: docs/performance.md).
+        channels_last: hold the model's 4-D weights and the clean images in channels-last memory order
+            during the run (faster convolutions on GPUs); the returned model is contiguous again
+            (default False).
     """
 
     rounds: int = 3
@@ -167,6 +174,8 @@ class IBAUConfig:
     seed: int = 0
     device: str | None = None
     flush_denormal: bool = True
+    precision: str = "float32"
+    channels_last: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

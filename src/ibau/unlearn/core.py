@@ -111,6 +111,13 @@ def _flush_denormal(enabled: bool):
         torch.set_flush_denormal(before)
 
 
+def _precision(device: torch.device, precision: str):
+    """The round's autocast: bfloat16 forward passes where asked, nothing otherwise."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> int:
     """Check the clean set against the model; returns the number of classes."""
     check_images(x, "clean images")
@@ -175,6 +182,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     num_classes = _validate(net, x_all, y_all, device)
     x_all, y_all = x_all.to(device, _param_dtype(net)), y_all.to(device, torch.int64)
     ranks.check_same([x_all, y_all], "the clean set")
+    if cfg.channels_last:
+        net.to(memory_format=torch.channels_last)
+        if x_all.dim() == 4:
+            x_all = x_all.contiguous(memory_format=torch.channels_last)
 
     n, bs = len(x_all), cfg.batch_size
     batches_per_pass = (n + bs - 1) // bs
@@ -215,30 +226,32 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         try:
             for r in range(cfg.rounds):
                 t0 = time.perf_counter()
-                net.eval()  # δ is always searched against the deployed (eval-mode) model
-                start = delta if cfg.inner_warm_start else None
-                found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
-                                     on_step=lambda *_: bar.update(1), start=start, ranks=ranks)
-                         for _ in range(cfg.inner_restarts)]
-                new_delta, inner_loss = found[0]
-                found_before = any(h.patch_pixels is not None for h in history)
-                patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg, num_classes,
-                                                  found_before, ranks)
-                inner_seconds = time.perf_counter() - t0
-                net.train(cfg.model_mode == "train")
-                stats: list[SolveStats] = []
-                outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg, outer_steps,
-                                         gen, stats, on_step=lambda *_: bar.update(1), patch=patch, schedule=schedule,
-                                         ranks=ranks)
-                net.eval()
-                seconds = time.perf_counter() - t0
-                record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
-                                     inner_seconds, new_delta.detach().cpu(),
-                                     fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp, num_classes,
-                                                           ranks=ranks),
-                                     **_solve_summary(stats),
-                                     patch_pixels=None if patch is None else int(patch[0].sum()),
-                                     patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
+                # the round in the asked precision; the callback then sees the model as deployed
+                with _precision(device, cfg.precision):
+                    net.eval()  # δ is always searched against the deployed (eval-mode) model
+                    start = delta if cfg.inner_warm_start else None
+                    found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
+                                         on_step=lambda *_: bar.update(1), start=start, ranks=ranks)
+                             for _ in range(cfg.inner_restarts)]
+                    new_delta, inner_loss = found[0]
+                    found_before = any(h.patch_pixels is not None for h in history)
+                    patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
+                                                      num_classes, found_before, ranks)
+                    inner_seconds = time.perf_counter() - t0
+                    net.train(cfg.model_mode == "train")
+                    stats: list[SolveStats] = []
+                    outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg,
+                                             outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
+                                             schedule=schedule, ranks=ranks)
+                    net.eval()
+                    seconds = time.perf_counter() - t0
+                    record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
+                                         inner_seconds, new_delta.detach().cpu(),
+                                         fooling=fooling_rates(net, x_all[:FOOLING_SAMPLE], new_delta, cfg.clamp,
+                                                               num_classes, ranks=ranks),
+                                         **_solve_summary(stats),
+                                         patch_pixels=None if patch is None else int(patch[0].sum()),
+                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
                 if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
@@ -260,6 +273,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         finally:
             bar.close()
     net.eval()
+    if cfg.channels_last:
+        net.to(memory_format=torch.contiguous_format)  # safetensors and most callers expect contiguous weights
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
 
 
