@@ -187,12 +187,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         if x_all.dim() == 4:
             x_all = x_all.contiguous(memory_format=torch.channels_last)
 
-    n, bs = len(x_all), cfg.batch_size
-    batches_per_pass = (n + bs - 1) // bs
-    inner_steps = cfg.inner_steps
-    if inner_steps is None:
-        inner_steps = max(math.ceil(cfg.inner_passes * batches_per_pass), cfg.min_steps)
-    outer_steps = max(batches_per_pass, cfg.min_steps) if cfg.outer_steps is None else cfg.outer_steps
+    bs = cfg.batch_size
+    inner_steps, outer_steps = round_steps(cfg, len(x_all))
     gen = torch.Generator().manual_seed(cfg.seed)
 
     def batches():
@@ -276,6 +272,17 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     if cfg.channels_last:
         net.to(memory_format=torch.contiguous_format)  # safetensors and most callers expect contiguous weights
     return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
+
+
+def round_steps(cfg: IBAUConfig, n: int) -> tuple[int, int]:
+    """``(inner_steps, outer_steps)`` of a round on ``n`` clean images: ``inner_passes`` passes (rounded up)
+    and one pass, each at least ``min_steps``, unless ``inner_steps`` / ``outer_steps`` fix them."""
+    batches_per_pass = (n + cfg.batch_size - 1) // cfg.batch_size
+    inner = cfg.inner_steps
+    if inner is None:
+        inner = max(math.ceil(cfg.inner_passes * batches_per_pass), cfg.min_steps)
+    outer = max(batches_per_pass, cfg.min_steps) if cfg.outer_steps is None else cfg.outer_steps
+    return inner, outer
 
 
 def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int,
