@@ -620,3 +620,23 @@ def test_bfloat16_runs_the_round_under_autocast_but_not_the_callback(tiny_task):
     assert res.history[0].outer_loss == res.history[0].outer_loss  # not NaN
     with pytest.raises(ValueError, match="precision must be one of"):
         IBAUConfig(precision="float16")
+
+
+def test_bfloat16_theta_steps_run_on_the_current_weights(tiny_task):
+    """autocast caches its bfloat16 copies of the weights for as long as its region lasts (the round): each
+    forward must still see the weights of the latest θ step, not the round's first ones."""
+    import torch.nn.functional as F
+    model, x, y = tiny_task
+    errors = []
+
+    def hook(m, inp, out):
+        if out.dtype == torch.bfloat16:
+            with torch.autocast("cpu", enabled=False):
+                fresh = F.conv2d(inp[0].float(), m.weight, m.bias, padding=1)
+            errors.append(float((out.float() - fresh).norm() / fresh.norm()))
+
+    model[0].register_forward_hook(hook)
+    cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=6, precision="bfloat16", outer_lr=0.5,
+                     outer_lr_schedule="constant")
+    unlearn(model, (x, y), cfg, progress=False)
+    assert len(errors) > 6 and max(errors) < 0.02  # bfloat16 rounding only; stale weights are off by far more

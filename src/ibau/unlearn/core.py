@@ -388,6 +388,9 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
         for p, g in zip(params, grads):
             p.grad = g
         opt.step()
+        # autocast keeps its bfloat16 copies of the weights until its region ends, which is the whole round
+        # here: without this the next steps would run on the copies of the weights before this step
+        torch.clear_autocast_cache()
         if cfg.model_mode == "train":
             ranks.average_buffers(net)  # each rank's BatchNorm statistics followed its own rows
         if schedule is not None:
