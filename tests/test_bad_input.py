@@ -57,27 +57,27 @@ def test_no_bound_needed_without_a_norm():
 
 
 def test_unknown_preset():
-    with pytest.raises(ValueError, match="unknown preset 'fast'; choose one of: reference, paper, default"):
-        IBAUConfig.preset("fast")
+    with pytest.raises(ValueError, match="unknown preset 'turbo'; choose one of: reference, paper, default, fast"):
+        IBAUConfig.preset("turbo")
 
 
 def test_cli_error_is_one_line_exit_2(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["presets", "fast"])
+        main(["presets", "turbo"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: unknown preset 'fast'") and "Traceback" not in err
+    assert err.startswith("error: unknown preset 'turbo'") and "Traceback" not in err
     one_line(err.strip())
 
 
 def test_cli_debug_shows_the_exception():
     with pytest.raises(ValueError, match="unknown preset"):
-        main(["--debug", "presets", "fast"])
+        main(["--debug", "presets", "turbo"])
 
 
 def test_cli_demo_rejects_unknown_preset_before_work(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--preset", "fast", "--out", str(tmp_path)])
+        main(["demo", "--preset", "turbo", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert "unknown preset" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()

@@ -43,3 +43,10 @@ def test_default_is_the_measured_choice_of_docs_presets():
 def test_overrides_and_replace():
     cfg = IBAUConfig.preset("paper", rounds=7)
     assert cfg.rounds == 7 and cfg.replace(solver="cg").solver == "cg"
+
+
+def test_fast_preset_is_the_default_in_bfloat16_channels_last():
+    fast, default = IBAUConfig.preset("fast").to_dict(), IBAUConfig().to_dict()
+    assert {k for k in fast if fast[k] != default[k]} == {"precision", "channels_last"}
+    assert (fast["precision"], fast["channels_last"]) == ("bfloat16", True)
+    assert IBAUConfig.preset("fast", rounds=1).rounds == 1
