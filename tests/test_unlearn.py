@@ -633,7 +633,7 @@ def test_bfloat16_theta_steps_run_on_the_current_weights(tiny_task):
         if out.dtype == torch.bfloat16:
             with torch.autocast("cpu", enabled=False):
                 fresh = F.conv2d(inp[0].float(), m.weight, m.bias, padding=1)
-            errors.append(float((out.float() - fresh).norm() / fresh.norm()))
+            errors.append(float((out.detach().float() - fresh.detach()).norm() / fresh.detach().norm()))
 
     model[0].register_forward_hook(hook)
     cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=6, precision="bfloat16", outer_lr=0.5,
