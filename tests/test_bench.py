@@ -183,6 +183,7 @@ def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
     records = [json.loads(record_path(out, c.job.id).read_text()) for c in plan.cells]
     errors = {r["id"]: r["error"] for r in records if r["status"] != "ok"}
     assert not errors
+    assert all(0 < r["load"]["cpu_seconds"] <= r["seconds"] * (r["load"]["cpus"] + 1) for r in records)
     md = (report / "one_trigger.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     header, rows = lines[0], lines[1:]

@@ -269,14 +269,16 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
 
 def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run a job's ``work`` (its result fields) and write its record; a failure becomes an error record."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         with _quiet():
             record.update(work())
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
         record.update(status="error", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     record["seconds"] = time.perf_counter() - t0
-    record["load"] = _load()
+    # CPU seconds of this process (all its threads): wall seconds far above them mean the job waited for
+    # the CPU (other jobs) or was paused, which the 1-minute load at the end alone may not show
+    record["load"] = {**_load(), "cpu_seconds": time.process_time() - cpu0}
     write_record(record_path(ctx.out, record["id"]), record)
     return record
 
