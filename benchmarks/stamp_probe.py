@@ -17,7 +17,7 @@ import torch
 from ibau import IBAUConfig
 from ibau.pipeline.defend import load_for_dataset
 from ibau.training import iterate_batches
-from ibau.unlearn.core import FOOLING_SAMPLE, fooling_rates
+from ibau.unlearn.core import FOOLING_SAMPLE, fooling_rates, round_steps
 from ibau.unlearn.inner import delta_patch, solve_delta, targeted_delta
 
 
@@ -43,7 +43,7 @@ def main() -> None:
 
     xs = x[:FOOLING_SAMPLE]
     t0 = time.perf_counter()
-    steps = max(-(-len(x) // cfg.batch_size), cfg.min_steps)
+    steps, _ = round_steps(cfg, len(x))  # the default's δ steps, by the rule unlearn uses
     delta, _ = solve_delta(net, batches, tuple(x.shape[1:]), cfg, steps)
     fool = fooling_rates(net, xs, delta, cfg.clamp, card.num_classes)
     top = max(range(len(fool)), key=fool.__getitem__)
