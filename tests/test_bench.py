@@ -184,6 +184,15 @@ def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
     errors = {r["id"]: r["error"] for r in records if r["status"] != "ok"}
     assert not errors
     assert all(0 < r["load"]["cpu_seconds"] <= r["seconds"] * (r["load"]["cpus"] + 1) for r in records)
+    # I-BAU's records keep each round's diagnostics beside its evaluation: where the stamp came from and
+    # what the δ search cost, so a slow round (a class search) can be told from a loaded machine
+    ibau_runs = [r for r in records if r["method"] == "ibau" and r["before"].get("asr") is not None]
+    for r in ibau_runs:
+        assert [row["round"] for row in r["rounds"]] == list(range(1, r["config"]["rounds"] + 1))
+        for row in r["rounds"]:
+            assert {"acc", "asr", "patch_pixels", "patch_class", "inner_seconds", "fooling"} <= set(row)
+            assert 0 < row["inner_seconds"] <= row["seconds"]
+    assert any(row["patch_pixels"] for r in ibau_runs for row in r["rounds"])  # some round found a stamp
     md = (report / "one_trigger.md").read_text()
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     header, rows = lines[0], lines[1:]

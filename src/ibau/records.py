@@ -45,8 +45,19 @@ def defense_outcome(defense, result, before: dict[str, float], after: dict[str, 
         "defense_seconds": result.seconds, "time_to_effect": result.time_to_effect,
         "acc_at_effect": result.acc_at_effect, "history": result.history, "flagged": result.flagged,
         "anomaly": result.anomaly, "config": config_dict(defense),
-        "details": result.details(),
+        "details": result.details(), "rounds": round_rows(result),
     }
+
+
+def round_rows(result) -> list[dict[str, Any]]:
+    """A round-based defense's per-round diagnostics (``extra["rounds"]``: I-BAU's δ norm, fooling rates,
+    stamp, seconds of the δ search…), each merged with the evaluation of its checkpoint (ACC/ASR)."""
+    rows = []
+    for r in result.extra.get("rounds", []):
+        steps = (r.get("round"), f"round {r.get('round')}")  # I-BAU checkpoints round n as n, UAP-AT as "round n"
+        checkpoint = next((h for h in result.history if h.get("step") in steps), {})
+        rows.append({**r, **{k: v for k, v in checkpoint.items() if k != "step"}})
+    return rows
 
 
 def write_record(path: str | Path, record: dict[str, Any]) -> Path:

@@ -37,6 +37,8 @@ class IBAU(Defense):
         return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
                              extra={"interrupted": result.interrupted, "rounds": [
                                  {"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
-                                  "delta_norm": h.delta_norm, "seconds": h.seconds, "fooling": h.fooling,
-                                  "solver_residual": h.solver_residual, "solver_breakdowns": h.solver_breakdowns}
+                                  "delta_norm": h.delta_norm, "seconds": h.seconds, "inner_seconds": h.inner_seconds,
+                                  "fooling": h.fooling, "solver_residual": h.solver_residual,
+                                  "solver_breakdowns": h.solver_breakdowns, "patch_pixels": h.patch_pixels,
+                                  "patch_fooling": h.patch_fooling, "patch_class": h.patch_class}
                                  for h in result.history]})

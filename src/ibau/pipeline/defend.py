@@ -67,12 +67,8 @@ def write_report(out: Path, title: str, defense: Defense, result: DefenseResult,
     """Write metrics.json, report.md, delta.png and curve.png into ``out``; returns the record."""
     out.mkdir(parents=True, exist_ok=True)
     has_asr = "asr" in before
-    rounds = [{**r, **next((h for h in result.history if h["step"] == r["round"]), {})}
-              for r in result.extra.get("rounds", [])]
-    for r in rounds:
-        r.pop("step", None)
     record = new_record("defend", **extra, **defense_outcome(defense, result, before, after),
-                        seconds={**seconds, "defense": result.seconds}, rounds=rounds,
+                        seconds={**seconds, "defense": result.seconds},
                         attack=trigger.spec() if trigger is not None else None)
     write_record(out / "metrics.json", record)
     pictures = _pictures(result)
