@@ -55,7 +55,7 @@ def round_rows(result) -> list[dict[str, Any]]:
     rows = []
     for r in result.extra.get("rounds", []):
         steps = (r.get("round"), f"round {r.get('round')}")  # I-BAU checkpoints round n as n, UAP-AT as "round n"
-        checkpoint = next((h for h in result.history if h.get("step") in steps), {})
+        checkpoint: dict[str, Any] = next((h for h in result.history if h.get("step") in steps), {})
         rows.append({**r, **{k: v for k, v in checkpoint.items() if k != "step"}})
     return rows
 
