@@ -6,6 +6,8 @@ https://arxiv.org/abs/2110.03735. The configuration is :class:`ibau.unlearn.IBAU
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 from torch import nn
 
 from ..data.arrays import ImageSet
@@ -35,10 +37,10 @@ class IBAU(Defense):
         first = result.history[0].delta if result.history else None
         deltas = {"delta_round_1": first} if len(result.history) > 1 and first is not None else {}
         return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
-                             extra={"interrupted": result.interrupted, "rounds": [
-                                 {"round": h.round, "inner_loss": h.inner_loss, "outer_loss": h.outer_loss,
-                                  "delta_norm": h.delta_norm, "seconds": h.seconds, "inner_seconds": h.inner_seconds,
-                                  "fooling": h.fooling, "solver_residual": h.solver_residual,
-                                  "solver_breakdowns": h.solver_breakdowns, "patch_pixels": h.patch_pixels,
-                                  "patch_fooling": h.patch_fooling, "patch_class": h.patch_class}
-                                 for h in result.history]})
+                             extra={"interrupted": result.interrupted,
+                                    "rounds": [_round_row(h) for h in result.history]})
+
+
+def _round_row(record) -> dict:
+    """A :class:`RoundRecord` as a JSON-able row: every field but the δ tensor and the callback's extra."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.name not in ("delta", "extra")}
