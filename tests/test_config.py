@@ -35,7 +35,7 @@ def test_default_is_the_measured_choice_of_docs_presets():
     assert (d.norm, d.norm_bound, d.shuffle, d.inner_passes, d.min_steps, d.inner_warm_start) == ("none", None, True, 1, 20, False)
     assert (d.solver, d.solver_iters, d.hyper_batch_size, d.perturb_fraction, d.rounds) == ("fixed_point", 2, 20, 0.01, 3)
     assert (d.inner_lr, d.inner_penalty, d.pseudo_labels, d.clamp) == (10.0, 0.001, True, False)
-    assert (d.patch_threshold, d.patch_fraction, d.patch_search) == (0.995, 0.2, "classes_until_found")
+    assert (d.patch_threshold, d.patch_fraction, d.patch_search) == (0.995, 0.2, "classes_first_round")
     assert (d.patch_steps, d.patch_l1) == (40, 0.003)
     assert (d.outer_optimizer, d.outer_lr, d.outer_lr_schedule) == ("adam", 2e-3, "cosine")
 

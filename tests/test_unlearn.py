@@ -532,7 +532,7 @@ def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeyp
     assert calls == [] and [r.patch_pixels for r in res.history] == [None, None]
 
 
-def test_the_default_class_search_stops_once_a_round_has_found_a_stamp(tiny_task, monkeypatch):
+def test_the_class_search_until_found_stops_once_a_round_has_found_a_stamp(tiny_task, monkeypatch):
     """"classes_until_found": the class search runs in the rounds where δ gives no stamp only until some
     round has found one (δ's or a class's); "classes" searches in every such round."""
     from ibau.unlearn import core
@@ -543,8 +543,7 @@ def test_the_default_class_search_stops_once_a_round_has_found_a_stamp(tiny_task
     calls = []
     monkeypatch.setattr(core, "class_patch", lambda *a, **k: calls.append(1) or stamp)
     monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
-    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_steps=3)
-    assert cfg.patch_search == "classes_until_found"
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_steps=3, patch_search="classes_until_found")
     res = unlearn(model, (x, y), cfg, progress=False)
     assert len(calls) == 1 and [r.patch_class for r in res.history] == [2, None, None]
     calls.clear()
@@ -555,6 +554,32 @@ def test_the_default_class_search_stops_once_a_round_has_found_a_stamp(tiny_task
     monkeypatch.setattr(core, "delta_patch", lambda *a, **k: next(first, None))
     res = unlearn(model, (x, y), cfg, progress=False)
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, None, None]
+
+
+def test_the_default_class_search_runs_in_the_first_round_only(tiny_task, monkeypatch):
+    """"classes_first_round" (the default): where round 1's search finds nothing, rounds 2 and 3 do not search
+    again ("classes_until_found" does: 3 searches); where it finds a stamp, the two give the same rounds."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, 0] = 1
+    calls = []
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: calls.append(1) or None)  # finds nothing
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_steps=3)
+    assert cfg.patch_search == "classes_first_round"
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert len(calls) == 1 and [r.patch_pixels for r in res.history] == [None, None, None]
+    calls.clear()
+    unlearn(model, (x, y), cfg.replace(patch_search="classes_until_found"), progress=False)
+    assert len(calls) == 3
+    calls.clear()
+    stamp = (mask, torch.ones(3, 8, 8), 1.0, 2)
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: calls.append(1) or stamp)  # round 1 finds one
+    first = unlearn(model, (x, y), cfg, progress=False)
+    until = unlearn(model, (x, y), cfg.replace(patch_search="classes_until_found"), progress=False)
+    assert len(calls) == 2 and [r.patch_class for r in first.history] == [2, None, None]
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), until.model.state_dict().values()))
 
 
 def test_a_class_search_that_finds_nothing_changes_nothing(tiny_task, monkeypatch):

@@ -230,9 +230,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          on_step=lambda *_: bar.update(1), start=start, ranks=ranks)
                              for _ in range(cfg.inner_restarts)]
                     new_delta, inner_loss = found[0]
-                    found_before = any(h.patch_pixels is not None for h in history)
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
-                                                      num_classes, found_before, ranks)
+                                                      num_classes, _class_search_due(cfg, history), ranks)
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
@@ -285,16 +284,24 @@ def round_steps(cfg: IBAUConfig, n: int) -> tuple[int, int]:
     return inner, outer
 
 
+def _class_search_due(cfg: IBAUConfig, history: list[RoundRecord]) -> bool:
+    """Whether this round may run the class search when δ gives no stamp: patch_search "classes" in every
+    round, "classes_until_found" while no earlier round found a stamp, "classes_first_round" in round 1."""
+    if cfg.patch_search == "classes_first_round":
+        return not history
+    if cfg.patch_search == "classes_until_found":
+        return not any(h.patch_pixels is not None for h in history)
+    return cfg.patch_search == "classes"
+
+
 def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int,
-                 found_before: bool, ranks: Ranks = SINGLE):
-    """This round's stamp and the class whose search found it: δ's own, else the smallest of the classes'
-    sparse targeted searches (patch_search "classes"; "classes_until_found": only while no earlier round
-    found a stamp); ``(None, None)`` when off or none found."""
+                 search_due: bool, ranks: Ranks = SINGLE):
+    """This round's stamp and the class whose search found it: δ's own, else (when ``search_due``) the
+    smallest of the classes' sparse targeted searches; ``(None, None)`` when off or none found."""
     if cfg.patch_threshold <= 0:
         return None, None
     patch = delta_patch(net, x, delta, cfg.patch_threshold, ranks=ranks)
-    searches = cfg.patch_search == "classes" or (cfg.patch_search == "classes_until_found" and not found_before)
-    if patch is not None or not searches:
+    if patch is not None or not search_due:
         return patch, None
     found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks)
     return (None, None) if found is None else (found[:3], found[3])
