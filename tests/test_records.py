@@ -14,6 +14,8 @@ def test_round_trip_carries_version_kind_definitions_and_environment(tmp_path):
     assert back["schema_version"] == SCHEMA_VERSION and back["kind"] == "defend"
     assert back["shape"] == [3, 8, 8] and back["scalar"] == 0.5  # tuples as lists, 0-d tensors as numbers
     assert "asr" in back["definitions"] and "torch" in back["environment"]
+    # the CPU, so "the same kind of machine" can be checked: torch's kernels follow the instruction set
+    assert back["environment"]["cpu"] and back["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
 
 

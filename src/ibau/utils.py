@@ -53,7 +53,8 @@ def seeded_rng(seed: int, device: torch.device | str | None = None):
 
 
 def environment() -> dict[str, str]:
-    """Versions recorded with every result."""
+    """Versions recorded with every result, and the CPU: float results of the same code and seed can differ
+    between CPU generations (torch picks its kernels by the instruction set, ``cpu_capability``)."""
     import ibau
 
     return {
@@ -63,4 +64,24 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "threads": str(torch.get_num_threads()),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family/model numbers (Linux's /proc/cpuinfo; else platform's)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor's block is enough
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
