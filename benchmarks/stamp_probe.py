@@ -55,9 +55,12 @@ def main() -> None:
               f"{int(found[0].sum())} pixels, rate {found[2]:.3f}"))
     t0 = time.perf_counter()
     aimed = targeted_delta(net, batches, x[0], args.target, cfg, cfg.patch_steps)
-    found = delta_patch(net, xs, aimed, cfg.patch_threshold)
     print(f"targeted search for class {args.target} ({cfg.patch_steps} steps, {time.perf_counter() - t0:.0f}s): "
-          + ("no stamp" if found is None else f"stamp of {int(found[0].sum())} pixels, rate {found[2]:.3f}"))
+          f"‖δ‖₁ {float(aimed.abs().sum()):.0f}")
+    for threshold in (cfg.patch_threshold, 0.9, 0.8, 0.5):
+        found = delta_patch(net, xs, aimed, threshold)
+        print(f"  its stamp at threshold {threshold}: " + ("none" if found is None else
+              f"{int(found[0].sum())} pixels, rate {found[2]:.3f}"))
     scores = []
     for c in range(card.num_classes):
         d = targeted_delta(net, batches, x[0], c, cfg, 5)
