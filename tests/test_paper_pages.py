@@ -132,7 +132,8 @@ def _folders(tmp_path: Path) -> tuple[Path, Path]:
     efficiency = run([cell("ibau", loaded)], ["ibau"], metric="time_to_effect", paper_key="table6", name="efficiency")
     cifar = _folder(tmp_path / "cifar", [one_trigger(smooth={"acc": 0.84, "asr": 0.08}), efficiency])
     failed = rec(BADNETS, status="error")  # a job that could not run: its reason is on the page
-    gt = gtsrb(run([cell("ibau", rec(BADNETS, {"acc": 0.98, "asr": 0.02})), cell("nad", failed)], ["ibau", "nad"],
+    three_rounds = rec(BADNETS, {"acc": 0.98, "asr": 0.02}, config={"rounds": 3})
+    gt = gtsrb(run([cell("ibau", three_rounds), cell("nad", failed)], ["ibau", "nad"],
                    paper_key="table1", name="one_trigger"))
     out = _folder(tmp_path / "gtsrb", [gt, bound_run({"Cδ=10": 0.84, "Cδ=none": 0.83})])
     records.write_record(out / "records" / "train-x.json", {"id": "train-x", "status": "ok", "kind": "train",
@@ -150,6 +151,8 @@ def test_paper_pages_from_a_cifar_and_a_gtsrb_folder(tmp_path):
     assert "| BadNets | 85.00 / 99.00 | 98.00 / 2.00 | error |" in table2  # NAD's job errored
     assert "| BadNets: paper | 97.69 / 99.18 | 99.38 / 3.32 | 15.19 / 9.08 | best: tabor 98.99 / 4.16 |" in table2
     assert "- could not run: BadNets nad seed 0: RuntimeError: boom" in table2
+    assert "- Rounds: our I-BAU ran 3 rounds, the paper's 100." in table2  # the paper's Table 2 ran 100
+    assert "- Rounds:" not in table1  # the paper states no count for Table 1
     assert "## CIFAR-10: one_trigger at preset cpu" in table1 and "GTSRB" not in table1.split("## The paper")[0]
     assert "| BadNets | 85.00±0.00 / 99.00±0.00 | 83.50±0.71 / 5.00±0.00 | 84.00 / 6.00 |" in table1
     assert "| BadNets: paper | 84.94 / 98.28 | 83.35 / 12.30 | 78.72 / 11.66 | best: tabor 83.78 / 8.12 |" in table1

@@ -44,6 +44,8 @@ NOT_RUN = "not run yet"
 PRESET_FOR = {"cifar10": ("cpu", "../shared/data/cifar10.npz"), "gtsrb": ("cpu_gtsrb", "../shared/data/gtsrb.npz")}
 #: The paper's poisoned models: training images and epochs, for "where we differ".
 PAPER_TRAINING = {"cifar10": (50000, 50), "gtsrb": (39209, 50)}
+#: I-BAU's rounds in the paper's tables where the paper states them (Table 2: "after 100 rounds").
+PAPER_IBAU_ROUNDS = {"table2": 100}
 #: How far our I-BAU may be from the paper's before a row is listed under "where we differ" (points).
 DIFF_ACC, DIFF_ASR = 5.0, 10.0
 
@@ -209,6 +211,7 @@ def differences(run: Run, dataset: str) -> list[str]:
              f"images for {preset['epochs']} epochs, clean set {preset['clean_size']}; the paper: {images} images, "
              f"{epochs} epochs, 5000 clean images. Fewer epochs and images give a weaker model, whose ACC moves more "
              "under any defense."]
+    lines += _rounds_line(run)
     if agg.paper_table(run):
         for row in agg.acc_asr_rows(run):
             ours, theirs = row.after.get("ibau"), row.paper.ibau if row.paper else None
@@ -219,6 +222,18 @@ def differences(run: Run, dataset: str) -> list[str]:
                 lines.append(f"- {row.label}: I-BAU {100 * ours.acc.mean:.2f} / {100 * ours.asr.mean:.2f}, "
                              f"the paper's {pair(theirs)} (ACC {d_acc:+.1f}, ASR {d_asr:+.1f} points).")
     return lines
+
+
+def _rounds_line(run: Run) -> list[str]:
+    """I-BAU's rounds in this run's records against the paper's, where the paper states its count."""
+    theirs = PAPER_IBAU_ROUNDS.get(agg.paper_table(run) or "")
+    ours = sorted({r["config"]["rounds"] for r in agg.finished(agg.of_method(run["cells"], "ibau"))
+                   if isinstance(r.get("config"), dict) and "rounds" in r["config"]})
+    if theirs is None or not ours or ours == [theirs]:
+        return []
+    return [f"- Rounds: our I-BAU ran {' or '.join(map(str, ours))} rounds, the paper's "
+            f"{theirs}. Each of ours is one pass over the clean set; the per-round curves show where ASR stood "
+            "after each."]
 
 
 # --- pages -----------------------------------------------------------------------------------------------
