@@ -366,6 +366,36 @@ def test_inner_restarts_search_several_deltas_and_the_theta_steps_take_them_in_t
         IBAUConfig(inner_restarts=0)
 
 
+def test_bounded_search_adds_a_delta_inside_the_l2_ball_and_the_theta_steps_alternate(tiny_task, monkeypatch):
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    searched, used = [], []
+    real_solve, real_hyper = core.solve_delta, core.implicit_hypergradient
+
+    def solve_spy(model, batches, shape, cfg, steps, **kw):
+        delta, h = real_solve(model, batches, shape, cfg, steps, **kw)
+        searched.append((cfg.norm, cfg.norm_bound, float(delta.norm())))
+        return delta, h
+
+    def hyper_spy(inner_loss, outer_loss, delta, params, solver, **kw):
+        used.append((kw["norm"], kw["bound"], round(float(delta.norm()), 4)))
+        return real_hyper(inner_loss, outer_loss, delta, params, solver, **kw)
+
+    monkeypatch.setattr(core, "solve_delta", solve_spy)
+    monkeypatch.setattr(core, "implicit_hypergradient", hyper_spy)
+    cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=0, outer_steps=4, patch_threshold=0, bounded_search=0.5)
+    unlearn(model, (x, y), cfg, progress=False)
+    (main_norm, main_bound, main_size), (norm, bound, size) = searched
+    assert (main_norm, main_bound, norm, bound) == ("none", None, "l2", 0.5)
+    assert size <= 0.5 * (1 + 1e-5) < main_size  # the second δ stays inside the ball, the main one does not
+    # the θ steps take the two δs in turn, each with the constraint its KKT system needs
+    assert [(n, b) for n, b, _ in used] == [("none", None), ("l2", 0.5)] * 2
+    assert [s for _, _, s in used] == [round(main_size, 4), round(size, 4)] * 2
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="bounded_search must be an ℓ2 radius > 0"):
+            IBAUConfig(bounded_search=bad)
+
+
 class _PixelBackdoor(torch.nn.Module):
     """Class 1 when pixel (0, 0) is white in every channel (the trigger); otherwise class 0 or 2 by another
     pixel, so clean predictions are split between two classes."""

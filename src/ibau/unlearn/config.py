@@ -68,6 +68,11 @@ class IBAUConfig:
         inner_restarts: independent δ searches a round, each over its own (seeded) order of the clean set;
             the θ steps take them in turn, one δ per step (default 1). The unbounded search ends at a
             different δ in every data order, and so does what unlearning it achieves.
+        bounded_search: when set, each round also searches one δ inside the ℓ2 ball of this radius (the
+            paper's Cδ, e.g. 10), from 0, over its own order of the clean set, and the θ steps alternate
+            between the main δ(s) and it (default None: off). The unbounded δ reads a patch trigger back
+            (its stamp) but on a dense trigger of small norm it grows to ‖δ‖ ≈ 3,000 towards some natural
+            class (GTSRB ℓ2 inv); inside the bound the search finds such a trigger. Costs one more δ pass.
         patch_threshold: when > 0, look for the smallest stamp of δ's strongest pixels (4 to 64) that sends
             at least this fraction of clean images to one class (:func:`ibau.unlearn.inner.delta_patch`);
             when one exists, ``patch_fraction`` of each outer batch carries that stamp (default 0.995; 0: off). Not
@@ -152,6 +157,7 @@ class IBAUConfig:
     min_steps: int = 20
     inner_warm_start: bool = False
     inner_restarts: int = 1
+    bounded_search: float | None = None
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
     patch_search: str = "classes_first_round"
@@ -198,6 +204,9 @@ class IBAUConfig:
         if self.norm == "linf" and self.norm_bound > 1:
             raise ValueError(f"an ℓ∞ norm_bound of {self.norm_bound} constrains nothing for images in [0, 1]; "
                              "use a bound <= 1 (default 1.0) or norm='none'")
+        if self.bounded_search is not None and not self.bounded_search > 0:
+            raise ValueError(f"bounded_search must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
+                             f"got {self.bounded_search}")
         if not self.inner_passes > 0:  # also refuses NaN
             raise ValueError(f"inner_passes must be > 0 (a fraction of a pass is allowed), got {self.inner_passes}")
         for name in ("rounds", "batch_size", "inner_restarts"):

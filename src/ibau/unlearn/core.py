@@ -210,7 +210,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
-    bar = tqdm(total=cfg.rounds * (cfg.inner_restarts * inner_steps + outer_steps), desc="I-BAU",
+    searches = _searches(cfg)
+    bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
                disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
     # gives the same weights and the caller's RNG state is left as it was (each rank its own stream, so
@@ -226,16 +227,18 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 with _precision(device, cfg.precision):
                     net.eval()  # δ is always searched against the deployed (eval-mode) model
                     start = delta if cfg.inner_warm_start else None
-                    found = [solve_delta(net, batches, tuple(x_all.shape[1:]), cfg, inner_steps,
-                                         on_step=lambda *_: bar.update(1), start=start, ranks=ranks)
-                             for _ in range(cfg.inner_restarts)]
+                    found = [solve_delta(net, batches, tuple(x_all.shape[1:]), search, inner_steps,
+                                         on_step=lambda *_: bar.update(1), start=start if search is cfg else None,
+                                         ranks=ranks)
+                             for search in searches]
                     new_delta, inner_loss = found[0]
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
                                                       num_classes, _class_search_due(cfg, history), ranks)
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
-                    outer_loss = _outer_pass(net, params, opt, solver, batches, [d for d, _ in found], cfg,
+                    outer_loss = _outer_pass(net, params, opt, solver, batches,
+                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)], cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedule=schedule, ranks=ranks)
                     net.eval()
@@ -282,6 +285,13 @@ def round_steps(cfg: IBAUConfig, n: int) -> tuple[int, int]:
         inner = max(math.ceil(cfg.inner_passes * batches_per_pass), cfg.min_steps)
     outer = max(batches_per_pass, cfg.min_steps) if cfg.outer_steps is None else cfg.outer_steps
     return inner, outer
+
+
+def _searches(cfg: IBAUConfig) -> list[IBAUConfig]:
+    """The δ searches of a round: ``inner_restarts`` with the configured constraint, then, with
+    ``bounded_search``, one inside the ℓ2 ball of that radius (a search reads only the δ options)."""
+    bounded = [] if cfg.bounded_search is None else [cfg.replace(norm="l2", norm_bound=cfg.bounded_search)]
+    return [cfg] * cfg.inner_restarts + bounded
 
 
 def _class_search_due(cfg: IBAUConfig, history: list[RoundRecord]) -> bool:
@@ -340,10 +350,11 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], cfg: IBAUConfig, steps: int,
-                gen: torch.Generator, stats: list[SolveStats], on_step, patch=None, schedule=None,
-                ranks: Ranks = SINGLE) -> float:
-    """``steps`` θ updates with the implicit hypergradient; the δs stay fixed, step t uses δ[t mod len].
+def _outer_pass(net, params, opt, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
+                cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
+                schedule=None, ranks: Ranks = SINGLE) -> float:
+    """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
+    searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
     every draw are chosen on the global batch; each rank computes the losses on its share of them and the
     hypergradient is summed over the ranks."""
@@ -383,12 +394,12 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[torch.Tensor], c
             return ranks.cross_entropy(ranks.forward(net, mixed), y, n)
 
         stats.append(SolveStats())
-        delta = deltas[done % len(deltas)]
+        delta, norm, bound = deltas[done % len(deltas)]
         if len(deltas) > 1:
             v = None  # a warm start belongs to another δ's system
         grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
-                                                    x0=v if cfg.warm_start else None, norm=cfg.norm,
-                                                    bound=cfg.norm_bound, damping=cfg.solver_damping,
+                                                    x0=v if cfg.warm_start else None, norm=norm,
+                                                    bound=bound, damping=cfg.solver_damping,
                                                     stats=stats[-1], implicit=cfg.solver_iters > 0,
                                                     all_reduce=ranks.all_reduce_sum)
         v = v_new
