@@ -71,21 +71,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npz", required=True)
     ap.add_argument("--model", help="BadNets model (safetensors + card); default: an untrained small VGG")
+    ap.add_argument("--trigger", help="the model's trigger.json, for ACC/ASR after the round (default: BadNets → 8)")
     ap.add_argument("--clean-size", type=int, default=5000)
     ap.add_argument("--out", help="write the measurements as JSON here")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu or cuda[:N] (default: cuda where present)")
+    ap.add_argument("--bf16-epoch", action=argparse.BooleanOptionalAction, default=None,
+                    help="also time a bfloat16 channels-last fine-tuning epoch (default: on CUDA only; a CPU "
+                         "without native bfloat16 emulates it, about 10x slower here)")
     ap.add_argument("configs", nargs="*", default=DEFAULT)
     args = ap.parse_args()
 
     _, test = load_npz(args.npz, train_limit=1)
     clean, held = defender_split(test, args.clean_size, seed=0)
-    model = (load_model(args.model)[0] if args.model else small_vgg(10).eval()).to(args.device)
+    model, card = load_model(args.model) if args.model else (small_vgg(10).eval(), None)
+    model = model.to(args.device)
+    classes = card.num_classes if card is not None else 10
     gpu = torch.device(args.device).type == "cuda"
     trigger = BadNets(target=8)
+    if args.trigger:
+        from ibau.attacks.io import load_trigger
+        trigger = load_trigger(args.trigger)
     plain = finetune_epoch(model, clean, flush_denormal=False, device=args.device)
     rows, ft = [], [finetune_epoch(model, clean, device=args.device)]
-    ft_fast = [finetune_epoch(model, clean, device=args.device, fast=True)]
+    bf16 = gpu if args.bf16_epoch is None else args.bf16_epoch
+    ft_fast = [finetune_epoch(model, clean, device=args.device, fast=True)] if bf16 else []
     print(f"fine-tuning epoch: {ft[0]:.1f}s (without flushing subnormals: {plain:.1f}s) on {args.device}", flush=True)
     for spec in args.configs:
         name, cfg = parse_config(spec if "=" in spec else f"{spec}={spec}",
@@ -94,18 +104,20 @@ def main() -> None:
             torch.cuda.reset_peak_memory_stats(args.device)
         res = unlearn(model, clean, cfg, progress=False)
         gpu_fields = {"peak_gpu_mib": torch.cuda.max_memory_allocated(args.device) / 2**20} if gpu else {}
-        m = evaluate(res.model, held.images, held.labels, trigger, 10) if args.model else {}
+        m = evaluate(res.model, held.images, held.labels, trigger, classes) if args.model else {}
         rows.append({"name": name, "seconds": res.seconds, "inner_seconds": res.history[0].inner_seconds,
                      "images_per_s": len(clean) / res.seconds, **gpu_fields, **m, "config": cfg.to_dict()})
         scores = f"  ACC {100 * m['acc']:.2f} ASR {100 * m['asr']:.2f}" if m else ""
         memory = f", peak {gpu_fields['peak_gpu_mib']:.0f} MiB" if gpu else ""
         print(f"{name}: {res.seconds:.1f}s (δ search {res.history[0].inner_seconds:.1f}s{memory}){scores}", flush=True)
     ft.append(finetune_epoch(model, clean, device=args.device))
-    ft_fast.append(finetune_epoch(model, clean, device=args.device, fast=True))
-    ft_mean, fast_mean = sum(ft) / len(ft), sum(ft_fast) / len(ft_fast)
-    before = evaluate(model, held.images, held.labels, trigger, 10) if args.model else None
+    if bf16:
+        ft_fast.append(finetune_epoch(model, clean, device=args.device, fast=True))
+    ft_mean = sum(ft) / len(ft)
+    fast_mean = sum(ft_fast) / len(ft_fast) if ft_fast else float("nan")
+    before = evaluate(model, held.images, held.labels, trigger, classes) if args.model else None
     print(f"\nfine-tuning epoch: {ft[0]:.1f}s before, {ft[1]:.1f}s after (mean {ft_mean:.1f}s); in bfloat16 "
-          f"channels-last: {ft_fast[0]:.1f}s, {ft_fast[1]:.1f}s (mean {fast_mean:.1f}s)")
+          + (f"channels-last: {ft_fast[0]:.1f}s, {ft_fast[1]:.1f}s (mean {fast_mean:.1f}s)" if ft_fast else "channels-last: not timed"))
     if before:
         print(f"before I-BAU: ACC {100 * before['acc']:.2f} ASR {100 * before['asr']:.2f}")
     print(f"{'config':>16} {'round s':>8} {'x FT epoch':>10} {'x bf16 FT':>10} {'images/s':>9} {'ACC %':>7} {'ASR %':>7}"

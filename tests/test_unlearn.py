@@ -346,7 +346,7 @@ def test_inner_restarts_search_several_deltas_and_the_theta_steps_take_them_in_t
     real_solve, real_hyper = core.solve_delta, core.implicit_hypergradient
 
     def solve_spy(model, batches, shape, cfg, steps, **kw):
-        first = next(batches())[1].tolist()  # the order this search sees
+        first = next(batches())[0].flatten(1).sum(1).tolist()  # the order this search sees (its first images)
         searches.append(first)
         delta, h = real_solve(model, batches, shape, cfg, steps, **kw)
         return torch.full_like(delta, 0.01 * len(searches)), h  # tell the searches apart: δ_i = 0.01·i
@@ -364,6 +364,42 @@ def test_inner_restarts_search_several_deltas_and_the_theta_steps_take_them_in_t
     assert res.history[0].delta is not None
     with pytest.raises(ValueError, match="inner_restarts must be >= 1"):
         IBAUConfig(inner_restarts=0)
+
+
+@pytest.mark.parametrize("pseudo", [True, False])
+def test_the_delta_searches_attack_the_rounds_predictions_computed_once(tiny_task, monkeypatch, pseudo):
+    """Pseudo-labels are the model's predictions at the round's start (θ does not move while δ is searched):
+    computed once a round, every δ search's batches carry them, and the stamp scores against them."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    seen, befores = [], []
+    real_solve, real_patch = core.solve_delta, core.delta_patch
+
+    def solve_spy(net, batches, shape, cfg, steps, **kw):
+        assert not cfg.pseudo_labels  # the labels come with the batches
+        for xb, yb in batches():
+            with torch.no_grad():
+                seen.append(torch.equal(yb, net(xb).argmax(1)) if pseudo else torch.equal(yb, y[_rows(x, xb)]))
+        return real_solve(net, batches, shape, cfg, steps, **kw)
+
+    def patch_spy(net, xs, delta, threshold, **kw):
+        befores.append(kw.get("before"))
+        return real_patch(net, xs, delta, threshold, **kw)
+
+    monkeypatch.setattr(core, "solve_delta", solve_spy)
+    monkeypatch.setattr(core, "delta_patch", patch_spy)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=3, pseudo_labels=pseudo, bounded_search=1.0,
+                     patch_search="delta")
+    unlearn(model, (x, y), cfg, progress=False)
+    assert len(seen) == 2 * 2 * -(-len(x) // 20) and all(seen)  # 2 rounds × 2 searches × one pass each
+    assert len(befores) == 2
+    for before in befores:  # the stamp reuses the round's predictions instead of predicting again
+        assert (before is not None) == pseudo
+
+
+def _rows(x: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+    """The row numbers in ``x`` of the images ``xb``."""
+    return torch.stack([(x == img).flatten(1).all(1).nonzero()[0, 0] for img in xb])
 
 
 def test_bounded_search_adds_a_delta_inside_the_l2_ball_and_the_theta_steps_alternate(tiny_task, monkeypatch):

@@ -189,15 +189,17 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
 
 
 def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
-                x: torch.Tensor, cfg: IBAUConfig, steps: int,
-                num_classes: int, *, ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
+                x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, ranks: Ranks = SINGLE,
+                before: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
     """Search one sparse δ per class (:func:`targeted_delta`) and read a stamp from each
     (:func:`delta_patch` on the clean images ``x``); the smallest stamp found (then the highest rate) wins.
     Returns ``(mask, pattern, fooling rate, class)`` or None. Uses clean data only: a defender's search.
-    Across ``ranks`` each rank scores its share of ``x`` and of every batch."""
+    Across ``ranks`` each rank scores its share of ``x`` and of every batch; ``before``: the model's
+    predictions on that share when the caller has them."""
     best = None
-    with torch.no_grad():
-        before = ranks.forward(model, ranks.shard(x)).argmax(1)
+    if before is None:
+        with torch.no_grad():
+            before = ranks.forward(model, ranks.shard(x)).argmax(1)
     for target in range(num_classes):
         delta = targeted_delta(model, batches, x[0], target, cfg, steps, ranks=ranks)
         found = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
