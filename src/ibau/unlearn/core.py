@@ -332,7 +332,7 @@ def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 100, *, ran
     """The model's predicted class of every image of ``x`` (eval mode, no graph; batches of 100 ran 1.5×
     faster than of 500 on the 2-core CPU, benchmarks/pseudo_labels.py). Across ``ranks`` each rank
     predicts its share (every ``world``-th image) and the shares are summed into the whole."""
-    share = torch.arange(len(x), device=x.device)[ranks.rank::ranks.world]
+    share = ranks.shard(torch.arange(len(x), device=x.device))
     out = torch.zeros(len(x), dtype=torch.int64, device=x.device)
     with eval_mode(model), torch.inference_mode():
         for i in range(0, len(share), batch_size):
