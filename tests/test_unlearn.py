@@ -622,6 +622,63 @@ def test_the_class_search_until_found_stops_once_a_round_has_found_a_stamp(tiny_
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, None, None]
 
 
+def test_patch_keep_stamps_later_rounds_with_the_last_stamp_found(tiny_task, monkeypatch):
+    """patch_keep: a round whose δ gives no stamp reuses the last round's stamp in its θ steps (and records
+    which round found it); without it such a round stamps nothing."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, 0] = 1
+    found = (mask, torch.ones(3, 8, 8), 1.0)
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: None)
+    used = []
+    real_outer = core._outer_pass
+
+    def spy(*a, **k):
+        used.append(k["patch"])
+        return real_outer(*a, **k)
+    monkeypatch.setattr(core, "_outer_pass", spy)
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_steps=3, patch_search="delta")
+    for keep, stamps, rounds in ((False, [found, None, None], [1, None, None]), (True, [found, found, found], [1, 1, 1])):
+        first = iter([found])
+        monkeypatch.setattr(core, "delta_patch", lambda *a, first=first, **k: next(first, None))
+        used.clear()
+        res = unlearn(model, (x, y), cfg.replace(patch_keep=keep), progress=False)
+        assert used == stamps, keep
+        assert [r.patch_round for r in res.history] == rounds
+        assert [r.patch_pixels for r in res.history] == [1 if r else None for r in rounds]
+
+
+def test_refine_bound_unlearns_the_delta_refined_inside_the_ball_from_the_unbounded_one(tiny_task, monkeypatch):
+    """refine_bound: after the unbounded search, a second search starts from its δ inside the ℓ2 ball; the θ
+    steps get that δ with its constraint (for the KKT system), and the round records it."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    calls, outer = [], []
+    real_solve, real_outer = core.solve_delta, core._outer_pass
+
+    def solve_spy(net, batches, shape, cfg, steps, **kw):
+        out = real_solve(net, batches, shape, cfg, steps, **kw)
+        calls.append((cfg.norm, cfg.norm_bound, kw.get("start"), out[0]))
+        return out
+
+    def outer_spy(net, params, opt, solver, batches, deltas, *a, **k):
+        outer.append(deltas)
+        return real_outer(net, params, opt, solver, batches, deltas, *a, **k)
+    monkeypatch.setattr(core, "solve_delta", solve_spy)
+    monkeypatch.setattr(core, "_outer_pass", outer_spy)
+    cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=0, patch_threshold=0, inner_lr=50.0, refine_bound=0.5)
+    res = unlearn(model, (x, y), cfg, progress=False)
+    (n1, b1, s1, d1), (n2, b2, s2, d2) = calls
+    assert (n1, b1, s1) == ("none", None, None) and d1.norm() > 0.5  # the unbounded δ grew past the ball
+    assert (n2, b2) == ("l2", 0.5) and s2 is d1 and float(d2.norm()) <= 0.5 + 1e-6
+    (deltas,) = outer
+    assert len(deltas) == 1 and deltas[0][0] is d2 and deltas[0][1:] == ("l2", 0.5)
+    assert torch.equal(res.delta, d2) and res.history[0].delta_norm == pytest.approx(float(d2.norm()))
+    with pytest.raises(ValueError, match="refine_bound"):
+        IBAUConfig(refine_bound=0)
+
+
 def test_the_default_class_search_runs_in_the_first_round_only(tiny_task, monkeypatch):
     """"classes_first_round" (the default): where round 1's search finds nothing, rounds 2 and 3 do not search
     again ("classes_until_found" does: 3 searches); where it finds a stamp, the two give the same rounds."""

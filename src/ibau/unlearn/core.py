@@ -48,6 +48,7 @@ class RoundRecord:
     patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
+    patch_round: int | None = None         # the round that found the stamp used (earlier: patch_keep)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -211,7 +212,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
     searches = _searches(cfg)
-    bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
+    kept = None  # (stamp, class, round) of the last round that found one, for patch_keep
+    searched = len(searches) + (cfg.refine_bound is not None)
+    bar = tqdm(total=cfg.rounds * (searched * inner_steps + outer_steps), desc="I-BAU",
                disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
     # gives the same weights and the caller's RNG state is left as it was (each rank its own stream, so
@@ -242,11 +245,25 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     before = ranks.shard(labels[:FOOLING_SAMPLE]) if cfg.pseudo_labels else None
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
                                                       num_classes, _class_search_due(cfg, history), ranks, before)
+                    if patch is not None:
+                        kept = (patch, patch_class, r + 1)
+                    elif cfg.patch_keep and kept is not None:
+                        patch, patch_class = kept[:2]
+                    patch_round = None if patch is None or kept is None else kept[2]
+                    if cfg.refine_bound is not None:  # θ unlearns the δ refined inside the ball instead
+                        refined = searches[0].replace(norm="l2", norm_bound=cfg.refine_bound)
+                        new_delta, inner_loss = solve_delta(net, delta_batches, tuple(x_all.shape[1:]), refined,
+                                                            inner_steps, on_step=lambda *_: bar.update(1),
+                                                            start=new_delta, ranks=ranks)
+                        found = [(new_delta, inner_loss)]
+                        searches_used = [refined]
+                    else:
+                        searches_used = searches
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
                     outer_loss = _outer_pass(net, params, opt, solver, batches,
-                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)], cfg,
+                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches_used)], cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedule=schedule, ranks=ranks)
                     net.eval()
@@ -257,7 +274,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                                                num_classes, ranks=ranks),
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
-                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
+                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
+                                         patch_round=patch_round)
                 if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
