@@ -10,6 +10,8 @@ and the seconds. One process, variants one after another, so the seconds compare
         "1 pass=default" "2 passes=default,inner_passes=2" "adam=default,inner_optimizer=adam,inner_lr=0.1" \
         "Cδ 5=default,norm_bound=5" "no bound=reference"
 
+``python benchmarks/inner_search.py --table FOLDER`` prints the records of a folder as one markdown table.
+
 A variant ``NAME=targeted:C,preset,...`` searches a δ that sends the images to class C (CE towards C,
 Adam), for comparison with the untargeted searches: under a generous bound every class is reachable.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -44,7 +47,32 @@ def targeted(model, x, cfg, target: int, passes: int, seed: int) -> torch.Tensor
     return delta.detach()
 
 
+def table(folder: Path) -> str:
+    """A markdown table of every record file in ``folder``: per variant ‖δ‖, the class δ sends the most clean
+    images to (and their share) and δ's share on the trigger's mask."""
+    files = sorted(folder.glob("*.json"))
+    names = list(dict.fromkeys(v for f in files for v in json.loads(f.read_text())))
+    lines = ["| record | " + " | ".join(f"{n}: ‖δ‖ → top class (share), on trigger" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for f in files:
+        rows, cells = json.loads(f.read_text()), []
+        for n in names:
+            r = rows.get(n)
+            if r is None:
+                cells.append("–")
+                continue
+            fool = r["fooling"]
+            top = max(range(len(fool)), key=lambda c: fool[c])
+            share = "" if r["trigger_share"] is None else f", {r['trigger_share']:.2f}"
+            cells.append(f"{r['delta_norm']:.0f} → {top} ({100 * fool[top]:.1f}%){share}")
+        lines.append(f"| {f.stem} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--table"]:
+        print(table(Path(sys.argv[2])))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npz", required=True)
     ap.add_argument("--model", required=True)
