@@ -26,11 +26,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from compare_presets import parse_config, trigger_share
-from ibau.attacks import BadNets
-from ibau.unlearn import solve_delta
-from ibau.unlearn.core import fooling_rates
-
 
 def targeted(model, x, cfg, target: int, passes: int, seed: int) -> torch.Tensor:
     """δ minimising CE(f(x+δ), target) under cfg's constraint: Adam, one step per batch."""
@@ -86,8 +81,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from compare_presets import parse_config, trigger_share
+    from ibau.attacks import BadNets
     from ibau.data import defender_split, load_npz
     from ibau.models import ModelCard, load_model
+    from ibau.unlearn import solve_delta
+    from ibau.unlearn.core import fooling_rates
     _, test = load_npz(args.npz, train_limit=1)
     if args.authors:
         model, card = load_model(args.model, ModelCard("small_vgg", 10, [3, 32, 32]))

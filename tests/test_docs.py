@@ -53,6 +53,14 @@ def test_issue15_tables_in_presets_are_generated_from_the_records():
         assert text in presets, f"docs/presets.md's {key} table differs from `presets_table.py --doc`"
 
 
+def test_the_delta_probe_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's "Where each δ points" table is `inner_search.py --table` of its record folder."""
+    root = Path(__file__).resolve().parents[1]
+    text = _benchmark("inner_search").table(root / "docs" / "measurements" / "issue19" / "probe")
+    assert text.count("\n") >= 12  # a header, a rule and the 13 records' rows
+    assert f"<!-- table:probe -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+
+
 def test_the_new_default_table_shows_records_of_the_default():
     """The verdict's records ran ``IBAUConfig()`` itself: only each task's seed, rounds and (digits: the
     demo's) outer step differ, and the batch size where the name says so (`d15`: the digits task's 25), so
