@@ -679,6 +679,33 @@ def test_refine_bound_unlearns_the_delta_refined_inside_the_ball_from_the_unboun
         IBAUConfig(refine_bound=0)
 
 
+def test_later_bound_searches_inside_the_ball_from_the_second_round(tiny_task, monkeypatch):
+    """later_bound: round 1 searches the unbounded δ, later rounds search inside the ℓ2 ball, and their θ
+    steps get that δ with its constraint (for the KKT system)."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    searched, outer = [], []
+    real_solve, real_outer = core.solve_delta, core._outer_pass
+
+    def solve_spy(net, batches, shape, cfg, steps, **kw):
+        out = real_solve(net, batches, shape, cfg, steps, **kw)
+        searched.append((cfg.norm, cfg.norm_bound, float(out[0].norm())))
+        return out
+
+    def outer_spy(net, params, opt, solver, batches, deltas, *a, **k):
+        outer.append([d[1:] for d in deltas])
+        return real_outer(net, params, opt, solver, batches, deltas, *a, **k)
+    monkeypatch.setattr(core, "solve_delta", solve_spy)
+    monkeypatch.setattr(core, "_outer_pass", outer_spy)
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_threshold=0, inner_lr=50.0, later_bound=0.5)
+    unlearn(model, (x, y), cfg, progress=False)
+    assert [s[:2] for s in searched] == [("none", None), ("l2", 0.5), ("l2", 0.5)]
+    assert searched[0][2] > 0.5 and all(n <= 0.5 + 1e-6 for *_, n in searched[1:])
+    assert outer == [[("none", None)], [("l2", 0.5)], [("l2", 0.5)]]
+    with pytest.raises(ValueError, match="later_bound"):
+        IBAUConfig(later_bound=-1)
+
+
 def test_the_default_class_search_runs_in_the_first_round_only(tiny_task, monkeypatch):
     """"classes_first_round" (the default): where round 1's search finds nothing, rounds 2 and 3 do not search
     again ("classes_until_found" does: 3 searches); where it finds a stamp, the two give the same rounds."""

@@ -77,6 +77,11 @@ class IBAUConfig:
             Not the default: alternating with the unbounded δ did not clean that model (47.5 and 58.1%
             ASR on seeds 0 and 1, where Cδ = 10 alone left 0.5% on seed 0) and left more on the authors'
             CIFAR-10 model (7.8 ± 6.5% over 2 seeds, the default 2.4 ± 1.0 over 5); docs/presets.md.
+        later_bound: when set, the rounds after the first search δ inside the ℓ2 ball of this radius (the
+            paper's Cδ, e.g. 10) instead of with the configured constraint (default None: off). The first
+            round's unbounded δ (and its stamp) unlearns a patch trigger, but on a dense trigger of small norm
+            it ends at ‖δ‖ ≈ 2,600 and unlearning it leaves the trigger (GTSRB ℓ2 inv); inside the bound the
+            later rounds unlearn a δ of the trigger's size.
         refine_bound: when set, the θ steps use the round's δ projected onto the ℓ2 ball of this radius and
             refined there by ``inner_steps`` more ascent steps (a δ found from the unbounded one's direction,
             which a search from 0 inside the ball may miss), instead of the unbounded δ; the stamp is still
@@ -171,6 +176,7 @@ class IBAUConfig:
     inner_warm_start: bool = False
     inner_restarts: int = 1
     bounded_search: float | None = None
+    later_bound: float | None = None
     refine_bound: float | None = None
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
@@ -222,6 +228,9 @@ class IBAUConfig:
         if self.bounded_search is not None and not self.bounded_search > 0:
             raise ValueError(f"bounded_search must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
                              f"got {self.bounded_search}")
+        if self.later_bound is not None and not self.later_bound > 0:
+            raise ValueError(f"later_bound must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
+                             f"got {self.later_bound}")
         if self.refine_bound is not None and not self.refine_bound > 0:
             raise ValueError(f"refine_bound must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
                              f"got {self.refine_bound}")
