@@ -649,36 +649,6 @@ def test_patch_keep_stamps_later_rounds_with_the_last_stamp_found(tiny_task, mon
         assert [r.patch_pixels for r in res.history] == [1 if r else None for r in rounds]
 
 
-def test_refine_bound_unlearns_the_delta_refined_inside_the_ball_from_the_unbounded_one(tiny_task, monkeypatch):
-    """refine_bound: after the unbounded search, a second search starts from its δ inside the ℓ2 ball; the θ
-    steps get that δ with its constraint (for the KKT system), and the round records it."""
-    from ibau.unlearn import core
-    model, x, y = tiny_task
-    calls, outer = [], []
-    real_solve, real_outer = core.solve_delta, core._outer_pass
-
-    def solve_spy(net, batches, shape, cfg, steps, **kw):
-        out = real_solve(net, batches, shape, cfg, steps, **kw)
-        calls.append((cfg.norm, cfg.norm_bound, kw.get("start"), out[0]))
-        return out
-
-    def outer_spy(net, params, opt, solver, batches, deltas, *a, **k):
-        outer.append(deltas)
-        return real_outer(net, params, opt, solver, batches, deltas, *a, **k)
-    monkeypatch.setattr(core, "solve_delta", solve_spy)
-    monkeypatch.setattr(core, "_outer_pass", outer_spy)
-    cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=0, patch_threshold=0, inner_lr=50.0, refine_bound=0.5)
-    res = unlearn(model, (x, y), cfg, progress=False)
-    (n1, b1, s1, d1), (n2, b2, s2, d2) = calls
-    assert (n1, b1, s1) == ("none", None, None) and d1.norm() > 0.5  # the unbounded δ grew past the ball
-    assert (n2, b2) == ("l2", 0.5) and s2 is d1 and float(d2.norm()) <= 0.5 + 1e-6
-    (deltas,) = outer
-    assert len(deltas) == 1 and deltas[0][0] is d2 and deltas[0][1:] == ("l2", 0.5)
-    assert torch.equal(res.delta, d2) and res.history[0].delta_norm == pytest.approx(float(d2.norm()))
-    with pytest.raises(ValueError, match="refine_bound"):
-        IBAUConfig(refine_bound=0)
-
-
 def test_later_bound_searches_inside_the_ball_from_the_second_round(tiny_task, monkeypatch):
     """later_bound: round 1 searches the unbounded δ, later rounds search inside the ℓ2 ball, and their θ
     steps get that δ with its constraint (for the KKT system)."""

@@ -82,10 +82,6 @@ class IBAUConfig:
             round's unbounded δ (and its stamp) unlearns a patch trigger, but on a dense trigger of small norm
             it ends at ‖δ‖ ≈ 2,600 and unlearning it leaves the trigger (GTSRB ℓ2 inv); inside the bound the
             later rounds unlearn a δ of the trigger's size.
-        refine_bound: when set, the θ steps use the round's δ projected onto the ℓ2 ball of this radius and
-            refined there by ``inner_steps`` more ascent steps (a δ found from the unbounded one's direction,
-            which a search from 0 inside the ball may miss), instead of the unbounded δ; the stamp is still
-            read from the unbounded δ (default None: off). Costs one more δ pass.
         patch_threshold: when > 0, look for the smallest stamp of δ's strongest pixels (4 to 64) that sends
             at least this fraction of clean images to one class (:func:`ibau.unlearn.inner.delta_patch`);
             when one exists, ``patch_fraction`` of each outer batch carries that stamp (default 0.995; 0: off). Not
@@ -177,7 +173,6 @@ class IBAUConfig:
     inner_restarts: int = 1
     bounded_search: float | None = None
     later_bound: float | None = None
-    refine_bound: float | None = None
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
     patch_search: str = "classes_first_round"
@@ -231,9 +226,6 @@ class IBAUConfig:
         if self.later_bound is not None and not self.later_bound > 0:
             raise ValueError(f"later_bound must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
                              f"got {self.later_bound}")
-        if self.refine_bound is not None and not self.refine_bound > 0:
-            raise ValueError(f"refine_bound must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
-                             f"got {self.refine_bound}")
         if not self.inner_passes > 0:  # also refuses NaN
             raise ValueError(f"inner_passes must be > 0 (a fraction of a pass is allowed), got {self.inner_passes}")
         for name in ("rounds", "batch_size", "inner_restarts"):
@@ -327,7 +319,7 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 #: (their loader does not shuffle, so their first batch is always the same images), K = 5, 5 rounds.
 _REFERENCE: dict[str, Any] = dict(
     rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
-    inner_warm_start=False, inner_restarts=1, refine_bound=None, patch_threshold=0.0, patch_fraction=0.2,
+    inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2,
     patch_search="delta", patch_keep=False, patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
     inner_penalty=0.001, pseudo_labels=True,
     solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",

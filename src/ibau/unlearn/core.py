@@ -213,8 +213,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     interrupted, total_seconds = False, 0.0
     searches = _searches(cfg)
     kept = None  # (stamp, class, round) of the last round that found one, for patch_keep
-    searched = len(searches) + (cfg.refine_bound is not None)
-    bar = tqdm(total=cfg.rounds * (searched * inner_steps + outer_steps), desc="I-BAU",
+    bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
                disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
     # gives the same weights and the caller's RNG state is left as it was (each rank its own stream, so
@@ -251,20 +250,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     elif cfg.patch_keep and kept is not None:
                         patch, patch_class = kept[:2]
                     patch_round = None if patch is None or kept is None else kept[2]
-                    if cfg.refine_bound is not None:  # θ unlearns the δ refined inside the ball instead
-                        refined = searches[0].replace(norm="l2", norm_bound=cfg.refine_bound)
-                        new_delta, inner_loss = solve_delta(net, delta_batches, tuple(x_all.shape[1:]), refined,
-                                                            inner_steps, on_step=lambda *_: bar.update(1),
-                                                            start=new_delta, ranks=ranks)
-                        found = [(new_delta, inner_loss)]
-                        searches_used = [refined]
-                    else:
-                        searches_used = searches
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
                     outer_loss = _outer_pass(net, params, opt, solver, batches,
-                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches_used)], cfg,
+                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)], cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedule=schedule, ranks=ranks)
                     net.eval()
