@@ -513,7 +513,8 @@ def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_
     seen: list[float] = []
     real = core._outer_pass
 
-    def spy(net, params, opt, *args, **kw):
+    def spy(net, params, opts, *args, **kw):
+        (opt,) = opts  # one δ a round: one optimiser
         if not hasattr(opt, "recorded"):  # one optimiser for all rounds: wrap its step once
             step = opt.step
 
@@ -522,7 +523,7 @@ def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_
                 return step(*a, **k)
 
             opt.step, opt.recorded = recording_step, True
-        return real(net, params, opt, *args, **kw)
+        return real(net, params, opts, *args, **kw)
 
     monkeypatch.setattr(core, "_outer_pass", spy)
     cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_lr=0.01, outer_lr_schedule="cosine")
@@ -674,6 +675,45 @@ def test_later_bound_searches_inside_the_ball_from_the_second_round(tiny_task, m
     assert outer == [[("none", None)], [("l2", 0.5)], [("l2", 0.5)]]
     with pytest.raises(ValueError, match="later_bound"):
         IBAUConfig(later_bound=-1)
+
+
+def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(tiny_task, monkeypatch):
+    """per_delta_optimizer with bounded_search: two optimisers, the unbounded δ's steps (even t) on one and the
+    bounded δ's (odd t) on the other, each with its own cosine over its share of the steps; without it one
+    optimiser takes every step."""
+    import math
+
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    steps: list[tuple[int, float]] = []
+    seen_opts: list[int] = []
+    real = core._outer_pass
+
+    def spy(net, params, opts, *args, **kw):
+        seen_opts.append(len(opts))
+        for i, opt in enumerate(opts):
+            if not hasattr(opt, "recorded"):
+                step = opt.step
+
+                def recording_step(*a, i=i, opt=opt, step=step, **k):
+                    steps.append((i, opt.param_groups[0]["lr"]))
+                    return step(*a, **k)
+
+                opt.step, opt.recorded = recording_step, True
+        return real(net, params, opts, *args, **kw)
+
+    monkeypatch.setattr(core, "_outer_pass", spy)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=4, patch_threshold=0, bounded_search=0.5,
+                     outer_lr=0.01, per_delta_optimizer=True)
+    unlearn(model, (x, y), cfg, progress=False)
+    assert seen_opts == [2, 2] and [i for i, _ in steps] == [0, 1] * 4
+    each = 4  # 8 θ steps over 2 rounds, half on each state
+    for i in (0, 1):
+        lrs = [lr for j, lr in steps if j == i]
+        assert lrs == pytest.approx([0.005 * (1 + math.cos(math.pi * t / each)) for t in range(each)])
+    steps.clear(), seen_opts.clear()
+    unlearn(model, (x, y), cfg.replace(per_delta_optimizer=False), progress=False)
+    assert seen_opts == [1, 1] and [i for i, _ in steps] == [0] * 8
 
 
 def test_the_default_class_search_runs_in_the_first_round_only(tiny_task, monkeypatch):

@@ -77,6 +77,10 @@ class IBAUConfig:
             Not the default: alternating with the unbounded δ did not clean that model (47.5 and 58.1%
             ASR on seeds 0 and 1, where Cδ = 10 alone left 0.5% on seed 0) and left more on the authors'
             CIFAR-10 model (7.8 ± 6.5% over 2 seeds, the default 2.4 ± 1.0 over 5); docs/presets.md.
+        per_delta_optimizer: with several δs a round (``bounded_search``, ``inner_restarts``), give the θ steps
+            of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
+            Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
+            of magnitude larger, otherwise shrink the steps taken for a bounded δ to almost nothing.
         later_bound: when set, the rounds after the first search δ inside the ℓ2 ball of this radius (the
             paper's Cδ, e.g. 10) instead of with the configured constraint (default None: off). The first
             round's unbounded δ (and its stamp) unlearns a patch trigger, but on a dense trigger of small norm
@@ -173,6 +177,7 @@ class IBAUConfig:
     inner_restarts: int = 1
     bounded_search: float | None = None
     later_bound: float | None = None
+    per_delta_optimizer: bool = False
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
     patch_search: str = "classes_first_round"

@@ -204,8 +204,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
-    opt = opt_cls(params, lr=cfg.outer_lr)
-    schedule = _outer_schedule(opt, cfg, cfg.rounds * outer_steps)
+    # one optimiser state for all δs, or one per δ of a round (per_delta_optimizer), each on its share of steps
+    states = len(_searches(cfg)) if cfg.per_delta_optimizer else 1
+    opts = [opt_cls(params, lr=cfg.outer_lr) for _ in range(states)]
+    schedules = [_outer_schedule(o, cfg, math.ceil(cfg.rounds * outer_steps / states)) for o in opts]
     solver = cfg.make_solver()
     history: list[RoundRecord] = []
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
@@ -253,10 +255,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
-                    outer_loss = _outer_pass(net, params, opt, solver, batches,
+                    outer_loss = _outer_pass(net, params, opts, solver, batches,
                                              [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)], cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
-                                             schedule=schedule, ranks=ranks)
+                                             schedules=schedules, ranks=ranks)
                     net.eval()
                     seconds = time.perf_counter() - t0
                     record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
@@ -387,9 +389,9 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _outer_pass(net, params, opt, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
+def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
                 cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
-                schedule=None, ranks: Ranks = SINGLE) -> float:
+                schedules=None, ranks: Ranks = SINGLE) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
     searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
@@ -442,14 +444,15 @@ def _outer_pass(net, params, opt, solver, batches, deltas: list[tuple[torch.Tens
         v = v_new
         for p, g in zip(params, grads):
             p.grad = g
-        opt.step()
+        state = done % len(deltas) % len(opts)  # δ[t mod len]'s own optimiser state, or the one shared
+        opts[state].step()
         # autocast keeps its bfloat16 copies of the weights until its region ends, which is the whole round
         # here: without this the next steps would run on the copies of the weights before this step
         torch.clear_autocast_cache()
         if cfg.model_mode == "train":
             ranks.average_buffers(net)  # each rank's BatchNorm statistics followed its own rows
-        if schedule is not None:
-            schedule.step()
+        if schedules is not None and schedules[state] is not None:
+            schedules[state].step()
         total += float(loss)
         done += 1
         on_step()
