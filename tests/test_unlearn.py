@@ -650,33 +650,6 @@ def test_patch_keep_stamps_later_rounds_with_the_last_stamp_found(tiny_task, mon
         assert [r.patch_pixels for r in res.history] == [1 if r else None for r in rounds]
 
 
-def test_later_bound_searches_inside_the_ball_from_the_second_round(tiny_task, monkeypatch):
-    """later_bound: round 1 searches the unbounded δ, later rounds search inside the ℓ2 ball, and their θ
-    steps get that δ with its constraint (for the KKT system)."""
-    from ibau.unlearn import core
-    model, x, y = tiny_task
-    searched, outer = [], []
-    real_solve, real_outer = core.solve_delta, core._outer_pass
-
-    def solve_spy(net, batches, shape, cfg, steps, **kw):
-        out = real_solve(net, batches, shape, cfg, steps, **kw)
-        searched.append((cfg.norm, cfg.norm_bound, float(out[0].norm())))
-        return out
-
-    def outer_spy(net, params, opt, solver, batches, deltas, *a, **k):
-        outer.append([d[1:] for d in deltas])
-        return real_outer(net, params, opt, solver, batches, deltas, *a, **k)
-    monkeypatch.setattr(core, "solve_delta", solve_spy)
-    monkeypatch.setattr(core, "_outer_pass", outer_spy)
-    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_threshold=0, inner_lr=50.0, later_bound=0.5)
-    unlearn(model, (x, y), cfg, progress=False)
-    assert [s[:2] for s in searched] == [("none", None), ("l2", 0.5), ("l2", 0.5)]
-    assert searched[0][2] > 0.5 and all(n <= 0.5 + 1e-6 for *_, n in searched[1:])
-    assert outer == [[("none", None)], [("l2", 0.5)], [("l2", 0.5)]]
-    with pytest.raises(ValueError, match="later_bound"):
-        IBAUConfig(later_bound=-1)
-
-
 def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(tiny_task, monkeypatch):
     """per_delta_optimizer with bounded_search: two optimisers, the unbounded δ's steps (even t) on one and the
     bounded δ's (odd t) on the other, each with its own cosine over its share of the steps; without it one

@@ -81,11 +81,6 @@ class IBAUConfig:
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
             of magnitude larger, otherwise shrink the steps taken for a bounded δ to almost nothing.
-        later_bound: when set, the rounds after the first search δ inside the ℓ2 ball of this radius (the
-            paper's Cδ, e.g. 10) instead of with the configured constraint (default None: off). The first
-            round's unbounded δ (and its stamp) unlearns a patch trigger, but on a dense trigger of small norm
-            it ends at ‖δ‖ ≈ 2,600 and unlearning it leaves the trigger (GTSRB ℓ2 inv); inside the bound the
-            later rounds unlearn a δ of the trigger's size.
         patch_threshold: when > 0, look for the smallest stamp of δ's strongest pixels (4 to 64) that sends
             at least this fraction of clean images to one class (:func:`ibau.unlearn.inner.delta_patch`);
             when one exists, ``patch_fraction`` of each outer batch carries that stamp (default 0.995; 0: off). Not
@@ -176,7 +171,6 @@ class IBAUConfig:
     inner_warm_start: bool = False
     inner_restarts: int = 1
     bounded_search: float | None = None
-    later_bound: float | None = None
     per_delta_optimizer: bool = False
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
@@ -228,9 +222,6 @@ class IBAUConfig:
         if self.bounded_search is not None and not self.bounded_search > 0:
             raise ValueError(f"bounded_search must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
                              f"got {self.bounded_search}")
-        if self.later_bound is not None and not self.later_bound > 0:
-            raise ValueError(f"later_bound must be an ℓ2 radius > 0 (e.g. 10, the paper's Cδ) or None, "
-                             f"got {self.later_bound}")
         if not self.inner_passes > 0:  # also refuses NaN
             raise ValueError(f"inner_passes must be > 0 (a fraction of a pass is allowed), got {self.inner_passes}")
         for name in ("rounds", "batch_size", "inner_restarts"):

@@ -238,7 +238,6 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     def delta_batches(labels=labels):
                         return iterate_batches(x_all, labels, bs, gen, shuffle=cfg.shuffle)
 
-                    searches = _searches(cfg, r)
                     found = [solve_delta(net, delta_batches, tuple(x_all.shape[1:]), search, inner_steps,
                                          on_step=lambda *_: bar.update(1), start=start if i < cfg.inner_restarts else None,
                                          ranks=ranks)
@@ -306,14 +305,11 @@ def round_steps(cfg: IBAUConfig, n: int) -> tuple[int, int]:
     return inner, outer
 
 
-def _searches(cfg: IBAUConfig, round_index: int = 0) -> list[IBAUConfig]:
-    """The δ searches of round ``round_index`` (from 0): ``inner_restarts`` with the configured constraint
-    (from the second round inside ``later_bound`` when set), then, with ``bounded_search``, one inside the ℓ2
-    ball of that radius (a search reads only the δ options). Their batches carry the round's labels already
-    (the pseudo-labels, computed once a round)."""
+def _searches(cfg: IBAUConfig) -> list[IBAUConfig]:
+    """The δ searches of a round: ``inner_restarts`` with the configured constraint, then, with
+    ``bounded_search``, one inside the ℓ2 ball of that radius (a search reads only the δ options). Their
+    batches carry the round's labels already (the pseudo-labels, computed once a round)."""
     main = cfg.replace(pseudo_labels=False)
-    if cfg.later_bound is not None and round_index > 0:
-        main = main.replace(norm="l2", norm_bound=cfg.later_bound)
     bounded = [] if cfg.bounded_search is None else [main.replace(norm="l2", norm_bound=cfg.bounded_search)]
     return [main] * cfg.inner_restarts + bounded
 
