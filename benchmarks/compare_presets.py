@@ -144,7 +144,7 @@ def main() -> None:
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
                               "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
-                              "patch_round": r.patch_round, "seconds": r.seconds})
+                              "seconds": r.seconds})
 
             t0 = time.perf_counter()
             res = unlearn(model, clean, cfg, progress=False, callback=score)

@@ -623,33 +623,6 @@ def test_the_class_search_until_found_stops_once_a_round_has_found_a_stamp(tiny_
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, None, None]
 
 
-def test_patch_keep_stamps_later_rounds_with_the_last_stamp_found(tiny_task, monkeypatch):
-    """patch_keep: a round whose δ gives no stamp reuses the last round's stamp in its θ steps (and records
-    which round found it); without it such a round stamps nothing."""
-    from ibau.unlearn import core
-    model, x, y = tiny_task
-    mask = torch.zeros(1, 8, 8)
-    mask[0, 0, 0] = 1
-    found = (mask, torch.ones(3, 8, 8), 1.0)
-    monkeypatch.setattr(core, "class_patch", lambda *a, **k: None)
-    used = []
-    real_outer = core._outer_pass
-
-    def spy(*a, **k):
-        used.append(k["patch"])
-        return real_outer(*a, **k)
-    monkeypatch.setattr(core, "_outer_pass", spy)
-    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_steps=3, patch_search="delta")
-    for keep, stamps, rounds in ((False, [found, None, None], [1, None, None]), (True, [found, found, found], [1, 1, 1])):
-        first = iter([found])
-        monkeypatch.setattr(core, "delta_patch", lambda *a, first=first, **k: next(first, None))
-        used.clear()
-        res = unlearn(model, (x, y), cfg.replace(patch_keep=keep), progress=False)
-        assert used == stamps, keep
-        assert [r.patch_round for r in res.history] == rounds
-        assert [r.patch_pixels for r in res.history] == [1 if r else None for r in rounds]
-
-
 def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(tiny_task, monkeypatch):
     """per_delta_optimizer with bounded_search: two optimisers, the unbounded δ's steps (even t) on one and the
     bounded δ's (odd t) on the other, each with its own cosine over its share of the steps; without it one

@@ -102,11 +102,6 @@ class IBAUConfig:
             either (GTSRB BadNets, whose own trigger reaches 96.5%, under the 99.5% threshold: 43 searches a
             round for nothing), hence the default. On the 107 recorded runs of ``"classes_until_found"`` a
             stamp was found in round 1 every time, where the two give the same run.
-        patch_keep: in a round whose δ (and class search) gives no stamp, stamp the outer batches with the
-            last stamp an earlier round found (default False). Once the first rounds have weakened a patch
-            backdoor, δ no longer reads the stamp back, and the θ steps of the later rounds then see no
-            trigger at all: with a bounded δ the backdoor partly came back in rounds 2-3 (the authors'
-            model, Cδ = 10: 8.0% held-out ASR after round 1, 14.2 and 13.1% after rounds 2-3).
         patch_steps: descent steps of each class's search (default 40).
         patch_l1: weight of ‖δ‖₁ in each class's search (default 0.003).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
@@ -175,7 +170,6 @@ class IBAUConfig:
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
     patch_search: str = "classes_first_round"
-    patch_keep: bool = False
     patch_steps: int = 40
     patch_l1: float = 0.003
     inner_optimizer: str = "sgd"
@@ -316,7 +310,7 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 _REFERENCE: dict[str, Any] = dict(
     rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
     inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2,
-    patch_search="delta", patch_keep=False, patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
+    patch_search="delta", patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
     inner_penalty=0.001, pseudo_labels=True,
     solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
     hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,

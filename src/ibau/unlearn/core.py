@@ -48,7 +48,6 @@ class RoundRecord:
     patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
-    patch_round: int | None = None         # the round that found the stamp used (earlier: patch_keep)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -214,7 +213,6 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
     searches = _searches(cfg)
-    kept = None  # (stamp, class, round) of the last round that found one, for patch_keep
     bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
                disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
@@ -246,11 +244,6 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     before = ranks.shard(labels[:FOOLING_SAMPLE]) if cfg.pseudo_labels else None
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
                                                       num_classes, _class_search_due(cfg, history), ranks, before)
-                    if patch is not None:
-                        kept = (patch, patch_class, r + 1)
-                    elif cfg.patch_keep and kept is not None:
-                        patch, patch_class = kept[:2]
-                    patch_round = None if patch is None or kept is None else kept[2]
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
@@ -266,8 +259,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                                                num_classes, ranks=ranks),
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
-                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
-                                         patch_round=patch_round)
+                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
                 if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
