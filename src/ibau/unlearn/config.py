@@ -74,9 +74,11 @@ class IBAUConfig:
             (its stamp) but on a dense trigger of small norm it grows to ‖δ‖ ≈ 2,600 (GTSRB ℓ2 inv, whose
             trigger has ‖·‖₂ = 3.2): it points at the target, yet unlearning images that far from any clean
             one leaves the trigger; inside the bound unlearning removes it. Costs one more δ pass.
-            Not the default: alternating with the unbounded δ did not clean that model (47.5 and 58.1%
-            ASR on seeds 0 and 1, where Cδ = 10 alone left 0.5% on seed 0) and left more on the authors'
-            CIFAR-10 model (7.8 ± 6.5% over 2 seeds, the default 2.4 ± 1.0 over 5); docs/presets.md.
+            Not the default: with one optimiser state it did not clean that model (47.5 and 58.1% ASR on
+            seeds 0 and 1, where Cδ = 10 alone left 0.5% on seed 0) and left more on the authors' CIFAR-10
+            model (7.8 ± 6.5% over 2 seeds, the default 2.4 ± 1.0 over 5); with ``per_delta_optimizer`` it
+            left 1.1 and 1.3% there and 15.9 and 6.6% on GTSRB ℓ2 inv (the default 25.4 and 37.9%), but
+            5.9% on GTSRB Blend seed 0 (the default 0.85%); docs/presets.md, "Combining the two δs".
         per_delta_optimizer: with several δs a round (``bounded_search``, ``inner_restarts``), give the θ steps
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
