@@ -55,6 +55,14 @@ def trigger_share(delta: torch.Tensor, trigger) -> float | None:
     return float((energy * mask.double()).sum() / energy.sum().clamp_min(1e-300))
 
 
+def model_trigger(path: str | None):
+    """The trigger of a model made by ``ibau attack`` (its trigger.json), or the authors' BadNets → 8 without one."""
+    if path is None:
+        return BadNets(target=8)
+    from ibau.attacks.io import load_trigger
+    return load_trigger(path)
+
+
 def _digits_model(args, out: Path):
     """The demo's poisoned model for --split-seed, trained once (seeded) and cached."""
     from ibau.attacks import poison
@@ -99,11 +107,7 @@ def load_task(args, out: Path):
         return model, clean, held, BadNets(target=8), 10, {"batch_size": 100}
     model, card = load_model(args.model)
     clean, held = defender_split(test, args.clean_size, seed=0)
-    trigger = BadNets(target=8)
-    if args.trigger:
-        from ibau.attacks.io import load_trigger
-        trigger = load_trigger(args.trigger)
-    return model, clean, held, trigger, card.num_classes, {"batch_size": 100}
+    return model, clean, held, model_trigger(args.trigger), card.num_classes, {"batch_size": 100}
 
 
 def main() -> None:

@@ -81,8 +81,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from compare_presets import parse_config, trigger_share
-    from ibau.attacks import BadNets
+    from compare_presets import model_trigger, parse_config, trigger_share
     from ibau.data import defender_split, load_npz
     from ibau.models import ModelCard, load_model
     from ibau.unlearn import solve_delta
@@ -95,10 +94,7 @@ def main() -> None:
         model, card = load_model(args.model)
         x = defender_split(test, args.clean_size, seed=0)[0].images
     model.eval()
-    trigger = BadNets(target=8)
-    if args.trigger:
-        from ibau.attacks.io import load_trigger
-        trigger = load_trigger(args.trigger)
+    trigger = model_trigger(args.trigger)
     num_classes = card.num_classes
     out = Path(args.out)
     rows = json.loads(out.read_text()) if out.exists() else {}
@@ -128,9 +124,10 @@ def main() -> None:
                       "fooling": fool, "trigger_share": trigger_share(delta, trigger), "seconds": seconds,
                       "threads": torch.get_num_threads()}
         top = max(range(num_classes), key=lambda c: fool[c])
+        share = float("nan") if rows[name]["trigger_share"] is None else rows[name]["trigger_share"]
         goal = getattr(trigger, "target", None)
         to_goal = "" if goal is None else f"to class {goal} {fool[goal]:.3f}  "
-        print(f"{name:>24}: ‖δ‖ {float(delta.norm()):9.2f}  on trigger {rows[name]['trigger_share'] or float('nan'):.3f}  "
+        print(f"{name:>24}: ‖δ‖ {float(delta.norm()):9.2f}  on trigger {share:.3f}  "
               f"{to_goal}top class {top} ({fool[top]:.3f})  {seconds:.1f}s", flush=True)
         out.write_text(json.dumps(rows, indent=1))
 

@@ -657,7 +657,8 @@ def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(ti
     for i in (0, 1):
         lrs = [lr for j, lr in steps if j == i]
         assert lrs == pytest.approx([0.005 * (1 + math.cos(math.pi * t / each)) for t in range(each)])
-    steps.clear(), seen_opts.clear()
+    steps.clear()
+    seen_opts.clear()
     unlearn(model, (x, y), cfg.replace(per_delta_optimizer=False), progress=False)
     assert seen_opts == [1, 1] and [i for i, _ in steps] == [0] * 8
 

@@ -311,9 +311,8 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 #: (their loader does not shuffle, so their first batch is always the same images), K = 5, 5 rounds.
 _REFERENCE: dict[str, Any] = dict(
     rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
-    inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2,
-    patch_search="delta", patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
-    inner_penalty=0.001, pseudo_labels=True,
+    inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2, patch_search="delta",
+    patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
     solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
     hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
     outer_lr_schedule="constant", outer_lr_warmup=0, outer_steps=None, model_mode="eval", shuffle=False,
