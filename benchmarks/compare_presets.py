@@ -51,7 +51,7 @@ def trigger_share(delta: torch.Tensor, trigger) -> float | None:
         mask = trigger.mask(tuple(delta.shape))
     except NotImplementedError:
         return None
-    energy = delta.double().pow(2)
+    energy = delta.detach().cpu().double().pow(2)  # δ lives on the run's device, the mask on the CPU
     return float((energy * mask.double()).sum() / energy.sum().clamp_min(1e-300))
 
 

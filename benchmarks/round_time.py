@@ -33,7 +33,7 @@ from ibau import unlearn  # noqa: E402
 from ibau.attacks import BadNets  # noqa: E402
 from ibau.data import defender_split, load_npz  # noqa: E402
 from ibau.metrics import evaluate  # noqa: E402
-from ibau.models import load_model, small_vgg  # noqa: E402
+from ibau.models import build_model, load_model  # noqa: E402
 from ibau.training import iterate_batches  # noqa: E402
 from ibau.utils import environment  # noqa: E402
 
@@ -70,7 +70,10 @@ def _sync(device) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npz", required=True)
-    ap.add_argument("--model", help="BadNets model (safetensors + card); default: an untrained small VGG")
+    ap.add_argument("--model", help="BadNets model (safetensors + card); default: an untrained --arch")
+    ap.add_argument("--arch", default="small_vgg",
+                    help="the untrained architecture timed without --model (default small_vgg; e.g. preact_resnet18): "
+                         "a round's cost hardly depends on the weights, its effect is not scored")
     ap.add_argument("--trigger", help="the model's trigger.json, for ACC/ASR after the round (default: BadNets → 8)")
     ap.add_argument("--clean-size", type=int, default=5000)
     ap.add_argument("--out", help="write the measurements as JSON here")
@@ -84,7 +87,11 @@ def main() -> None:
 
     _, test = load_npz(args.npz, train_limit=1)
     clean, held = defender_split(test, args.clean_size, seed=0)
-    model, card = load_model(args.model) if args.model else (small_vgg(10).eval(), None)
+    if args.model:
+        model, card = load_model(args.model)
+    else:
+        torch.manual_seed(0)  # the untrained weights, so two runs time the same network
+        model, card = build_model(args.arch, num_classes=10).eval(), None
     model = model.to(args.device)
     classes = card.num_classes if card is not None else 10
     gpu = torch.device(args.device).type == "cuda"
@@ -132,6 +139,7 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps({"finetune_epoch": ft, "finetune_epoch_bf16_channels_last": ft_fast,
                                               "before": before, "rows": rows, "device": args.device,
+                                              "model": args.model or f"untrained {args.arch}",
                                               "env": environment()}, indent=2))
 
 
