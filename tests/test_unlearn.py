@@ -1,5 +1,4 @@
 """The round loop: constraints, memory, determinism, API contract."""
-import copy
 import weakref
 
 import pytest
@@ -622,39 +621,6 @@ def test_the_class_search_until_found_stops_once_a_round_has_found_a_stamp(tiny_
     monkeypatch.setattr(core, "delta_patch", lambda *a, **k: next(first, None))
     res = unlearn(model, (x, y), cfg, progress=False)
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, None, None]
-
-
-def test_replay_deltas_unlearns_the_earlier_rounds_deltas_again_each_with_its_own_constraint(tiny_task, monkeypatch):
-    """replay_deltas=1: round 2's θ steps take its two δs and then round 1's two, in turn; each keeps the
-    norm and bound of its search; round 1 has nothing to replay, and the option off replays nothing."""
-    from ibau.unlearn import core
-    model, x, y = tiny_task
-    searched, used = [], []
-    real_solve, real_hyper = core.solve_delta, core.implicit_hypergradient
-
-    def solve_spy(model, batches, shape, cfg, steps, **kw):
-        delta, h = real_solve(model, batches, shape, cfg, steps, **kw)
-        searched.append(round(float(delta.norm()), 4))
-        return delta, h
-
-    def hyper_spy(inner_loss, outer_loss, delta, params, solver, **kw):
-        used.append((kw["norm"], kw["bound"], round(float(delta.norm()), 4)))
-        return real_hyper(inner_loss, outer_loss, delta, params, solver, **kw)
-
-    monkeypatch.setattr(core, "solve_delta", solve_spy)
-    monkeypatch.setattr(core, "implicit_hypergradient", hyper_spy)
-    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=4, patch_threshold=0, bounded_search=0.5,
-                     replay_deltas=1)
-    unlearn(copy.deepcopy(model), (x, y), cfg, progress=False)
-    m1, b1, m2, b2 = searched
-    kinds = [("none", None), ("l2", 0.5)]
-    assert [(n, b) for n, b, _ in used] == kinds * 2 + kinds * 2
-    assert [s for _, _, s in used] == [m1, b1, m1, b1, m2, b2, m1, b1]
-    searched.clear(), used.clear()
-    unlearn(copy.deepcopy(model), (x, y), cfg.replace(replay_deltas=0), progress=False)
-    assert [s for _, _, s in used] == [searched[0], searched[1]] * 2 + [searched[2], searched[3]] * 2
-    with pytest.raises(ValueError, match="replay_deltas"):
-        IBAUConfig(replay_deltas=-1)
 
 
 def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(tiny_task, monkeypatch):

@@ -83,11 +83,6 @@ class IBAUConfig:
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
             of magnitude larger, otherwise shrink the steps taken for a bounded δ to almost nothing.
-        replay_deltas: the θ steps of a round also take, in turn with the round's own δs, the δs found in the
-            last this-many rounds (default 0: off). Once a round has weakened the backdoor, the next round's
-            search may find a δ that points elsewhere, and unlearning only that can let the backdoor back;
-            an earlier δ that pointed at the target keeps being unlearned. Each δ keeps the norm and bound
-            it was searched under and, with ``per_delta_optimizer``, the optimiser state of its search.
         patch_threshold: when > 0, look for the smallest stamp of δ's strongest pixels (4 to 64) that sends
             at least this fraction of clean images to one class (:func:`ibau.unlearn.inner.delta_patch`);
             when one exists, ``patch_fraction`` of each outer batch carries that stamp (default 0.995; 0: off). Not
@@ -174,7 +169,6 @@ class IBAUConfig:
     inner_restarts: int = 1
     bounded_search: float | None = None
     per_delta_optimizer: bool = False
-    replay_deltas: int = 0
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
     patch_search: str = "classes_first_round"
@@ -226,8 +220,6 @@ class IBAUConfig:
                              f"got {self.bounded_search}")
         if not self.inner_passes > 0:  # also refuses NaN
             raise ValueError(f"inner_passes must be > 0 (a fraction of a pass is allowed), got {self.inner_passes}")
-        if self.replay_deltas < 0:
-            raise ValueError(f"replay_deltas counts earlier rounds whose δs are unlearned again: >= 0, got {self.replay_deltas}")
         for name in ("rounds", "batch_size", "inner_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -213,7 +213,6 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     snapshot = copy.deepcopy(net.state_dict())
     interrupted, total_seconds = False, 0.0
     searches = _searches(cfg)
-    past: list[list[tuple[torch.Tensor, str, float | None]]] = []  # each finished round's δs (replay_deltas)
     bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
                disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
@@ -248,9 +247,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
-                    current = [(d.detach(), search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
-                    replayed = [t for earlier in past[len(past) - cfg.replay_deltas:] for t in earlier] if cfg.replay_deltas else []
-                    outer_loss = _outer_pass(net, params, opts, solver, batches, current + replayed, cfg,
+                    outer_loss = _outer_pass(net, params, opts, solver, batches,
+                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)], cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
@@ -267,7 +265,6 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
                                    r + 1, record.solver_breakdowns, len(stats), cfg.solver)
                 delta = new_delta  # only a finished round's δ is kept, with the model of that round
-                past.append(current)
                 total_seconds += record.seconds
                 history.append(record)
                 snapshot = copy.deepcopy(net.state_dict())
