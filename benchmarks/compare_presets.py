@@ -14,6 +14,10 @@ Each configuration is NAME=preset[,key=value...], e.g. ``ref=reference`` or ``mr
 One JSON record per (configuration, seed) goes to --out; a record that exists is not run again (resumable).
 Per round it holds held-out ACC/ASR, ‖δ‖, where δ sends clean images (fooling rate per class, a defender's
 diagnostic) and the share of δ's energy on the true trigger's mask (evaluation only: no defense sees it).
+
+``--probe-bound C`` also searches, before the first round and after every round, one δ inside the ℓ2 ball of
+radius C on the clean set (one pass, the model's own labels, no θ step) and records where it sends the
+clean images: a signal a defender could compute, set beside the held-out ASR (issue 19 part 3).
 """
 from __future__ import annotations
 
@@ -61,6 +65,26 @@ def model_trigger(path: str | None):
         return BadNets(target=8)
     from ibau.attacks.io import load_trigger
     return load_trigger(path)
+
+
+def probe(model, x: torch.Tensor, bound: float, num_classes: int, seed: int) -> dict:
+    """One δ search inside the ℓ2 ball of radius ``bound`` on the clean images ``x`` (one pass, the model's own
+    predictions as labels, eval mode), and where that δ sends them: ``fooling`` per class, its top class."""
+    from ibau.training import iterate_batches
+    from ibau.unlearn import solve_delta
+    from ibau.unlearn.core import fooling_rates, predictions
+    cfg = IBAUConfig(norm="l2", norm_bound=bound, pseudo_labels=False, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    labels = predictions(model, x)
+    steps = (len(x) + cfg.batch_size - 1) // cfg.batch_size
+    delta, _ = solve_delta(model, lambda: iterate_batches(x, labels, cfg.batch_size, gen, shuffle=True),
+                           tuple(x.shape[1:]), cfg, steps)
+    fool = fooling_rates(model, x, delta, cfg.clamp, num_classes)
+    model.train(was_training)
+    top = max(range(num_classes), key=lambda c: fool[c])
+    return {"bound": bound, "fooling": fool, "top": top, "top_share": fool[top], "delta_norm": float(delta.norm())}
 
 
 def _digits_model(args, out: Path):
@@ -124,6 +148,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tag", default="", help="suffix of the record names (e.g. the model)")
     ap.add_argument("--out", default="runs/compare")
+    ap.add_argument("--probe-bound", type=float, default=None,
+                    help="before and after every round, search a δ inside this ℓ2 radius on the clean set and record "
+                         "where it sends the clean images")
     ap.add_argument("configs", nargs="*", default=DEFAULT_CONFIGS)
     args = ap.parse_args()
     if args.threads:
@@ -142,9 +169,13 @@ def main() -> None:
             if path.exists():
                 continue
             curve = []
+            probes = [] if args.probe_bound is None else [probe(model, clean.images, args.probe_bound, num_classes, seed)]
 
-            def score(r, net, d, curve=curve):
+            def score(r, net, d, curve=curve, probes=probes, seed=seed):
                 m = evaluate(net, held.images, held.labels, trigger, num_classes)
+                if args.probe_bound is not None:
+                    probes.append(probe(net, clean.images, args.probe_bound, num_classes, seed))
+                    m = {**m, "probe": probes[-1]}
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
                               "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
@@ -154,11 +185,14 @@ def main() -> None:
             res = unlearn(model, clean, cfg, progress=False, callback=score)
             wall = time.perf_counter() - t0
             row = " ".join(f"r{i + 1}: {100 * c['acc']:.1f}/{100 * c['asr']:.1f}" for i, c in enumerate(curve))
+            if probes:
+                row += "  probe " + " ".join(f"{p['top']}:{100 * p['top_share']:.1f}" for p in probes)
             share = curve[-1]["trigger_share"]
             print(f"{name:>14} seed {seed}: {row}  ({res.seconds:.0f}s, ‖δ‖ {res.history[-1].delta_norm:.2f}, "
                   f"on trigger {share if share is None else round(share, 3)})", flush=True)
             rec = {"name": name, "seed": seed, "task": args.task, "model": args.model, "tag": tag,
                    "clean_size": len(clean), "config": cfg.to_dict(), "before": before, "curve": curve,
+                   "probe_before": probes[0] if probes else None,
                    "seconds": res.seconds, "seconds_per_round": [h.seconds for h in res.history], "wall": wall,
                    "threads": torch.get_num_threads(), "env": environment(),
                    "metrics": "ACC/ASR on held-out images (SPEC §4); trigger_share = ‖δ·mask‖²/‖δ‖², evaluation only"}
