@@ -17,7 +17,8 @@ diagnostic) and the share of δ's energy on the true trigger's mask (evaluation 
 
 ``--probe-bound C`` also searches, before the first round and after every round, one δ inside the ℓ2 ball of
 radius C on the clean set (one pass, the model's own labels, no θ step) and records where it sends the
-clean images: a signal a defender could compute, set beside the held-out ASR (issue 19 part 3).
+clean images, and a second δ in that ball aimed at the class the first one found before unlearning (the
+defender's suspect): signals a defender could compute, set beside the held-out ASR (issue 19 part 3).
 """
 from __future__ import annotations
 
@@ -67,24 +68,41 @@ def model_trigger(path: str | None):
     return load_trigger(path)
 
 
-def probe(model, x: torch.Tensor, bound: float, num_classes: int, seed: int) -> dict:
-    """One δ search inside the ℓ2 ball of radius ``bound`` on the clean images ``x`` (one pass, the model's own
-    predictions as labels, eval mode), and where that δ sends them: ``fooling`` per class, its top class."""
+def probe(model, x: torch.Tensor, bound: float, num_classes: int, seed: int, target: int | None = None) -> dict:
+    """One δ search inside the ℓ2 ball of radius ``bound`` on the clean images ``x`` (one pass, eval mode) and
+    where that δ sends them: ``fooling`` per class and its top class. Untargeted (``target`` None): ascent on
+    the CE of the model's own predictions, as I-BAU's search. Targeted: descent on the CE towards ``target``
+    (the class the untargeted probe found before unlearning: the defender's suspect, no knowledge of the
+    trigger), whose ``to_target`` share says how easily clean images are still sent there."""
     from ibau.training import iterate_batches
     from ibau.unlearn import solve_delta
     from ibau.unlearn.core import fooling_rates, predictions
+    from ibau.unlearn.inner import project
     cfg = IBAUConfig(norm="l2", norm_bound=bound, pseudo_labels=False, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    labels = predictions(model, x)
-    steps = (len(x) + cfg.batch_size - 1) // cfg.batch_size
-    delta, _ = solve_delta(model, lambda: iterate_batches(x, labels, cfg.batch_size, gen, shuffle=True),
-                           tuple(x.shape[1:]), cfg, steps)
+    labels = predictions(model, x) if target is None else torch.full((len(x),), target, dtype=torch.int64)
+    batches = iterate_batches(x, labels, cfg.batch_size, gen, shuffle=True)
+    if target is None:
+        steps = (len(x) + cfg.batch_size - 1) // cfg.batch_size
+        delta, _ = solve_delta(model, lambda: batches, tuple(x.shape[1:]), cfg, steps)
+    else:
+        delta = torch.zeros(x.shape[1:], requires_grad=True)
+        for xb, yb in batches:  # the same SGD step and projection as the untargeted search, descending
+            (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xb + delta), yb), delta)
+            with torch.no_grad():
+                delta -= cfg.inner_lr * grad
+            project(delta, cfg.norm, cfg.norm_bound)
+        delta = delta.detach()
     fool = fooling_rates(model, x, delta, cfg.clamp, num_classes)
     model.train(was_training)
     top = max(range(num_classes), key=lambda c: fool[c])
-    return {"bound": bound, "fooling": fool, "top": top, "top_share": fool[top], "delta_norm": float(delta.norm())}
+    out = {"bound": bound, "target": target, "fooling": fool, "top": top, "top_share": fool[top],
+           "delta_norm": float(delta.norm())}
+    if target is not None:
+        out["to_target"] = fool[target]
+    return out
 
 
 def _digits_model(args, out: Path):
@@ -169,12 +187,17 @@ def main() -> None:
             if path.exists():
                 continue
             curve = []
-            probes = [] if args.probe_bound is None else [probe(model, clean.images, args.probe_bound, num_classes, seed)]
+            probes, suspect = [], None
+            if args.probe_bound is not None:
+                probes.append(probe(model, clean.images, args.probe_bound, num_classes, seed))
+                suspect = probes[0]["top"]
+                probes[0]["targeted"] = probe(model, clean.images, args.probe_bound, num_classes, seed, suspect)
 
-            def score(r, net, d, curve=curve, probes=probes, seed=seed):
+            def score(r, net, d, curve=curve, probes=probes, seed=seed, suspect=suspect):
                 m = evaluate(net, held.images, held.labels, trigger, num_classes)
                 if args.probe_bound is not None:
                     probes.append(probe(net, clean.images, args.probe_bound, num_classes, seed))
+                    probes[-1]["targeted"] = probe(net, clean.images, args.probe_bound, num_classes, seed, suspect)
                     m = {**m, "probe": probes[-1]}
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
@@ -186,7 +209,8 @@ def main() -> None:
             wall = time.perf_counter() - t0
             row = " ".join(f"r{i + 1}: {100 * c['acc']:.1f}/{100 * c['asr']:.1f}" for i, c in enumerate(curve))
             if probes:
-                row += "  probe " + " ".join(f"{p['top']}:{100 * p['top_share']:.1f}" for p in probes)
+                row += "  probe " + " ".join(f"{p['top']}:{100 * p['top_share']:.1f}/{100 * p['targeted']['to_target']:.1f}"
+                                             for p in probes)
             share = curve[-1]["trigger_share"]
             print(f"{name:>14} seed {seed}: {row}  ({res.seconds:.0f}s, ‖δ‖ {res.history[-1].delta_norm:.2f}, "
                   f"on trigger {share if share is None else round(share, 3)})", flush=True)
