@@ -202,6 +202,7 @@ def main() -> None:
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
                               "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
+                              "probe_rate": r.probe_rate,
                               "seconds": r.seconds})
 
             t0 = time.perf_counter()
@@ -212,11 +213,15 @@ def main() -> None:
                 row += "  probe " + " ".join(f"{p['top']}:{100 * p['top_share']:.1f}/{100 * p['targeted']['to_target']:.1f}"
                                              for p in probes)
             share = curve[-1]["trigger_share"]
+            if cfg.round_selection == "probe":
+                row += f"  kept round {res.selected_round} (suspect {res.suspect}: " + \
+                    " ".join(f"{100 * c['probe_rate']:.1f}" for c in curve) + ")"
             print(f"{name:>14} seed {seed}: {row}  ({res.seconds:.0f}s, ‖δ‖ {res.history[-1].delta_norm:.2f}, "
                   f"on trigger {share if share is None else round(share, 3)})", flush=True)
             rec = {"name": name, "seed": seed, "task": args.task, "model": args.model, "tag": tag,
                    "clean_size": len(clean), "config": cfg.to_dict(), "before": before, "curve": curve,
                    "probe_before": probes[0] if probes else None,
+                   "selected_round": res.selected_round, "suspect": res.suspect,
                    "seconds": res.seconds, "seconds_per_round": [h.seconds for h in res.history], "wall": wall,
                    "threads": torch.get_num_threads(), "env": environment(),
                    "metrics": "ACC/ASR on held-out images (SPEC §4); trigger_share = ‖δ·mask‖²/‖δ‖², evaluation only"}

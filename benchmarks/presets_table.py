@@ -78,7 +78,8 @@ def rows(folder: Path, names: set[str] | None = None) -> list[dict]:
                                 "seconds_per_round": [r["seconds"] for r in rec["rounds"]]})
     out = []
     for (task, tag, name, rounds), recs in sorted(groups.items()):
-        last = [r["curve"][-1] for r in recs]
+        # the round whose model the run returned: the last, or the one its round probe chose
+        last = [r["curve"][(r.get("selected_round") or len(r["curve"])) - 1] for r in recs]
         drops = [100 * (r["before"]["acc"] - c["acc"]) for r, c in zip(recs, last)]
         asr = [100 * c["asr"] for c in last]
         share = [c["trigger_share"] for c in last if c.get("trigger_share") is not None]

@@ -41,6 +41,8 @@ def test_empty_iterable_and_wrong_types(tiny_task):
     ({"norm_bound": 5.0}, "needs a norm"), ({"norm": "l3"}, "norm must be one of"),
     ({"solver": "newton"}, "solver must be one of"), ({"rounds": 0}, "rounds must be >= 1"),
     ({"perturb_fraction": 0.0}, "perturb_fraction"), ({"inner_lr": 0.0}, "inner_lr"),
+    ({"round_selection": "best"}, "round_selection must be one of"), ({"probe_bound": 0.0}, "probe_bound"),
+    ({"probe_steps": 0}, "probe_steps"), ({"probe_tolerance": -0.1}, "probe_tolerance"),
 ])
 def test_impossible_options(kwargs, match):
     with pytest.raises(ValueError, match=match) as info:

@@ -18,6 +18,7 @@ _CHOICES = {
     "patch_search": ("delta", "classes", "classes_until_found", "classes_first_round"),
     "model_mode": ("eval", "train"),
     "precision": ("float32", "bfloat16"),
+    "round_selection": ("last", "probe"),
 }
 
 
@@ -136,6 +137,17 @@ class IBAUConfig:
             none). Adam's first steps move every weight by about ``outer_lr`` whatever its gradient; a
             warm-up softens that first shock.
         outer_steps: θ steps per round (default None: one per clean batch).
+    Which round's model is returned:
+        round_selection: ``"last"``, the last round's (the paper's), or ``"probe"``: the latest round whose
+            model a small δ aimed at the suspected target class sends at most ``probe_tolerance`` more of the
+            clean images to than the lowest share of any round (:mod:`ibau.unlearn.probe`; clean data only).
+            The suspect is where a small untargeted δ sends the most clean images before the first round.
+            Costs one δ search before the first round and one after every round (default "last").
+        probe_bound: ℓ2 radius of the probe's δs, below the norms of the triggers it should see (default 2.0).
+        probe_steps: steps of each probe search, on the clean batches (default 50: one pass of 5,000 images).
+        probe_tolerance: a later round is kept over the lowest-probe one when its share is at most this much
+            higher (default 0.05): the probe's noise between rounds of similar effect is a few points, and a
+            later round has let clean accuracy settle.
     Run:
         rounds: number of rounds (default 3); batch_size: clean batch size (default 100).
         shuffle: draw the clean batches in a new seeded order every pass (default True; the authors keep
@@ -198,6 +210,10 @@ class IBAUConfig:
     flush_denormal: bool = True
     precision: str = "float32"
     channels_last: bool = False
+    round_selection: str = "last"
+    probe_bound: float = 2.0
+    probe_steps: int = 50
+    probe_tolerance: float = 0.05
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -252,6 +268,12 @@ class IBAUConfig:
             raise ValueError(f"patch_fraction must be in (0, 1), got {self.patch_fraction}")
         if not 0 < self.perturb_fraction <= 1:
             raise ValueError(f"perturb_fraction must be in (0, 1], got {self.perturb_fraction}")
+        if not self.probe_bound > 0:
+            raise ValueError(f"probe_bound must be an ℓ2 radius > 0, got {self.probe_bound}")
+        if not 0 <= self.probe_tolerance <= 1:
+            raise ValueError(f"probe_tolerance must be a share in [0, 1], got {self.probe_tolerance}")
+        if self.probe_steps < 1:
+            raise ValueError(f"probe_steps must be >= 1, got {self.probe_steps}")
 
     # --- presets -------------------------------------------------------------------------------
     @classmethod

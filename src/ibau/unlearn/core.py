@@ -22,6 +22,7 @@ from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
 from .hypergrad import implicit_hypergradient
 from .inner import class_patch, delta_patch, objective, perturb, solve_delta
+from .probe import probe_rate, suspect_class
 from .solvers import SolveStats
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class RoundRecord:
     patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
+    probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,6 +61,8 @@ class UnlearnResult:
     config: IBAUConfig
     seconds: float                    # total wall time, callbacks excluded
     interrupted: bool = False         # stopped by Ctrl-C; the model is the last finished round's
+    selected_round: int | None = None  # the round whose model (and δ) is returned; None: no round finished
+    suspect: int | None = None         # round_selection "probe": the class the probe watches
 
 
 Callback = Callable[[RoundRecord, nn.Module, torch.Tensor], "dict[str, Any] | bool | None"]
@@ -163,8 +167,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     rank, and stops the run when any rank's returns True.
 
     Returns:
-        :class:`UnlearnResult` with the unlearned model (eval mode), the last δ and a per-round history.
-        Ctrl-C ends the run after returning the last finished round (``interrupted=True``).
+        :class:`UnlearnResult` with the unlearned model (eval mode), its round's δ and a per-round history;
+        the model is the last round's, or with ``round_selection="probe"`` the round's the probe chose
+        (``selected_round``). Ctrl-C ends the run after returning the last finished round (``interrupted=True``),
+        or the probe's choice among the finished rounds.
 
     >>> result = unlearn(model, (clean_x, clean_y), IBAUConfig.reference(rounds=1))  # doctest: +SKIP
     """
@@ -201,6 +207,12 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     def search_batches():
         return iterate_batches(x_all, y_all, bs, search_gen, shuffle=cfg.shuffle)
 
+    # the round probe draws from a generator of its own too: choosing a round never changes the rounds
+    probe_gen = torch.Generator().manual_seed(cfg.seed + 2)
+
+    def probe_batches(labels=y_all):
+        return iterate_batches(x_all, labels, bs, probe_gen, shuffle=True)
+
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     # one optimiser state for all δs, or one per δ of a round (per_delta_optimizer), each on its share of steps
@@ -220,8 +232,19 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     # that the ranks' images do not share dropout masks).
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
+    probe = cfg.round_selection == "probe"
+    best: tuple[float, int, dict, torch.Tensor] | None = None  # the probe's choice: (rate, round, weights, δ)
+    suspect, floor = None, math.inf  # floor: the lowest probe rate so far
     with _flush_denormal(cfg.flush_denormal), rng:
         torch.manual_seed(cfg.seed + ranks.rank)
+        if probe:
+            with eval_mode(net):
+                own = predictions(net, x_all, ranks=ranks)
+                suspect, share = suspect_class(net, lambda: probe_batches(own), x_all[:FOOLING_SAMPLE], cfg,
+                                               num_classes, ranks=ranks)
+            if ranks.is_main:
+                logger.info("round probe: a δ of ℓ2 norm %g sends %.1f%% of the clean images to class %d, the suspect",
+                            cfg.probe_bound, 100 * share, suspect)
         try:
             for r in range(cfg.rounds):
                 t0 = time.perf_counter()
@@ -252,6 +275,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
+                    rate = None if suspect is None else probe_rate(net, probe_batches, x_all[:FOOLING_SAMPLE], suspect,
+                                                                   cfg, num_classes, ranks=ranks)
                     seconds = time.perf_counter() - t0
                     record = RoundRecord(r + 1, inner_loss, outer_loss, float(new_delta.norm()), seconds,
                                          inner_seconds, new_delta.detach().cpu(),
@@ -259,7 +284,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                                                num_classes, ranks=ranks),
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
-                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class)
+                                         patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
+                                         probe_rate=rate)
                 if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
@@ -268,6 +294,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 total_seconds += record.seconds
                 history.append(record)
                 snapshot = copy.deepcopy(net.state_dict())
+                # the latest round within probe_tolerance of the lowest rate: a later round has unlearned longer
+                # and let clean accuracy settle; a round that sets a new low is always within it
+                floor = min(floor, rate if rate is not None else math.inf)
+                if rate is not None and rate <= floor + cfg.probe_tolerance:
+                    best = (rate, r + 1, snapshot, delta)
                 bar.set_postfix(delta=f"{record.delta_norm:.2f}", outer=f"{outer_loss:.3f}")
                 if callback is not None:
                     answer = callback(record, net, delta)
@@ -280,10 +311,17 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
             net.load_state_dict(snapshot)
         finally:
             bar.close()
+    selected = len(history) or None
+    if best is not None and best[1] != selected:
+        _, selected, weights, delta = best
+        net.load_state_dict(weights)
+        if ranks.is_main:
+            logger.info("round probe: keeping round %d of %d (%.1f%% of clean images to class %s; last round %.1f%%)",
+                        selected, len(history), 100 * best[0], suspect, 100 * (history[-1].probe_rate or 0.0))
     net.eval()
     if cfg.channels_last:
         net.to(memory_format=torch.contiguous_format)  # safetensors and most callers expect contiguous weights
-    return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted)
+    return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted, selected, suspect)
 
 
 def round_steps(cfg: IBAUConfig, n: int) -> tuple[int, int]:

@@ -163,15 +163,18 @@ def _stamped_logits(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, patte
 
 
 def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
-                   like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int, *, ranks: Ranks = SINGLE) -> torch.Tensor:
+                   like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int, *, bound: float | None = None,
+                   ranks: Ranks = SINGLE) -> torch.Tensor:
     """A sparse universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner
     optimiser and step size) on CE(f(x+δ), target) + inner_penalty·‖δ‖² + patch_l1·‖δ‖₁ from δ = 0.
 
     The ℓ1 term is what makes it a trigger search: without it every class is reached by a diffuse δ of
     similar size; with it the backdoor's target is reached by a δ several times smaller than the others',
     with its energy on the trigger (digits GroupNorm, the authors' CIFAR-10 model; docs/presets.md).
-    ``like`` is one image (C×H×W): δ takes its shape, dtype and device. Across ``ranks`` each rank scores
-    its share of every batch, the penalties count once and δ's gradient is summed over the ranks.
+    ``like`` is one image (C×H×W): δ takes its shape, dtype and device. ``bound``: keep δ in the ℓ2 ball of
+    this radius after every step (the round probe, :mod:`ibau.unlearn.probe`; default None: no bound).
+    Across ``ranks`` each rank scores its share of every batch, the penalties count once and δ's gradient is
+    summed over the ranks.
     """
     delta = torch.zeros_like(like, requires_grad=True)
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
@@ -185,6 +188,7 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
         (grad,) = ranks.all_reduce_sum(*torch.autograd.grad(loss, delta))
         delta.grad = grad
         opt.step()
+        project(delta, "l2", bound)
     return delta.detach()
 
 
