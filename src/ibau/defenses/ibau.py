@@ -37,8 +37,9 @@ class IBAU(Defense):
         first = result.history[0].delta if result.history else None
         deltas = {"delta_round_1": first} if len(result.history) > 1 and first is not None else {}
         return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
-                             extra={"interrupted": result.interrupted,
-                                    "rounds": [_round_row(h) for h in result.history]})
+                             extra={"interrupted": result.interrupted, "selected_round": result.selected_round,
+                                    "rounds": [_round_row(h) for h in result.history],
+                                    **({} if result.suspect is None else {"suspect": result.suspect})})
 
 
 def _round_row(record) -> dict:

@@ -39,8 +39,17 @@ def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: Image
     effect = ("" if trigger is None else "; ASR < 20% " + (f"after {result.time_to_effect:.1f}s" if
                                                             result.time_to_effect is not None else "never reached"))
     logger.info("after:  " + _fmt(after) + f"  ({result.seconds:.1f}s{effect})"
-        + (" — interrupted, last finished round kept" if result.extra.get("interrupted") else ""))
+        + (" — interrupted, last finished round kept" if result.extra.get("interrupted") else "")
+        + _kept_round(result))
     return result, before, after
+
+
+def _kept_round(result: DefenseResult) -> str:
+    """I-BAU's round probe: which round's model was kept, when not the last."""
+    rounds, kept = result.extra.get("rounds") or [], result.extra.get("selected_round")
+    if result.extra.get("suspect") is None or kept is None or kept == len(rounds):
+        return ""
+    return f" — round {kept} of {len(rounds)} kept by the round probe (suspect class {result.extra['suspect']})"
 
 
 def _fmt(m: dict[str, float]) -> str:
