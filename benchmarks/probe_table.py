@@ -1,0 +1,92 @@
+"""Does the round probe track the backdoor? One markdown table of ``compare_presets.py`` records, per round.
+
+    python benchmarks/probe_table.py docs/measurements/issue19/probe_rounds docs/measurements/issue19/probe_confirm
+
+For each record (a configuration on one model and seed): held-out ACC/ASR after every round, the probe's share
+of clean images sent to the suspect class (the library's ``probe_rate`` where the run used
+``round_selection="probe"``, else the benchmark's targeted probe of ``--probe-bound``), the round the rule keeps
+(the latest within 5 points of the lowest share, :mod:`ibau.unlearn.probe`) and what keeping it gave against
+keeping the last round. The suspect is the class the untargeted probe found before round 1; "target" is the
+attack's, shown for evaluation only.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+TOLERANCE = 0.05
+
+
+def rates(rec: dict) -> tuple[list[float], int | None]:
+    """The probe's share per round and the suspect class of a record, from the library or the benchmark."""
+    if rec.get("suspect") is not None:
+        return [c["probe_rate"] for c in rec["curve"]], rec["suspect"]
+    before = rec.get("probe_before")
+    if not before or "targeted" not in before:
+        return [], None
+    return [c["probe"]["targeted"]["to_target"] for c in rec["curve"]], before["top"]
+
+
+def chosen(shares: list[float]) -> int:
+    """The rule of ``round_selection="probe"``: the latest round within TOLERANCE of the lowest share (1-based)."""
+    low = min(shares)
+    return max(i for i, s in enumerate(shares) if s <= low + TOLERANCE) + 1
+
+
+def rows(folders: list[Path]) -> list[dict]:
+    out = []
+    for folder in folders:
+        for path in sorted(folder.rglob("*.json")):
+            rec = json.loads(path.read_text())
+            shares, suspect = rates(rec)
+            if not shares:
+                continue
+            keep = chosen(shares)
+            curve = rec["curve"]
+            out.append({"record": path.stem, "target": _target(rec), "suspect": suspect,
+                        "before_acc": 100 * rec["before"]["acc"],
+                        "acc": [100 * c["acc"] for c in curve], "asr": [100 * c["asr"] for c in curve],
+                        "shares": [100 * s for s in shares], "keep": keep})
+    return out
+
+
+def _target(rec: dict) -> str:
+    if rec["task"] == "authors":
+        return "8"
+    trigger = Path(rec["model"]).parent / "trigger.json"
+    if trigger.exists():
+        target = json.loads(trigger.read_text()).get("target")
+        return "–" if target is None else str(target)
+    return "?"
+
+
+def table(items: list[dict]) -> str:
+    lines = ["| record | target / suspect | held-out ASR % per round | probe % per round | kept | ASR kept / last | "
+             "ACC drop kept / last |", "|---|---|---|---|---:|---|---|"]
+    for r in items:
+        k = r["keep"] - 1
+        lines.append(f"| {r['record']} | {r['target']} / {r['suspect']} | {' → '.join(f'{a:.1f}' for a in r['asr'])} "
+                     f"| {' → '.join(f'{s:.1f}' for s in r['shares'])} | {r['keep']} of {len(r['asr'])} "
+                     f"| {r['asr'][k]:.1f} / {r['asr'][-1]:.1f} "
+                     f"| {r['before_acc'] - r['acc'][k]:.2f} / {r['before_acc'] - r['acc'][-1]:.2f} |")
+    return "\n".join(lines)
+
+
+def correlation(items: list[dict]) -> float:
+    """Pearson r between the round-to-round changes of the probe's share and of the held-out ASR."""
+    dp = [b - a for r in items for a, b in zip(r["shares"], r["shares"][1:])]
+    da = [b - a for r in items for a, b in zip(r["asr"], r["asr"][1:])]
+    return statistics.correlation(dp, da) if len(dp) > 2 else float("nan")
+
+
+def main() -> None:
+    items = rows([Path(f) for f in sys.argv[1:]])
+    print(table(items))
+    print(f"\nround-to-round changes: {sum(len(r['asr']) - 1 for r in items)}, "
+          f"r(probe, ASR) = {correlation(items):.2f}")
+
+
+if __name__ == "__main__":
+    main()
