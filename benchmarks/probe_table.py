@@ -81,11 +81,15 @@ def correlation(items: list[dict]) -> float:
     return statistics.correlation(dp, da) if len(dp) > 2 else float("nan")
 
 
+def markdown(folders: list[Path]) -> str:
+    """The table of every record in ``folders`` and the correlation of the probe's and the ASR's changes."""
+    items = rows(folders)
+    return (f"{table(items)}\n\nOver the {sum(len(r['asr']) - 1 for r in items)} round-to-round changes above, "
+            f"the probe's share and the held-out ASR move together with r = {correlation(items):.2f}.")
+
+
 def main() -> None:
-    items = rows([Path(f) for f in sys.argv[1:]])
-    print(table(items))
-    print(f"\nround-to-round changes: {sum(len(r['asr']) - 1 for r in items)}, "
-          f"r(probe, ASR) = {correlation(items):.2f}")
+    print(markdown([Path(f) for f in sys.argv[1:]]))
 
 
 if __name__ == "__main__":

@@ -61,6 +61,14 @@ def test_the_delta_probe_table_in_presets_is_generated_from_its_records():
     assert f"<!-- table:probe -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
+def test_the_round_probe_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's "Choosing the round" table is `probe_table.py` of its two record folders."""
+    root = Path(__file__).resolve().parents[1]
+    folders = [root / "docs" / "measurements" / "issue19" / f for f in ("probe_rounds", "probe_confirm")]
+    text = _benchmark("probe_table").markdown(folders)
+    assert f"<!-- table:probe_rounds -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+
+
 def test_the_new_default_table_shows_records_of_the_default():
     """The verdict's records ran ``IBAUConfig()`` itself: only each task's seed, rounds and (digits: the
     demo's) outer step differ, and the batch size where the name says so (`d15`: the digits task's 25), so
