@@ -143,6 +143,9 @@ class IBAUConfig:
             clean images to than the lowest share of any round (:mod:`ibau.unlearn.probe`; clean data only).
             The suspect is where a small untargeted δ sends the most clean images before the first round.
             Costs one δ search before the first round and one after every round (default "last").
+            Measured (docs/presets.md, "Choosing the round"): on GTSRB its share follows the held-out ASR
+            from round to round; on CIFAR-10 it does not (a δ of norm 2 sends most clean images to one class
+            even on a clean model), nor where the suspect is not the target (GTSRB Smooth).
         probe_bound: ℓ2 radius of the probe's δs, below the norms of the triggers it should see (default 2.0).
         probe_steps: steps of each probe search, on the clean batches (default 50: one pass of 5,000 images).
         probe_tolerance: a later round is kept over the lowest-probe one when its share is at most this much
