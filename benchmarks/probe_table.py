@@ -45,7 +45,8 @@ def rows(folders: list[Path]) -> list[dict]:
                 continue
             keep = chosen(shares)
             curve = rec["curve"]
-            out.append({"record": path.stem, "target": _target(rec), "suspect": suspect,
+            name = f"authors_{path.stem}" if rec["task"] == "authors" else path.stem
+            out.append({"record": name, "target": _target(rec), "suspect": suspect,
                         "before_acc": 100 * rec["before"]["acc"],
                         "acc": [100 * c["acc"] for c in curve], "asr": [100 * c["asr"] for c in curve],
                         "shares": [100 * s for s in shares], "keep": keep})
@@ -55,6 +56,9 @@ def rows(folders: list[Path]) -> list[dict]:
 def _target(rec: dict) -> str:
     if rec["task"] == "authors":
         return "8"
+    if rec["task"] == "digits":
+        from ibau.demo import demo_trigger
+        return str(demo_trigger().target)
     trigger = Path(rec["model"]).parent / "trigger.json"
     if trigger.exists():
         target = json.loads(trigger.read_text()).get("target")
