@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from ibau import IBAUConfig, unlearn
+from ibau.training import iterate_batches
 from ibau.unlearn import core
 from ibau.unlearn.probe import probe_rate, suspect_class
-from ibau.training import iterate_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
