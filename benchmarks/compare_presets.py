@@ -89,7 +89,9 @@ def probe(model, x: torch.Tensor, bound: float, num_classes: int, seed: int, tar
         delta, _ = solve_delta(model, lambda: batches, tuple(x.shape[1:]), cfg, steps)
     else:
         delta = torch.zeros(x.shape[1:], requires_grad=True)
-        for xb, yb in batches:  # the same SGD step and projection as the untargeted search, descending
+        # the same SGD step and projection as the untargeted search, descending; not inner.targeted_delta, whose
+        # SGD update rounds differently in the last bit, so the records made with this loop stay reproducible
+        for xb, yb in batches:
             (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xb + delta), yb), delta)
             with torch.no_grad():
                 delta -= cfg.inner_lr * grad

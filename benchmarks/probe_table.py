@@ -5,7 +5,8 @@
 For each record (a configuration on one model and seed): held-out ACC/ASR after every round, the probe's share
 of clean images sent to the suspect class (the library's ``probe_rate`` where the run used
 ``round_selection="probe"``, else the benchmark's targeted probe of ``--probe-bound``), the round the rule keeps
-(the latest within 5 points of the lowest share, :mod:`ibau.unlearn.probe`) and what keeping it gave against
+(recorded by runs with ``round_selection="probe"``; for the others, the library's rule applied to
+the benchmark's probe: the latest round within ``probe_tolerance`` of the lowest share) and what keeping it gave against
 keeping the last round. The suspect is the class the untargeted probe found before round 1; "target" is the
 attack's, shown for evaluation only.
 """
@@ -16,7 +17,10 @@ import statistics
 import sys
 from pathlib import Path
 
-TOLERANCE = 0.05
+from ibau import IBAUConfig
+
+#: the library's default, for records whose probe ran in the benchmark (no rule applied during the run)
+TOLERANCE = IBAUConfig().probe_tolerance
 
 
 def rates(rec: dict) -> tuple[list[float], int | None]:
@@ -43,7 +47,9 @@ def rows(folders: list[Path]) -> list[dict]:
             shares, suspect = rates(rec)
             if not shares:
                 continue
-            keep = chosen(shares)
+            # what the run kept, or the rule applied to the benchmark's probes of a run that kept its last round
+            ruled = rec["config"].get("round_selection") == "probe"
+            keep = rec["selected_round"] if ruled else chosen(shares)
             curve = rec["curve"]
             name = f"authors_{path.stem}" if rec["task"] == "authors" else path.stem
             out.append({"record": name, "target": _target(rec), "suspect": suspect,

@@ -10,7 +10,8 @@ What it can measure is how easily a *small* perturbation still sends its clean i
    predictions, as I-BAU's own search does. A backdoor makes its target the cheapest class to reach, so the
    class this δ sends the most clean images to is the suspect.
 2. After every round, :func:`probe_rate` searches a δ in the same ball aimed at the suspect and returns the
-   share of clean images it sends there. The round with the lowest share is the one whose model is kept.
+   share of clean images it sends there. The model kept is the latest round's whose share is within
+   ``probe_tolerance`` of the lowest (the rule is in :func:`ibau.unlearn.unlearn`).
 
 Both use clean images only; the triggers' norms enter only through the choice of ``probe_bound``.
 """
