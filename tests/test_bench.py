@@ -99,6 +99,22 @@ def test_method_seeds_are_checked_and_read_from_suite_files(tmp_path):
     assert only.defenses == ["nad", "dp"] and only.method_seeds == {}
 
 
+def test_columns_run_one_at_a_time_add_up_to_the_whole_suite(tmp_path):
+    """`ibau bench --defenses nad` after `--defenses ibau,fine_pruning` into one folder: the manifest (and so the
+    report) has all three columns, in the suite's order, with every cell once; another preset replaces it."""
+    from ibau.bench.grid import bench_plan, manifest, save_manifest
+
+    for subset in (["ibau", "fine_pruning"], ["nad"], ["fine_pruning"]):
+        data = json.loads(save_manifest(tmp_path, bench_plan("poison_ratio", "smoke", subset)).read_text())
+    whole = json.loads(json.dumps(manifest(bench_plan("poison_ratio", "smoke", ["ibau", "fine_pruning", "nad"]))))
+    assert data["suite"]["defenses"] == ["ibau", "fine_pruning", "nad"] == whole["suite"]["defenses"]
+    assert data["suite"]["method_seeds"] == {"ibau": 3}
+    assert sorted(c["job"] for c in data["cells"]) == sorted(c["job"] for c in whole["cells"])
+    assert len({c["job"] for c in data["cells"]}) == len(data["cells"])
+    data = json.loads(save_manifest(tmp_path, bench_plan("poison_ratio", "cpu", ["nad"])).read_text())
+    assert data["suite"]["defenses"] == ["nad"] and data["preset"]["name"] == "cpu"
+
+
 def test_trigger_norm_is_the_change_to_a_zero_image():
     from ibau.attacks import BadNets
     from ibau.bench.grid import trigger_l2

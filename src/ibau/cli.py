@@ -339,7 +339,8 @@ def bench(
     gpus_per_job: float | None = typer.Option(None, help="GPUs a Ray job reserves (default 1 with --device cuda, else 0)."),
     device: str | None = typer.Option(None, help="cpu, cuda or cuda:N (default: CUDA if available)."),
     retry_errors: bool = typer.Option(False, help="Run again the jobs whose record is an error."),
-    defenses: str | None = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all)."),
+    defenses: str | None = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all); "
+                                    "columns run before into the same --out stay in its report."),
     report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
 ) -> None:
     """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.

@@ -322,8 +322,42 @@ def manifest(plan: Plan) -> dict[str, Any]:
 
 
 def save_manifest(out: Path, plan: Plan) -> Path:
-    """The suite and preset of this run, so the report is built from the folder alone."""
-    return write_record(out / "suites" / f"{plan.suite.name}.json", manifest(plan))
+    """The suite and preset of this run, so the report is built from the folder alone.
+
+    A run of some of a suite's defenses (``--defenses``) adds its columns to those of earlier runs of the same
+    suite at the same preset (:func:`merge_manifests`), so running the columns one at a time into one folder
+    gives the same report as running them together."""
+    path = out / "suites" / f"{plan.suite.name}.json"
+    new = manifest(plan)
+    if path.exists():
+        try:
+            new = merge_manifests(json.loads(path.read_text()), new)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            logger.warning(f"{path} is unreadable; replacing it with this run's suite")
+    return write_record(path, new)
+
+
+def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the columns (defenses and their cells) that ``old`` has and ``new`` lacks, when both are the
+    same suite at the same preset apart from their defenses; otherwise ``new`` (a changed suite replaces the
+    old one). Columns keep the built-in suite's order (a suite file's: old ones first); cells keep ``old``'s
+    order, ``new``'s own cells after them."""
+    def rest(suite: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in suite.items() if k not in ("defenses", "method_seeds")}
+
+    if old["preset"] != new["preset"] or old.get("reference") != new.get("reference") \
+            or rest(old["suite"]) != rest(new["suite"]):
+        return new
+    from .suites import SUITES
+    union = old["suite"]["defenses"] + [d for d in new["suite"]["defenses"] if d not in old["suite"]["defenses"]]
+    builtin = SUITES.get(new["suite"]["name"])
+    if builtin is not None and set(union) <= set(builtin.defenses):
+        union = [d for d in builtin.defenses if d in union]
+    suite = dict(new["suite"], defenses=union,
+                 method_seeds={**old["suite"].get("method_seeds", {}), **new["suite"].get("method_seeds", {})})
+    ids = {c["job"] for c in old["cells"]}
+    cells = old["cells"] + [c for c in new["cells"] if c["job"] not in ids]
+    return dict(new, suite=suite, cells=cells)
 
 
 def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: list[str] | None = None) -> Plan:
