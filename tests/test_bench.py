@@ -115,6 +115,23 @@ def test_columns_run_one_at_a_time_add_up_to_the_whole_suite(tmp_path):
     assert data["suite"]["defenses"] == ["nad"] and data["preset"]["name"] == "cpu"
 
 
+def test_rows_run_apart_add_up_to_the_whole_suite(tmp_path):
+    """`ibau bench --attacks BadNets --defenses nad` beside a run of every row's I-BAU: both rows sets are in
+    the manifest, in the suite's order; the reference model of the optimised triggers stays named."""
+    from ibau.bench.grid import bench_plan, save_manifest
+
+    full = bench_plan("one_trigger", "smoke", ["ibau"])
+    save_manifest(tmp_path, bench_plan("one_trigger", "smoke", ["nad"], ["BadNets"]))
+    assert bench_plan("one_trigger", "smoke", ["nad"], ["BadNets"]).reference is None
+    data = json.loads(save_manifest(tmp_path, full).read_text())
+    assert [Suite.label(a) for a in data["suite"]["attacks"]] == [Suite.label(a) for a in SUITES["one_trigger"].attacks]
+    assert data["suite"]["defenses"] == ["ibau", "nad"] and data["reference"] == full.reference.id
+    assert {(c["attack_label"], c["method"]) for c in data["cells"] if c["method"] == "nad"} == {("BadNets", "nad")}
+    assert len(data["cells"]) == len(full.cells) + 1
+    with pytest.raises(ValueError, match="has no row 'Badnets'; its rows are 'BadNets'"):
+        bench_plan("one_trigger", "smoke", None, ["Badnets"])
+
+
 def test_trigger_norm_is_the_change_to_a_zero_image():
     from ibau.attacks import BadNets
     from ibau.bench.grid import trigger_l2

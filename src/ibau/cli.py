@@ -341,6 +341,8 @@ def bench(
     retry_errors: bool = typer.Option(False, help="Run again the jobs whose record is an error."),
     defenses: str | None = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all); "
                                     "columns run before into the same --out stay in its report."),
+    attacks: str | None = typer.Option(None, help="Comma-separated subset of the suite's rows, by label, e.g. "
+                                       "BadNets (default: all); rows run before into the same --out stay in its report."),
     report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
 ) -> None:
     """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.
@@ -353,10 +355,11 @@ def bench(
     from .bench.grid import make_executor
 
     subset = [d.strip() for d in defenses.split(",") if d.strip()] if defenses else None
+    rows = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
     runner = make_executor(executor, jobs=jobs, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
                            device=device)
     counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, retry_errors=retry_errors,
-                       defenses=subset, executor=runner)
+                       defenses=subset, executor=runner, attacks=rows)
     typer.echo(f"{counts['ran']} jobs run now, {counts['done']} already done, {counts['errors']} errors")
     if report:
         written = build_report(out)

@@ -20,12 +20,12 @@ __all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJo
 
 def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Path = "runs/bench",
               data_dir: str | None = None, device: str | None = None, jobs: int = 1, retry_errors: bool = False,
-              defenses: list[str] | None = None, executor=None) -> dict[str, int]:
+              defenses: list[str] | None = None, executor=None, attacks: list[str] | None = None) -> dict[str, int]:
     """Expand ``suite`` at ``preset`` (:func:`bench_plan`) and run every unfinished job into ``out``
     (:func:`run_plan`; ``executor`` None: ``jobs`` local processes).
 
-    ``defenses`` keeps only those columns of the suite (the jobs are the same as in a full run, so a later
-    full run reuses them).
+    ``defenses`` keeps only those columns of the suite and ``attacks`` only the rows with those labels (the
+    jobs are the same as in a full run, so a later full run reuses them).
     """
-    return run_plan(bench_plan(suite, preset, defenses), out, data_dir=data_dir, device=device, jobs=jobs,
+    return run_plan(bench_plan(suite, preset, defenses, attacks), out, data_dir=data_dir, device=device, jobs=jobs,
                     retry_errors=retry_errors, executor=executor)

@@ -148,7 +148,7 @@ def expand(suite: Suite, preset: Preset) -> Plan:
     trains: dict[str, TrainJob] = {}
     cells: list[Cell] = []
     for entry in suite.attacks:
-        label = entry.get("label", entry["attack"])
+        label = Suite.label(entry)
         for ratio in ratios:
             train = _train_job(preset, entry["attack"], bool(entry.get("all_to_all", False)), ratio,
                                options=entry.get("options"))
@@ -338,33 +338,40 @@ def save_manifest(out: Path, plan: Plan) -> Path:
 
 
 def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``new`` with the columns (defenses and their cells) that ``old`` has and ``new`` lacks, when both are the
-    same suite at the same preset apart from their defenses; otherwise ``new`` (a changed suite replaces the
-    old one). Columns keep the built-in suite's order (a suite file's: old ones first); cells keep ``old``'s
-    order, ``new``'s own cells after them."""
+    """``new`` with the columns and rows (defenses, attacks and their cells) that ``old`` has and ``new`` lacks,
+    when both are the same suite at the same preset apart from those; otherwise ``new`` (a changed suite
+    replaces the old one). Columns and rows keep the built-in suite's order (a suite file's: old ones first);
+    cells keep ``old``'s order, ``new``'s own cells after them."""
     def rest(suite: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in suite.items() if k not in ("defenses", "method_seeds")}
+        return {k: v for k, v in suite.items() if k not in ("defenses", "method_seeds", "attacks")}
 
-    if old["preset"] != new["preset"] or old.get("reference") != new.get("reference") \
-            or rest(old["suite"]) != rest(new["suite"]):
+    if old["preset"] != new["preset"] or rest(old["suite"]) != rest(new["suite"]) \
+            or None not in (old.get("reference"), new.get("reference")) and old["reference"] != new["reference"]:
         return new
     from .suites import SUITES
-    union = old["suite"]["defenses"] + [d for d in new["suite"]["defenses"] if d not in old["suite"]["defenses"]]
     builtin = SUITES.get(new["suite"]["name"])
-    if builtin is not None and set(union) <= set(builtin.defenses):
-        union = [d for d in builtin.defenses if d in union]
-    suite = dict(new["suite"], defenses=union,
+
+    def union(key: str, name: Callable[[Any], Any] = lambda x: x) -> list[Any]:
+        seen = [name(x) for x in old["suite"][key]]
+        both = old["suite"][key] + [x for x in new["suite"][key] if name(x) not in seen]
+        order = [name(x) for x in getattr(builtin, key)] if builtin is not None else []
+        if order and all(name(x) in order for x in both):
+            both.sort(key=lambda x: order.index(name(x)))
+        return both
+
+    suite = dict(new["suite"], defenses=union("defenses"), attacks=union("attacks", Suite.label),
                  method_seeds={**old["suite"].get("method_seeds", {}), **new["suite"].get("method_seeds", {})})
     ids = {c["job"] for c in old["cells"]}
     cells = old["cells"] + [c for c in new["cells"] if c["job"] not in ids]
-    return dict(new, suite=suite, cells=cells)
+    return dict(new, suite=suite, cells=cells, reference=new.get("reference") or old.get("reference"))
 
 
-def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: list[str] | None = None) -> Plan:
+def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: list[str] | None = None,
+               attacks: list[str] | None = None) -> Plan:
     """``suite`` (a built-in name, a suite file or a :class:`Suite`) at ``preset``, expanded into jobs.
 
-    ``defenses`` keeps only those columns of the suite (the jobs are the same as in a full run, so a later
-    full run reuses them).
+    ``defenses`` keeps only those columns of the suite and ``attacks`` only the rows with those labels (the
+    jobs are the same as in a full run, so a later full run reuses them).
     """
     s = suite if isinstance(suite, Suite) else load_suite(suite)
     p = preset if isinstance(preset, Preset) else load_preset(preset)
@@ -372,7 +379,14 @@ def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: lis
         missing = [d for d in defenses if d not in s.defenses]
         if missing:
             raise ValueError(f"suite {s.name} has no defense {', '.join(missing)}; its defenses are {', '.join(s.defenses)}")
-        s = s.only(defenses)
+    if attacks:
+        labels = [Suite.label(a) for a in s.attacks]
+        missing = [a for a in attacks if a not in labels]
+        if missing:
+            raise ValueError(f"suite {s.name} has no row {', '.join(map(repr, missing))}; its rows are "
+                             f"{', '.join(map(repr, labels))}")
+    if defenses or attacks:
+        s = s.only(defenses or None, attacks or None)
     plan = expand(s, p)
     logger.info(f"suite {s.name} at preset {p.name}: {len(plan.trains) + (plan.reference is not None)} models to train, "
                 f"{len(plan.defends)} defense runs, {len(plan.cells)} table cells")

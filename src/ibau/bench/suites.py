@@ -127,10 +127,18 @@ class Suite:
         """The most seeds any defense of the suite runs with."""
         return max(self.seeds_for(m) for m in self.defenses)
 
-    def only(self, defenses: list[str]) -> Suite:
-        """This suite with only ``defenses`` (in the suite's order); their jobs are those of the full suite."""
-        return dataclasses.replace(self, defenses=[d for d in self.defenses if d in defenses],
+    def only(self, defenses: list[str] | None = None, attacks: list[str] | None = None) -> Suite:
+        """This suite with only ``defenses`` and the rows labelled ``attacks`` (each in the suite's order; None:
+        all); their jobs are those of the full suite."""
+        defenses = self.defenses if defenses is None else defenses
+        rows = self.attacks if attacks is None else [a for a in self.attacks if self.label(a) in attacks]
+        return dataclasses.replace(self, attacks=rows, defenses=[d for d in self.defenses if d in defenses],
                                    method_seeds={m: n for m, n in self.method_seeds.items() if m in defenses})
+
+    @staticmethod
+    def label(entry: dict[str, Any]) -> str:
+        """The row label of an ``attacks`` entry (its ``label``, else the attack's name)."""
+        return entry.get("label", entry["attack"])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Suite:
