@@ -322,6 +322,43 @@ def test_interrupted_defense_is_not_recorded_and_a_clean_model_is_a_cell(tmp_pat
         assert rec["after"] == records[job_id]["after"], job_id
 
 
+def test_a_stopped_neural_cleanse_job_resumes_from_its_kept_classes(tmp_path, monkeypatch):
+    """A grid job of Neural Cleanse stopped mid-search keeps its finished classes under resume/<job>; the
+    re-run searches only the rest, records what an uninterrupted job records, and removes the folder."""
+    import shutil
+
+    from ibau.bench.grid import resume_dir
+    from ibau.defenses import neural_cleanse as nc
+
+    suite = Suite("nc", "nc", [{"attack": "badnets"}], ["neural_cleanse"])
+    out, real, calls = tmp_path / "bench", nc.reverse_engineer, []
+    run_bench(suite, "smoke", out)  # the model, and a job whose record is then dropped to run it again
+    job = expand(suite, PRESETS["smoke"]).defends[0]
+    record_path(out, job.id).unlink()
+    whole = tmp_path / "whole"
+    shutil.copytree(out, whole)
+
+    def stopped(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nc, "reverse_engineer", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(suite, "smoke", out)
+    kept = resume_dir(out, job.id)
+    assert calls == [0, 1, 2] and len(list(kept.glob("class_*.pt"))) == 3 and not record_path(out, job.id).exists()
+    monkeypatch.setattr(nc, "reverse_engineer", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    assert run_bench(suite, "smoke", out)["ran"] == 1
+    assert calls == list(range(10)) and not kept.exists()
+    resumed = json.loads(record_path(out, job.id).read_text())
+    assert resumed["status"] == "ok" and resumed["details"]["resumed_parts"] == 3
+    run_bench(suite, "smoke", whole)
+    uninterrupted = json.loads(record_path(whole, job.id).read_text())
+    assert resumed["after"] == uninterrupted["after"] and resumed["flagged"] == uninterrupted["flagged"]
+
+
 def test_the_grid_trains_with_the_one_recipe_ibau_attack_uses():
     from ibau.bench import PRESETS
     from ibau.training import RECIPES

@@ -183,6 +183,39 @@ def test_nothing_flagged_returns_the_model_unchanged(tiny_task, cls):
     assert result.model is not model
 
 
+@pytest.mark.parametrize("cls", [NeuralCleanse, TABOR])
+def test_a_stopped_search_resumes_from_the_classes_it_kept(tiny_task, tmp_path, monkeypatch, cls):
+    """With a resume folder each class's search is kept as it ends: a run stopped after two classes and started
+    again searches only the other two and gives the uninterrupted run's triggers, flags and model, with the
+    kept classes' seconds counted; another run's folder is refused."""
+    model, x, y = tiny_task
+    kw = dict(steps=30, batch_size=16, lr=0.3, epoch_steps=1, patience=3, early_stop_patience=None, device="cpu",
+              unlearn_epochs=1)
+    whole = cls(**kw).run(model, ImageSet(x, y), progress=False)
+    real, calls = nc_module.reverse_engineer, []
+
+    def stopped_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nc_module, "reverse_engineer", stopped_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        cls(**kw).run(model, ImageSet(x, y), progress=False, resume_dir=tmp_path)
+    assert calls == [0, 1] and sorted(f.name for f in tmp_path.iterdir()) == ["class_0.pt", "class_1.pt"]
+    monkeypatch.setattr(nc_module, "reverse_engineer", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    resumed = cls(**kw).run(model, ImageSet(x, y), progress=False, resume_dir=tmp_path)
+    assert calls == [0, 1, 2, 3] and resumed.extra["resumed_parts"] == 2 and "resumed_parts" not in whole.extra
+    for t in range(4):
+        assert torch.equal(resumed.triggers[t]["mask"], whole.triggers[t]["mask"])
+    assert resumed.flagged == whole.flagged and resumed.extra["mask_l1"] == whole.extra["mask_l1"]
+    assert same_state(resumed.model, whole.model)
+    assert resumed.seconds >= sum(torch.load(tmp_path / f"class_{t}.pt", weights_only=True)["seconds"] for t in (0, 1))
+    with pytest.raises(ValueError, match="was kept by another run .* delete"):
+        cls(**{**kw, "seed": 1}).run(model, ImageSet(x, y), progress=False, resume_dir=tmp_path)
+
+
 def test_registry_repr_and_doctests():
     assert isinstance(make_defense("neural_cleanse", steps=7), NeuralCleanse)
     assert isinstance(make_defense("tabor", blocking=0.0), TABOR)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -250,7 +251,8 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
         preset = job.ibau_preset if job.ibau_preset in defense_class(job.method).preset_names() else "default"
         defense = build_defense(job.method, card, preset=preset,
                                 seed=job.seed, device=ctx.device, options=dict(job.options), data_dir=ctx.data_dir)
-        result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False)
+        result, before, after = run_defense(defense, net, clean, held, trigger, card.num_classes, progress=False,
+                                            resume_dir=resume_dir(ctx.out, job.id))
         if result.extra.get("interrupted"):
             # Ctrl-C inside the defense: it returned its last finished round, which is not this job's result.
             # No record is written, so a re-run repeats the job, and the grid stops instead of moving on.
@@ -264,7 +266,16 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
             done["delta_png"] = str(art.relative_to(ctx.out))
         return done
 
-    return _recorded(ctx, record, work)
+    record = _recorded(ctx, record, work)
+    if record["status"] == "ok":  # the record holds the result: the kept parts are no longer needed
+        shutil.rmtree(resume_dir(ctx.out, job.id), ignore_errors=True)
+    return record
+
+
+def resume_dir(out: str | Path, job_id: str) -> Path:
+    """Where a defend job keeps the parts a re-run resumes from (Neural Cleanse's per-class searches) until its
+    record is written; small, so a grid folder kept in git carries them to the next machine."""
+    return Path(out) / "resume" / job_id
 
 
 def _recorded(ctx: Context, record: dict[str, Any], work: Callable[[], dict[str, Any]]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ work: it copies the model (the caller's is never modified), resolves the device,
 seeds the global RNGs with ``config.seed`` for the run (restoring the caller's after), and
 calls ``callback(model, seconds)`` at the defense's checkpoints (after an epoch, a round, a pruning
 step) with the clock paused, so evaluation never counts as defense time. Pass
-:class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect.
+:class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect. With ``resume_dir`` a
+defense keeps its long independent parts there (:meth:`Defense.resumable`: Neural Cleanse's and TABOR's
+per-class searches), so a run stopped half-way and started again continues instead of starting over.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -122,17 +125,25 @@ class Defense:
         self.config = config
 
     def run(self, model: nn.Module, clean: ImageSet, callback: Callback | None = None,
-            progress: bool = True) -> DefenseResult:
-        """Defend a copy of ``model`` with the clean labelled images ``clean``."""
+            progress: bool = True, resume_dir: str | Path | None = None) -> DefenseResult:
+        """Defend a copy of ``model`` with the clean labelled images ``clean``.
+
+        ``resume_dir``: a folder for this one run (this model, clean set and config) where the defense keeps
+        what :meth:`resumable` computes; a run started again with the same folder loads it instead of computing
+        it again (default None: nothing kept). The caller deletes the folder once the result is stored."""
         if len(clean) == 0:
             raise ValueError(f"{self.name} needs clean images; the clean set is empty")
         self._device = resolve_device(getattr(self.config, "device", None))
         self._callback = callback
         self._history: list[dict[str, Any]] = []
         self._start, self._paused = time.perf_counter(), 0.0
+        self._resume = None if resume_dir is None else (Path(resume_dir), _fingerprint(self, model, clean))
+        self._resumed = 0
         net = copy.deepcopy(model).to(self._device)
         with seeded_rng(getattr(self.config, "seed", 0), self._device):
             result = self._run(net, clean, progress)
+        if self._resumed:  # part of result.seconds was measured by an earlier process
+            result.extra["resumed_parts"] = self._resumed
         result.seconds = self.elapsed()
         result.history = self._history
         result.model.eval()
@@ -147,6 +158,31 @@ class Defense:
     def elapsed(self) -> float:
         """Seconds since :meth:`run` started, callbacks excluded."""
         return time.perf_counter() - self._start - self._paused
+
+    def resumable(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """``compute()``, a dict of tensors and numbers, kept as ``resume_dir/<key>.pt`` when :meth:`run` was
+        given a ``resume_dir``: a run started again loads it (``torch.load(weights_only=True)``: no code runs)
+        instead of computing it, and the seconds it took then count towards this run's clock. A file made
+        by another model, clean set or config is refused with a one-line error."""
+        if self._resume is None:
+            return compute()
+        folder, fingerprint = self._resume
+        path = folder / f"{key}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=True)
+            if saved.get("fingerprint") != fingerprint:
+                raise ValueError(f"{path} was kept by another run (model, clean set or settings differ); "
+                                 f"delete {folder} or give this run its own resume folder")
+            self._start -= saved["seconds"]
+            self._resumed += 1
+            return saved["value"]
+        t0 = self.elapsed()
+        value = compute()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")  # written whole, then renamed: a stop mid-write leaves no half file
+        torch.save({"value": value, "seconds": self.elapsed() - t0, "fingerprint": fingerprint}, tmp)
+        tmp.replace(path)
+        return value
 
     def checkpoint(self, model: nn.Module, step: Any, measure: bool = True) -> None:
         """Report progress to the callback with the clock paused; recorded in the history.
@@ -173,6 +209,16 @@ class Defense:
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"
+
+
+def _fingerprint(defense: Defense, model: nn.Module, clean: ImageSet) -> str:
+    """What a kept part depends on: the defense's settings, the model's weights and the clean set (sums in
+    float64: cheap, and a different model or set changes them)."""
+    with torch.no_grad():
+        weights = sum(float(p.detach().double().sum()) for p in model.parameters())
+        images = float(clean.images.double().sum())
+        labels = int(clean.labels.long().sum())
+    return f"{defense!r}|{weights:.12e}|{len(clean)}|{images:.12e}|{labels}"
 
 
 def num_classes_of(model: nn.Module, clean: ImageSet) -> int:

@@ -9,6 +9,7 @@ reverse-engineering objective.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -235,6 +236,8 @@ class NeuralCleanse(Defense):
     ``anomaly_threshold`` are flagged; the model is then fine-tuned on the clean set with a fraction of the
     images stamped with a flagged class's trigger and keeping their true labels (NC's unlearning). With
     nothing flagged the model is returned unchanged. Checkpoints: ``"detect"``, then ``"unlearn epoch k"``.
+    Given ``run(..., resume_dir=...)``, each class's search is kept there as it finishes, so a stopped run
+    started again searches only the classes left (43 searches on GTSRB take hours on a CPU).
 
     The defaults are the authors' search budget (their ``visualize`` settings): up to 1000 epochs of 31
     mini-batches of 32 per class, λ patience 5 epochs, multiplier 2, early stop after 25 epochs without a
@@ -295,11 +298,14 @@ unlearn_batch_size=64)
         extra = self.regulariser()
         found: dict[int, ReversedTrigger] = {}
         for t in tqdm(range(num_classes), desc=f"{self.name}: reverse-engineer", disable=not progress, leave=False):
-            found[t] = reverse_engineer(
-                model, images, t, labels=labels, steps=c.steps, batch_size=c.batch_size, lr=c.lr,
-                init_cost=c.init_cost, cost_multiplier=c.cost_multiplier, success_threshold=c.success_threshold,
-                patience=c.patience, epoch_steps=c.epoch_steps, early_stop_patience=c.early_stop_patience,
-                generator=torch.Generator().manual_seed(c.seed * 1_000_003 + t), extra=extra)
+            def search(t: int = t) -> dict:
+                return dataclasses.asdict(reverse_engineer(
+                    model, images, t, labels=labels, steps=c.steps, batch_size=c.batch_size, lr=c.lr,
+                    init_cost=c.init_cost, cost_multiplier=c.cost_multiplier, success_threshold=c.success_threshold,
+                    patience=c.patience, epoch_steps=c.epoch_steps, early_stop_patience=c.early_stop_patience,
+                    generator=torch.Generator().manual_seed(c.seed * 1_000_003 + t), extra=extra))
+            # each class's search is independent and seeded alone: kept apart, a stopped run resumes per class
+            found[t] = ReversedTrigger(**self.resumable(f"class_{t}", search))
         norms = [found[t].l1 for t in range(num_classes)]
         index = anomaly_index(norms)
         flagged = flag_outliers(norms, c.anomaly_threshold)

@@ -26,15 +26,17 @@ logger = logging.getLogger(__name__)
 
 
 def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: ImageSet, trigger: Trigger | None,
-                num_classes: int, progress: bool = True) -> tuple[DefenseResult, dict[str, float], dict[str, float]]:
+                num_classes: int, progress: bool = True, resume_dir: Path | None = None,
+                ) -> tuple[DefenseResult, dict[str, float], dict[str, float]]:
     """Run ``defense`` on ``model`` with ``clean``; held-out ACC/ASR/RA before, at every checkpoint
-    (clock paused) and after. Returns ``(result, before, after)``; ``result.time_to_effect`` is set."""
+    (clock paused) and after. Returns ``(result, before, after)``; ``result.time_to_effect`` is set.
+    ``resume_dir``: where the defense keeps its resumable parts (:meth:`ibau.defenses.base.Defense.resumable`)."""
     before = evaluate(model, held.images, held.labels, trigger, num_classes)
     logger.info("before: " + _fmt(before))
     logger.info(f"{defense.name} with {len(clean)} clean images")
     # without progress bars (a background run) every checkpoint is one line of the log
     monitor = EffectMonitor(held.images, held.labels, trigger, num_classes, report=not progress)
-    result = defense.run(model, clean, callback=monitor, progress=progress)
+    result = defense.run(model, clean, callback=monitor, progress=progress, resume_dir=resume_dir)
     after = evaluate(result.model, held.images, held.labels, trigger, num_classes)
     effect = ("" if trigger is None else "; ASR < 20% " + (f"after {result.time_to_effect:.1f}s" if
                                                             result.time_to_effect is not None else "never reached"))
