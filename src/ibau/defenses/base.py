@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ from torch import nn
 
 from ..data.arrays import ImageSet
 from ..utils import eval_mode, resolve_device, seeded_rng
+
+logger = logging.getLogger(__name__)
 
 #: ``callback(model, seconds) -> dict | None``; a returned dict is stored in the history.
 Callback = Callable[[nn.Module, float], Any]
@@ -162,20 +166,20 @@ class Defense:
     def resumable(self, key: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """``compute()``, a dict of tensors and numbers, kept as ``resume_dir/<key>.pt`` when :meth:`run` was
         given a ``resume_dir``: a run started again loads it (``torch.load(weights_only=True)``: no code runs)
-        instead of computing it, and the seconds it took then count towards this run's clock. A file made
-        by another model, clean set or config is refused with a one-line error."""
+        instead of computing it, and the seconds it took then count towards this run's clock. A file kept
+        by another model, clean set or config is never used: it is computed again (and replaced), with a
+        warning."""
         if self._resume is None:
             return compute()
         folder, fingerprint = self._resume
         path = folder / f"{key}.pt"
         if path.exists():
             saved = torch.load(path, weights_only=True)
-            if saved.get("fingerprint") != fingerprint:
-                raise ValueError(f"{path} was kept by another run (model, clean set or settings differ); "
-                                 f"delete {folder} or give this run its own resume folder")
-            self._start -= saved["seconds"]
-            self._resumed += 1
-            return saved["value"]
+            if saved.get("fingerprint") == fingerprint:
+                self._start -= saved["seconds"]
+                self._resumed += 1
+                return saved["value"]
+            logger.warning(f"{path} was kept by another run (model, clean set or settings differ); computing it again")
         t0 = self.elapsed()
         value = compute()
         folder.mkdir(parents=True, exist_ok=True)
@@ -212,13 +216,12 @@ class Defense:
 
 
 def _fingerprint(defense: Defense, model: nn.Module, clean: ImageSet) -> str:
-    """What a kept part depends on: the defense's settings, the model's weights and the clean set (sums in
-    float64: cheap, and a different model or set changes them)."""
-    with torch.no_grad():
-        weights = sum(float(p.detach().double().sum()) for p in model.parameters())
-        images = float(clean.images.double().sum())
-        labels = int(clean.labels.long().sum())
-    return f"{defense!r}|{weights:.12e}|{len(clean)}|{images:.12e}|{labels}"
+    """What a kept part depends on: the defense's settings and a hash of the bytes of the model's weights and
+    buffers and of the clean set (exact, and the same on every machine, unlike a floating-point sum)."""
+    digest = hashlib.blake2b(repr(defense).encode(), digest_size=16)
+    for t in (*model.state_dict().values(), clean.images, clean.labels):
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def num_classes_of(model: nn.Module, clean: ImageSet) -> int:
