@@ -55,6 +55,12 @@ def test_job_ids_are_stable_and_change_with_the_recipe():
     other = expand(suite, dataclasses.replace(smoke, defense_options={"ibau": {"rounds": 9}}))
     ibau = [c.job.id for p in (a, other) for c in p.cells if c.method == "ibau"]
     assert ibau[0] != ibau[1]
+    # Table 6 compares seconds within one run: its jobs never reuse another suite's record of the same defense
+    one = {(c.method, c.job.train.id): c.job for c in expand(SUITES["one_trigger"], smoke).cells if c.seed == 0}
+    for c in a.cells:
+        twin = one[(c.method, c.job.train.id)]
+        assert c.job.timed and not twin.timed and c.job.id != twin.id and "-timed-" in c.job.id
+        assert dataclasses.replace(c.job, timed=False).id == twin.id and "timed" not in twin.spec
 
 
 def _seeds(plan) -> dict[str, set[int]]:
@@ -102,7 +108,7 @@ def test_method_seeds_are_checked_and_read_from_suite_files(tmp_path):
 def test_columns_run_one_at_a_time_add_up_to_the_whole_suite(tmp_path):
     """`ibau bench --defenses nad` after `--defenses ibau,fine_pruning` into one folder: the manifest (and so the
     report) has all three columns, in the suite's order, with every cell once; another preset replaces it."""
-    from ibau.bench.grid import bench_plan, manifest, save_manifest
+    from ibau.bench.grid import bench_plan, manifest, merge_manifests, save_manifest
 
     for subset in (["ibau", "fine_pruning"], ["nad"], ["fine_pruning"]):
         data = json.loads(save_manifest(tmp_path, bench_plan("poison_ratio", "smoke", subset)).read_text())
@@ -113,6 +119,14 @@ def test_columns_run_one_at_a_time_add_up_to_the_whole_suite(tmp_path):
     assert len({c["job"] for c in data["cells"]}) == len(data["cells"])
     data = json.loads(save_manifest(tmp_path, bench_plan("poison_ratio", "cpu", ["nad"])).read_text())
     assert data["suite"]["defenses"] == ["nad"] and data["preset"]["name"] == "cpu"
+    # a job whose id changed (a new field of its spec) takes its cell's place instead of adding a second cell
+    renamed = json.loads(json.dumps(manifest(bench_plan("poison_ratio", "cpu", ["nad"]))))
+    for c in renamed["cells"]:
+        c["job"] += "-new"
+    data = json.loads(save_manifest(tmp_path, bench_plan("poison_ratio", "cpu", ["ibau"])).read_text())
+    assert len(merge_manifests(data, renamed)["cells"]) == len(data["cells"])
+    assert {c["job"] for c in merge_manifests(data, renamed)["cells"] if c["method"] == "nad"} == {
+        c["job"] for c in renamed["cells"]}
 
 
 def test_rows_run_apart_add_up_to_the_whole_suite(tmp_path):

@@ -91,15 +91,21 @@ class DefendJob:
     seed: int
     options: tuple[tuple[str, Any], ...] = ()
     ibau_preset: str = "default"
+    #: A job of a timing suite (Table 6): its seconds are compared with those of the other jobs of the same
+    #: run, so it never reuses a record of another suite's (the same job run at another time, with other jobs
+    #: beside it); False leaves the id of every other job as it was.
+    timed: bool = False
 
     @property
     def spec(self) -> dict[str, Any]:
         return {"train": self.train.id, "method": self.method, "clean_size": self.clean_size, "seed": self.seed,
-                "options": dict(self.options), "ibau_preset": self.ibau_preset}
+                "options": dict(self.options), "ibau_preset": self.ibau_preset} | ({"timed": True} if self.timed else {})
 
     @property
     def id(self) -> str:
-        return f"defend-{self.method}-{self.train.id[len('train-'):]}-c{self.clean_size}-s{self.seed}-{_digest(self.spec)}"
+        timed = "-timed" if self.timed else ""
+        return (f"defend-{self.method}-{self.train.id[len('train-'):]}-c{self.clean_size}-s{self.seed}{timed}-"
+                f"{_digest(self.spec)}")
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ def expand(suite: Suite, preset: Preset) -> Plan:
                                    **entry.get("defense_options", {}).get(method, {}), **per_method.get(method, {})}
                         for seed in range(suite.seeds_for(method)):
                             job = DefendJob(train, method, clean_size, seed, tuple(sorted(options.items())),
-                                            preset.ibau_preset)
+                                            preset.ibau_preset, timed=suite.metric == "time_to_effect")
                             cells.append(Cell(label, ratio, clean_size, variant, method, seed, job))
     needs_ref = any(t.needs_reference for t in trains.values())
     reference = _train_job(preset, "none", False, preset.poison_ratio) if needs_ref else None
@@ -352,7 +358,7 @@ def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` with the columns and rows (defenses, attacks and their cells) that ``old`` has and ``new`` lacks,
     when both are the same suite at the same preset apart from those; otherwise ``new`` (a changed suite
     replaces the old one). Columns and rows keep the built-in suite's order (a suite file's: old ones first);
-    cells keep ``old``'s order, ``new``'s own cells after them."""
+    cells keep ``old``'s order, ``new``'s own cells after them, and a cell in both takes ``new``'s job."""
     def rest(suite: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in suite.items() if k not in ("defenses", "method_seeds", "attacks")}
 
@@ -372,8 +378,12 @@ def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
     suite = dict(new["suite"], defenses=union("defenses"), attacks=union("attacks", Suite.label),
                  method_seeds={**old["suite"].get("method_seeds", {}), **new["suite"].get("method_seeds", {})})
-    ids = {c["job"] for c in old["cells"]}
-    cells = old["cells"] + [c for c in new["cells"] if c["job"] not in ids]
+    # a cell is a place in the table; where both have one, new's job fills it (a job whose id changed)
+    def place(c: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(c[k] for k in ("attack_label", "poison_ratio", "clean_size", "variant", "method", "seed"))
+
+    fresh = {place(c): c for c in new["cells"]}
+    cells = [fresh.pop(place(c), c) for c in old["cells"]] + list(fresh.values())
     return dict(new, suite=suite, cells=cells, reference=new.get("reference") or old.get("reference"))
 
 
@@ -484,6 +494,9 @@ def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: s
         raise ValueError("give jobs or an executor, not both (jobs is LocalExecutor's)")
     if plan.preset.needs_data_dir and data_dir is None:
         raise ValueError(f"preset {plan.preset.name!r} uses dataset {plan.preset.dataset!r}, which needs --data-dir")
+    if any(job.timed for job in plan.defends) and getattr(executor, "jobs", 1) > 1:
+        logger.warning(f"suite {plan.suite.name} compares seconds, but --jobs {executor.jobs} runs its jobs at once "  # type: ignore[attr-defined]
+                       "on shared CPUs; use --jobs 1 with nothing else running")
     out = Path(out)
     save_manifest(out, plan)
     counts = {"done": 0, "ran": 0, "errors": 0}
