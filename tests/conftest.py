@@ -44,6 +44,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def class_searches(real, calls: list, stop_after: int | None = None):
+    """``real`` (Neural Cleanse's ``reverse_engineer``) that appends each searched class to ``calls`` and, with
+    ``stop_after``, raises KeyboardInterrupt (a stopped run) once that many searches have run."""
+    def search(*args, **kwargs):
+        if stop_after is not None and len(calls) == stop_after:
+            raise KeyboardInterrupt
+        calls.append(args[2])
+        return real(*args, **kwargs)
+    return search
+
+
 def tiny_net(num_classes: int = 4) -> nn.Module:
     """conv-BN-ELU-pool-linear: the small VGG's layer types at a size the CPU tests can afford."""
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ELU(), nn.MaxPool2d(2),

@@ -341,6 +341,7 @@ def test_a_stopped_neural_cleanse_job_resumes_from_its_kept_classes(tmp_path, mo
     re-run searches only the rest, records what an uninterrupted job records, and removes the folder."""
     import shutil
 
+    from conftest import class_searches
     from ibau.bench.grid import resume_dir
     from ibau.defenses import neural_cleanse as nc
 
@@ -352,18 +353,12 @@ def test_a_stopped_neural_cleanse_job_resumes_from_its_kept_classes(tmp_path, mo
     whole = tmp_path / "whole"
     shutil.copytree(out, whole)
 
-    def stopped(*args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(nc, "reverse_engineer", stopped)
+    monkeypatch.setattr(nc, "reverse_engineer", class_searches(real, calls, stop_after=3))
     with pytest.raises(KeyboardInterrupt):
         run_bench(suite, "smoke", out)
     kept = resume_dir(out, job.id)
     assert calls == [0, 1, 2] and len(list(kept.glob("class_*.pt"))) == 3 and not record_path(out, job.id).exists()
-    monkeypatch.setattr(nc, "reverse_engineer", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(nc, "reverse_engineer", class_searches(real, calls))
     assert run_bench(suite, "smoke", out)["ran"] == 1
     assert calls == list(range(10)) and not kept.exists()
     resumed = json.loads(record_path(out, job.id).read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import held_metrics, held_monitor, same_state, snapshot, tiny_net
+from conftest import class_searches, held_metrics, held_monitor, same_state, snapshot, tiny_net
 from ibau.data import ImageSet
 from ibau.defenses import make_defense
 from ibau.defenses import neural_cleanse as nc_module
@@ -193,18 +193,11 @@ def test_a_stopped_search_resumes_from_the_classes_it_kept(tiny_task, tmp_path, 
               unlearn_epochs=1)
     whole = cls(**kw).run(model, ImageSet(x, y), progress=False)
     real, calls = nc_module.reverse_engineer, []
-
-    def stopped_after_two(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(nc_module, "reverse_engineer", stopped_after_two)
+    monkeypatch.setattr(nc_module, "reverse_engineer", class_searches(real, calls, stop_after=2))
     with pytest.raises(KeyboardInterrupt):
         cls(**kw).run(model, ImageSet(x, y), progress=False, resume_dir=tmp_path)
     assert calls == [0, 1] and sorted(f.name for f in tmp_path.iterdir()) == ["class_0.pt", "class_1.pt"]
-    monkeypatch.setattr(nc_module, "reverse_engineer", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(nc_module, "reverse_engineer", class_searches(real, calls))
     resumed = cls(**kw).run(model, ImageSet(x, y), progress=False, resume_dir=tmp_path)
     assert calls == [0, 1, 2, 3] and resumed.extra["resumed_parts"] == 2 and "resumed_parts" not in whole.extra
     for t in range(4):

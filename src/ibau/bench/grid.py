@@ -341,9 +341,9 @@ def manifest(plan: Plan) -> dict[str, Any]:
 def save_manifest(out: Path, plan: Plan) -> Path:
     """The suite and preset of this run, so the report is built from the folder alone.
 
-    A run of some of a suite's defenses (``--defenses``) adds its columns to those of earlier runs of the same
-    suite at the same preset (:func:`merge_manifests`), so running the columns one at a time into one folder
-    gives the same report as running them together."""
+    A run of some of a suite's defenses or rows (``--defenses``, ``--attacks``) adds them to those of earlier
+    runs of the same suite at the same preset (:func:`merge_manifests`), so running the columns or rows one at
+    a time into one folder gives the same report as running them together."""
     path = out / "suites" / f"{plan.suite.name}.json"
     new = manifest(plan)
     if path.exists():
