@@ -577,6 +577,51 @@ def test_class_patch_finds_the_stamp_with_a_sparse_search_aimed_at_the_backdoor_
     assert class_patch(clean, batches, x, cfg, steps=20, num_classes=3) is None
 
 
+def test_the_class_screen_keeps_the_backdoor_class_and_finds_the_same_stamp_for_fewer_steps():
+    """patch_screen: every class gets a few steps, only the class a sparse δ reaches most easily is searched
+    on; it is the backdoor's class, and the stamp is the full search's, for less than half the steps."""
+    from ibau.unlearn.inner import class_patch, screen_classes
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 3, 8, 8, generator=g) * 0.9
+    y = torch.zeros(200, dtype=torch.long)
+    model = _CornerBackdoor()
+    drawn = []
+
+    def batches():
+        for xb, yb in _batches(x, y, bs=50)():
+            drawn.append(len(xb))
+            yield xb, yb
+
+    full_cfg = IBAUConfig(patch_threshold=0.9, patch_search="classes", patch_steps=20)
+    full = class_patch(model, batches, x, full_cfg, steps=20, num_classes=3)
+    full_steps, drawn[:] = len(drawn), []
+    cfg = full_cfg.replace(patch_screen=4, patch_candidates=1)
+    assert list(screen_classes(model, batches, x[0], cfg, num_classes=3)) == [1]
+    drawn[:] = []
+    screened = class_patch(model, batches, x, cfg, steps=20, num_classes=3)
+    assert (full_steps, len(drawn)) == (3 * 20, 3 * 4 + 16)
+    assert screened[3] == full[3] == 1 and torch.equal(screened[0], full[0]) and screened[2] == full[2] == 1.0
+    with pytest.raises(ValueError, match="patch_screen must be in"):
+        IBAUConfig(patch_screen=40, patch_steps=40)
+    with pytest.raises(ValueError, match="patch_candidates must be >= 1"):
+        IBAUConfig(patch_candidates=0)
+
+
+def test_a_targeted_search_continued_from_its_delta_is_the_longer_search():
+    """The screen's kept classes go on from their δ: a steps, then b more from there, are a + b steps (the
+    plain SGD step keeps no state), in float64 to the last bit."""
+    from ibau.unlearn.inner import targeted_delta
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(100, 3, 8, 8, generator=g, dtype=torch.float64) * 0.9
+    y = torch.zeros(100, dtype=torch.long)
+    model = _CornerBackdoor()
+    cfg = IBAUConfig(patch_l1=0.003)
+    batches = _batches(x, y, bs=50)  # the same order every pass, as the continued search sees it
+    whole = targeted_delta(model, batches, x[0], 1, cfg, steps=6)
+    half = targeted_delta(model, batches, x[0], 1, cfg, steps=2)
+    assert torch.equal(targeted_delta(model, batches, x[0], 1, cfg, steps=4, start=half), whole)
+
+
 def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeypatch):
     from ibau.unlearn import core
     model, x, y = tiny_task

@@ -106,6 +106,12 @@ class IBAUConfig:
             round for nothing), hence the default. On the 107 recorded runs of ``"classes_until_found"`` a
             stamp was found in round 1 every time, where the two give the same run.
         patch_steps: descent steps of each class's search (default 40).
+        patch_screen: when > 0, the class search first runs this many steps for every class and continues
+            only the ``patch_candidates`` classes whose δ reached its class most easily (the lowest
+            cross-entropy to the class, averaged over the screen's second half) to ``patch_steps`` steps; only
+            they are read for a stamp (default 0: every class searched in full). A backdoor's target is the
+            class a sparse δ reaches first; see docs/presets.md, "A screen for the class search".
+        patch_candidates: classes kept by ``patch_screen`` (default 3; at least the class count: no screen).
         patch_l1: weight of ‖δ‖₁ in each class's search (default 0.003).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
@@ -188,6 +194,8 @@ class IBAUConfig:
     patch_fraction: float = 0.2
     patch_search: str = "classes_first_round"
     patch_steps: int = 40
+    patch_screen: int = 0
+    patch_candidates: int = 3
     patch_l1: float = 0.003
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
@@ -267,6 +275,11 @@ class IBAUConfig:
             raise ValueError(f"patch_steps must be >= 1, got {self.patch_steps}")
         if self.patch_l1 < 0:
             raise ValueError(f"patch_l1 must be >= 0, got {self.patch_l1}")
+        if not 0 <= self.patch_screen < self.patch_steps:
+            raise ValueError(f"patch_screen must be in [0, patch_steps) (0: no screen), got {self.patch_screen} "
+                             f"with patch_steps={self.patch_steps}")
+        if self.patch_candidates < 1:
+            raise ValueError(f"patch_candidates must be >= 1, got {self.patch_candidates}")
         if not 0 < self.patch_fraction < 1:
             raise ValueError(f"patch_fraction must be in (0, 1), got {self.patch_fraction}")
         if not 0 < self.perturb_fraction <= 1:
@@ -337,9 +350,9 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 _REFERENCE: dict[str, Any] = dict(
     rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
     inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2, patch_search="delta",
-    patch_steps=40, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0, inner_penalty=0.001, pseudo_labels=True,
-    solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1, hyper_batch="first",
-    hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
+    patch_steps=40, patch_screen=0, patch_candidates=3, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
+    inner_penalty=0.001, pseudo_labels=True, solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1,
+    hyper_batch="first", hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
     outer_lr_schedule="constant", outer_lr_warmup=0, outer_steps=None, model_mode="eval", shuffle=False,
 )
 #: Algorithm 1 as written: projected ascent on H (true labels, no penalty) in the ℓ2 ball Cδ = 10, then θ

@@ -1,6 +1,7 @@
 """The inner maximisation: find one universal δ that maximises the loss on the clean set."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 from ..training import cycle_batches
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
+
+logger = logging.getLogger(__name__)
 
 
 def project(delta: torch.Tensor, norm: str, bound: float | None) -> torch.Tensor:
@@ -164,7 +167,8 @@ def _stamped_logits(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, patte
 
 def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                    like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int, *, bound: float | None = None,
-                   ranks: Ranks = SINGLE) -> torch.Tensor:
+                   start: torch.Tensor | None = None, ranks: Ranks = SINGLE,
+                   on_step: Callable[[torch.Tensor, float], None] | None = None) -> torch.Tensor:
     """A sparse universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner
     optimiser and step size) on CE(f(x+δ), target) + inner_penalty·‖δ‖² + patch_l1·‖δ‖₁ from δ = 0.
 
@@ -173,22 +177,27 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
     with its energy on the trigger (digits GroupNorm, the authors' CIFAR-10 model; docs/presets.md).
     ``like`` is one image (C×H×W): δ takes its shape, dtype and device. ``bound``: keep δ in the ℓ2 ball of
     this radius after every step (the round probe, :mod:`ibau.unlearn.probe`; default None: no bound).
-    Across ``ranks`` each rank scores its share of every batch, the penalties count once and δ's gradient is
+    ``start``: continue from this δ instead of 0 (the plain SGD step keeps no state, so ``a`` steps then
+    ``b`` steps from where they ended are ``a + b`` steps). ``on_step(δ, cross-entropy)`` is called after
+    every step. Across ``ranks`` each rank scores its share of every batch, the penalties count once and δ's gradient is
     summed over the ranks.
     """
-    delta = torch.zeros_like(like, requires_grad=True)
+    delta = (torch.zeros_like(like) if start is None else start.detach().clone()).requires_grad_(True)
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
     opt = opt_cls([delta], lr=cfg.inner_lr)
     for x_all, _ in cycle_batches(batches, steps):
         x = ranks.shard(x_all)
         wanted = torch.full((len(x),), target, device=x.device, dtype=torch.int64)
         loss = ranks.cross_entropy(ranks.forward(model, perturb(x, delta, cfg.clamp)), wanted, len(x_all))
+        ce = loss.detach()
         if ranks.is_main:  # terms of δ alone: once, not once per rank
             loss = loss + cfg.inner_penalty * delta.pow(2).sum() + cfg.patch_l1 * delta.abs().sum()
         (grad,) = ranks.all_reduce_sum(*torch.autograd.grad(loss, delta))
         delta.grad = grad
         opt.step()
         project(delta, "l2", bound)
+        if on_step is not None:
+            on_step(delta.detach(), float(ranks.all_reduce_sum(ce)[0]))
     return delta.detach()
 
 
@@ -198,15 +207,47 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     """Search one sparse δ per class (:func:`targeted_delta`) and read a stamp from each
     (:func:`delta_patch` on the clean images ``x``); the smallest stamp found (then the highest rate) wins.
     Returns ``(mask, pattern, fooling rate, class)`` or None. Uses clean data only: a defender's search.
+    With ``cfg.patch_screen`` only the classes kept by :func:`screen_classes` are searched to ``steps``.
     Across ``ranks`` each rank scores its share of ``x`` and of every batch; ``before``: the model's
     predictions on that share when the caller has them."""
     best = None
     if before is None:
         with torch.no_grad():
             before = ranks.forward(model, ranks.shard(x)).argmax(1)
-    for target in range(num_classes):
-        delta = targeted_delta(model, batches, x[0], target, cfg, steps, ranks=ranks)
+    started: dict[int, torch.Tensor] = {}
+    if 0 < cfg.patch_screen < steps and cfg.patch_candidates < num_classes:
+        started = screen_classes(model, batches, x[0], cfg, num_classes, ranks=ranks)
+    for target in sorted(started) if started else range(num_classes):
+        start = started.get(target)
+        delta = targeted_delta(model, batches, x[0], target, cfg, steps - (cfg.patch_screen if started else 0),
+                               start=start, ranks=ranks)
         found = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
         if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
             best = (*found, target)
     return best
+
+
+def screen_classes(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                   like: torch.Tensor, cfg: IBAUConfig, num_classes: int, *,
+                   ranks: Ranks = SINGLE) -> dict[int, torch.Tensor]:
+    """The class search's screen: ``cfg.patch_screen`` steps of :func:`targeted_delta` for every class, then
+    the ``cfg.patch_candidates`` classes whose δ reached its class most easily, each with its δ so far
+    (``{class: δ}``). "Most easily": the lowest cross-entropy to the class, averaged over the screen's
+    second half of steps (one batch's value is noisy). A backdoor's target is the class that a sparse δ
+    reaches first, whatever the trigger's shape: on the traces of benchmarks/class_screen.py it ranked first
+    after a few steps where ‖δ‖₁, Neural Cleanse's criterion, had not yet singled it out."""
+    screened: dict[int, tuple[float, torch.Tensor]] = {}
+    for target in range(num_classes):
+        losses: list[float] = []
+        delta = targeted_delta(model, batches, like, target, cfg, cfg.patch_screen, ranks=ranks,
+                               on_step=_appender(losses))
+        tail = losses[len(losses) // 2:]
+        screened[target] = (sum(tail) / len(tail), delta)
+    kept = sorted(screened, key=lambda c: screened[c][0])[:cfg.patch_candidates]
+    logger.debug("class search screen: classes %s kept of %d", kept, num_classes)
+    return {c: screened[c][1] for c in kept}
+
+
+def _appender(losses: list[float]) -> Callable[[torch.Tensor, float], None]:
+    """An ``on_step`` callback of :func:`targeted_delta` that keeps each step's cross-entropy."""
+    return lambda _, ce: losses.append(ce)
