@@ -578,8 +578,9 @@ def test_class_patch_finds_the_stamp_with_a_sparse_search_aimed_at_the_backdoor_
 
 
 def test_the_class_screen_keeps_the_backdoor_class_and_finds_the_same_stamp_for_fewer_steps():
-    """patch_screen: every class gets a few steps, only the class a sparse δ reaches most easily is searched
-    on; it is the backdoor's class, and the stamp is the full search's, for less than half the steps."""
+    """patch_screen: every class gets a few steps, only the class whose δ's stamps already send the most
+    clean images to it is searched on; it is the backdoor's class, and the stamp is the full search's, for
+    less than half the steps."""
     from ibau.unlearn.inner import class_patch, screen_classes
     g = torch.Generator().manual_seed(0)
     x = torch.rand(200, 3, 8, 8, generator=g) * 0.9
@@ -596,7 +597,8 @@ def test_the_class_screen_keeps_the_backdoor_class_and_finds_the_same_stamp_for_
     full = class_patch(model, batches, x, full_cfg, steps=20, num_classes=3)
     full_steps, drawn[:] = len(drawn), []
     cfg = full_cfg.replace(patch_screen=4, patch_candidates=1)
-    assert list(screen_classes(model, batches, x[0], cfg, num_classes=3)) == [1]
+    before = model(x).argmax(1)
+    assert list(screen_classes(model, batches, x, before, cfg, num_classes=3)) == [1]
     drawn[:] = []
     screened = class_patch(model, batches, x, cfg, steps=20, num_classes=3)
     assert (full_steps, len(drawn)) == (3 * 20, 3 * 4 + 16)

@@ -107,10 +107,10 @@ class IBAUConfig:
             stamp was found in round 1 every time, where the two give the same run.
         patch_steps: descent steps of each class's search (default 40).
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
-            only the ``patch_candidates`` classes whose δ reached its class most easily (the lowest
-            cross-entropy to the class, averaged over the screen's second half) to ``patch_steps`` steps; only
-            they are read for a stamp (default 0: every class searched in full). A backdoor's target is the
-            class a sparse δ reaches first; see docs/presets.md, "A screen for the class search".
+            only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
+            of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
+            only they are read for a stamp (default 0: every class searched in full;
+            :func:`ibau.unlearn.inner.screen_classes`; docs/presets.md, "A screen for the class search").
         patch_candidates: classes kept by ``patch_screen`` (default 3; at least the class count: no screen).
         patch_l1: weight of ‖δ‖₁ in each class's search (default 0.003).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
