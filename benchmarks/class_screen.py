@@ -129,14 +129,14 @@ def ranks_at(run: dict, screen: int, criterion: str) -> list[int]:
     return sorted(range(run["num_classes"]), key=score)
 
 
-def summary(paths: list[Path]) -> None:
+def markdown(paths: list[Path]) -> str:
     """For every trace and screen length: the full search's winner's rank under each criterion (1 = first),
     and every class that gave a stamp; '–' where the full search found none, '·' where the trace has no
     stamp rates (recorded before they were)."""
-    print("| trace | classes | winner (pixels, rate) | classes with a stamp | "
-          + " | ".join(f"rank after {k} ({'/'.join(CRITERIA)})" for k in SCREENS) + " |")
-    print("|---|---:|---|---|" + "---|" * len(SCREENS))
-    for path in paths:
+    lines = ["| trace | classes | winner (pixels, rate) | classes with a stamp | "
+             + " | ".join(f"rank after {k} ({'/'.join(CRITERIA)})" for k in SCREENS) + " |",
+             "|---|---:|---|---|" + "---|" * len(SCREENS)]
+    for path in sorted(paths):
         run = json.loads(path.read_text())
         w = run["winner"]
         stamped = [e["class"] for e in run["classes"] if e["stamp"] is not None]
@@ -149,7 +149,8 @@ def summary(paths: list[Path]) -> None:
             cells.append("/".join(str(ranks_at(run, k, crit).index(w["class"]) + 1)
                                   if crit != "stamp" or recorded else "·" for crit in CRITERIA))
         head = "none" if w is None else f"{w['class']} ({w['pixels']}, {w['rate']:.3f})"
-        print(f"| {path.stem} | {run['num_classes']} | {head} | {stamped} | " + " | ".join(cells) + " |")
+        lines.append(f"| {path.stem} | {run['num_classes']} | {head} | {stamped} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -169,7 +170,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.summary:
-        summary(args.summary)
+        print(markdown(args.summary))
         return
     if args.out is None:
         ap.error("--out is required to record a trace")

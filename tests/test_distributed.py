@@ -28,6 +28,8 @@ TIMEOUT_S = 5
 CONFIGS = {
     # the defaults (the stamp and the class search included) at a small batch
     "default": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5),
+    # the class search's screen: its stamps' rates are counted over the ranks' shares
+    "screen": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, patch_screen=2, patch_candidates=2),
     # the authors' data order (k images drawn at random per batch), δ on the ℓ2 sphere (the active set), MINRES
     "reference_l2": IBAUConfig.reference(rounds=2, batch_size=30, norm="l2", norm_bound=1.0, solver="minres",
                                          solver_iters=3),
@@ -162,7 +164,7 @@ def test_two_gloo_ranks_end_with_the_delta_and_theta_of_one_process(two_ranks, o
         assert 0.45 < r0[name]["rows"] / rows < 0.55 and 0.45 < r1[name]["rows"] / rows < 0.55
         assert r0[name]["rows"] + r1[name]["rows"] == rows + 1
     # the cases are not vacuous: a stamp was found and unlearned; δ ended on the ℓ2 sphere
-    assert any(p is not None for p in r0["default"]["patches"])
+    assert any(p is not None for p in r0["default"]["patches"]) and r0["screen"]["patches"][0] is not None
     assert abs(float(r0["reference_l2"]["delta"].norm()) - 1.0) < 1e-9
     for rank in (r0, r1):
         assert "the clean set differs between ranks" in rank["mismatch"]

@@ -111,7 +111,7 @@ class IBAUConfig:
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
             only they are read for a stamp (default 0: every class searched in full;
             :func:`ibau.unlearn.inner.screen_classes`; docs/presets.md, "A screen for the class search").
-        patch_candidates: classes kept by ``patch_screen`` (default 3; at least the class count: no screen).
+        patch_candidates: classes kept by ``patch_screen`` (default 5; at least the class count: no screen).
         patch_l1: weight of ‖δ‖₁ in each class's search (default 0.003).
         inner_optimizer: ``"sgd"`` or ``"adam"`` (default "sgd").
         inner_lr: step size of the ascent (default 10.0).
@@ -195,7 +195,7 @@ class IBAUConfig:
     patch_search: str = "classes_first_round"
     patch_steps: int = 40
     patch_screen: int = 0
-    patch_candidates: int = 3
+    patch_candidates: int = 5
     patch_l1: float = 0.003
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
@@ -350,7 +350,7 @@ _DEFAULT_BOUND = {"l2": 10.0, "linf": 1.0}
 _REFERENCE: dict[str, Any] = dict(
     rounds=5, batch_size=100, norm="none", norm_bound=None, clamp=False, inner_steps=None, inner_passes=1, min_steps=0,
     inner_warm_start=False, inner_restarts=1, patch_threshold=0.0, patch_fraction=0.2, patch_search="delta",
-    patch_steps=40, patch_screen=0, patch_candidates=3, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
+    patch_steps=40, patch_screen=0, patch_candidates=5, patch_l1=0.003, inner_optimizer="sgd", inner_lr=10.0,
     inner_penalty=0.001, pseudo_labels=True, solver="fixed_point", solver_iters=5, solver_damping=0.0, fixed_point_lr=0.1,
     hyper_batch="first", hyper_batch_size=None, warm_start=False, perturb_fraction=0.01, outer_optimizer="adam", outer_lr=1e-3,
     outer_lr_schedule="constant", outer_lr_warmup=0, outer_steps=None, model_mode="eval", shuffle=False,
