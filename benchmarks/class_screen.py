@@ -10,7 +10,7 @@ runs on the model as handed over). The rule is then chosen from these traces (``
 end to end with ``compare_presets.py``.
 
     python benchmarks/class_screen.py --task digits --arch dp:small_vgg --split-seed 1 --clean-size 100 \\
-        --seed 1 --out docs/measurements/issue19/class_screen/digits_dp_n100_split1_seed1.json
+        --seed 1 --out docs/measurements/issue19/class_screen/digits-dp_small_vgg_n100_split1_seed1.json
     python benchmarks/class_screen.py --task cifar --npz ../shared/data/gtsrb.npz \\
         --model docs/measurements/issue17/gtsrb/models/train-smooth-r0.2-s0-f2c18273/model.safetensors \\
         --seed 0 --out docs/measurements/issue19/class_screen/gtsrb_smooth_seed0.json
@@ -18,6 +18,7 @@ end to end with ``compare_presets.py``.
 
 Model loading, clean sets and the digits models are ``compare_presets.py``'s (``load_task``), so a trace
 belongs to the same run as that script's records with the same arguments. The trigger is not used.
+Trace files of digits models are named `digits-...`: `digits_*` under docs/measurements is the ignored model cache.
 """
 from __future__ import annotations
 
