@@ -69,6 +69,15 @@ def test_the_round_probe_table_in_presets_is_generated_from_its_records():
     assert f"<!-- table:probe_rounds -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
+def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
+    """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
+    root = Path(__file__).resolve().parents[1]
+    traces = list((root / "docs" / "measurements" / "issue19" / "class_screen").glob("*.json"))
+    assert traces
+    text = _benchmark("class_screen").markdown(traces)
+    assert f"<!-- table:class_screen -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+
+
 def test_the_new_default_table_shows_records_of_the_default():
     """The verdict's records ran ``IBAUConfig()`` itself: only each task's seed, rounds and (digits: the
     demo's) outer step differ, and the batch size where the name says so (`d15`: the digits task's 25), so
