@@ -63,6 +63,36 @@ def test_job_ids_are_stable_and_change_with_the_recipe():
         assert dataclasses.replace(c.job, timed=False).id == twin.id and "timed" not in twin.spec
 
 
+def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
+    """Job ids hold no defaults while they stand (every preset of every defense is listed as the records ran
+    it), so no committed record changes id; a changed default enters the spec of the jobs that run it, so the
+    grid does not reuse a record made with the old one, and a job whose options set that setting keeps its id."""
+    import json
+
+    from ibau.bench import grid
+    from ibau.defenses import DEFENSES, defense_class
+    recorded = json.loads(grid.RECORDED_DEFAULTS.read_text())
+    for method in DEFENSES:
+        for preset in defense_class(method).preset_names():
+            assert grid.changed_defaults(method, preset) == {}, (method, preset)
+            assert preset in recorded[method], (method, preset)
+    plan = expand(SUITES["efficiency"], PRESETS["smoke"])
+    ibau = next(c.job for c in plan.cells if c.method == "ibau")
+    nad = next(c.job for c in plan.cells if c.method == "nad")
+    before = (ibau.id, nad.id)
+    assert "defaults" not in ibau.spec
+    # as if the records had run the class search screened and today's default were the full search
+    edited = json.loads(json.dumps(recorded))
+    edited["ibau"]["default"]["patch_screen"] = 5
+    monkeypatch.setattr(grid, "_recorded_defaults", lambda: edited)
+    assert grid.changed_defaults("ibau", "default") == {"patch_screen": 0}
+    assert ibau.spec["defaults"] == {"patch_screen": 0} and ibau.id != before[0] and nad.id == before[1]
+    assert dataclasses.replace(ibau, options=(("patch_screen", 5),)).spec.get("defaults") is None
+    # a setting the file does not list counts as changed: a new option is a decision, not a silent reuse
+    del edited["ibau"]["default"]["patch_l1"]
+    assert grid.changed_defaults("ibau", "default") == {"patch_screen": 0, "patch_l1": 0.003}
+
+
 def _seeds(plan) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for c in plan.cells:

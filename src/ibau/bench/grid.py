@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -32,6 +33,36 @@ from ..records import defense_outcome, new_record, read_record, write_record
 from .suites import Preset, Suite, load_preset, load_suite
 
 logger = logging.getLogger(__name__)
+
+
+#: Every defense's preset settings as the records so far ran them (seed and device excluded: each job sets
+#: them); a default that differs from these changes the ids of the jobs that run it (:func:`changed_defaults`).
+RECORDED_DEFAULTS = Path(__file__).with_name("recorded_defaults.json")
+
+
+def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings of ``method``'s ``preset`` whose default differs from the one in
+    :data:`RECORDED_DEFAULTS`, with their values now (a setting not listed there counts as changed), leaving
+    out those that ``options`` set.
+
+    Empty while the defaults stand, so the ids of every job stay what they were. When a default changes (I-BAU's
+    class search screened, say), the jobs that run it get these settings in their spec, hence new ids: a record
+    made with the old default is kept as the evidence it is but no longer fills their cells. A new setting
+    whose default runs what ran before is added to the file with that value.
+    """
+    from ..defenses import defense_class
+
+    factories = defense_class(method).preset_configs()
+    name = preset if preset in factories else "default"  # as the grid runs it: a defense without presets
+    now = json.loads(json.dumps(dataclasses.asdict(factories[name]()), default=str))
+    recorded = _recorded_defaults().get(method, {}).get(name, {})
+    return {k: v for k, v in now.items()
+            if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
+
+
+@functools.lru_cache(maxsize=1)
+def _recorded_defaults() -> dict[str, Any]:
+    return json.loads(RECORDED_DEFAULTS.read_text())
 
 
 def _digest(spec: dict[str, Any]) -> str:
@@ -98,8 +129,10 @@ class DefendJob:
 
     @property
     def spec(self) -> dict[str, Any]:
-        return {"train": self.train.id, "method": self.method, "clean_size": self.clean_size, "seed": self.seed,
-                "options": dict(self.options), "ibau_preset": self.ibau_preset} | ({"timed": True} if self.timed else {})
+        spec = {"train": self.train.id, "method": self.method, "clean_size": self.clean_size, "seed": self.seed,
+                "options": dict(self.options), "ibau_preset": self.ibau_preset}
+        changed = changed_defaults(self.method, self.ibau_preset, dict(self.options))
+        return spec | ({"timed": True} if self.timed else {}) | ({"defaults": changed} if changed else {})
 
     @property
     def id(self) -> str:
