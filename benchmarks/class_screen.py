@@ -34,32 +34,11 @@ import torch
 from ibau import IBAUConfig
 from ibau.training import iterate_batches
 from ibau.unlearn.core import FOOLING_SAMPLE, predictions
-from ibau.unlearn.inner import delta_patch, targeted_delta
+from ibau.unlearn.inner import delta_patch, screen_rate, targeted_delta
 from ibau.utils import environment
 
 SCREENS = (3, 5, 10, 20)
 CRITERIA = ("ce", "ce_mean", "l1", "objective", "stamp")
-STAMP_SAMPLE = 200  # images scored by a screen's stamp (the full search scores FOOLING_SAMPLE)
-
-
-def stamp_to_class(model, x: torch.Tensor, before: torch.Tensor, delta: torch.Tensor, c: int) -> float:
-    """The highest share, over stamps of δ's 16 and 64 strongest pixels (as delta_patch builds them), of the
-    images not predicted as ``c`` that the stamp sends to ``c``."""
-    energy = delta.pow(2).sum(0).flatten()
-    order = energy.argsort(descending=True)
-    pattern = (delta > 0).to(x.dtype)
-    others = before != c
-    if not others.any():
-        return 0.0
-    best = 0.0
-    with torch.no_grad():
-        for k in (16, 64):
-            mask = torch.zeros_like(energy)
-            mask[order[:k]] = 1
-            mask = mask.view(1, *delta.shape[1:])
-            after = model((1 - mask) * x + mask * pattern).argmax(1)
-            best = max(best, float((after[others] == c).float().mean()))
-    return best
 
 
 def _compare_presets():
@@ -95,7 +74,8 @@ def trace(args) -> dict:
             steps.append({"ce": ce, "l1": l1, "l2": l2,
                           "objective": ce + cfg.inner_penalty * l2 ** 2 + cfg.patch_l1 * l1})
             if len(steps) in SCREENS:
-                steps[-1]["stamp"] = stamp_to_class(model, x_all[:STAMP_SAMPLE], before[:STAMP_SAMPLE], delta, c)
+                # the screen's own score (inner.SCREEN_SAMPLE clean images)
+                steps[-1]["stamp"] = screen_rate(model, x_all, before, delta, c)
 
         t0 = time.perf_counter()
         delta = targeted_delta(model, batches, x_all[0], c, cfg, cfg.patch_steps, on_step=record)

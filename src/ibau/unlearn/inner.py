@@ -108,21 +108,31 @@ def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshol
     Across ``ranks`` each rank scores its share of ``x`` (``before`` is then its share's predictions) and
     the counts are summed over the ranks, so all take the same decisions.
     """
-    energy = delta.detach().pow(2).sum(0).flatten()
-    order = energy.argsort(descending=True)
-    pattern = (delta.detach() > 0).to(x.dtype)
+    order, pattern = _stamp_parts(delta, x.dtype)
     with torch.no_grad():
         before = ranks.forward(model, ranks.shard(x)).argmax(1) if before is None else before
         for k in sizes:
-            if k > energy.numel() // 16:  # a stamp covers at most 1/16 of the image (64 pixels of 32×32)
+            if k > order.numel() // 16:  # a stamp covers at most 1/16 of the image (64 pixels of 32×32)
                 break
-            mask = torch.zeros_like(energy)
-            mask[order[:k]] = 1
-            mask = mask.view(1, *delta.shape[1:]).to(x.dtype)
+            mask = _stamp_mask(delta, order, k, x.dtype)
             rate = _stamp_rate(model, x, before, mask, pattern, threshold, chunk, ranks)
             if rate is not None and rate >= threshold:
                 return mask, pattern, rate
     return None
+
+
+def _stamp_parts(delta: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """δ's pixels, strongest first (‖δ‖² over channels), and the stamp's pattern: each channel's extreme,
+    1 where δ > 0 and 0 elsewhere, so that a stamp is a valid image, as a trigger is."""
+    order = delta.detach().pow(2).sum(0).flatten().argsort(descending=True)
+    return order, (delta.detach() > 0).to(dtype)
+
+
+def _stamp_mask(delta: torch.Tensor, order: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """The mask (1×H×W) of δ's ``k`` strongest pixels, ``order`` being :func:`_stamp_parts`' first part."""
+    mask = torch.zeros(order.numel(), dtype=dtype, device=delta.device)
+    mask[order[:k]] = 1
+    return mask.view(1, *delta.shape[1:])
 
 
 def _stamp_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
@@ -262,16 +272,12 @@ def screen_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, delta: 
     n = -(-SCREEN_SAMPLE // ranks.world) * ranks.world  # a multiple of the ranks: each scores rows of its share
     share = ranks.shard(x[:n])
     others = before[:len(share)] != target
-    energy = delta.detach().pow(2).sum(0).flatten()
-    order = energy.argsort(descending=True)
-    pattern = (delta.detach() > 0).to(x.dtype)
-    sizes = [k for k in (16, 64) if k <= energy.numel() // 16] or [min(PATCH_SIZES)]
+    order, pattern = _stamp_parts(delta, x.dtype)
+    sizes = [k for k in (16, 64) if k <= order.numel() // 16] or [min(PATCH_SIZES)]
     best = 0.0
     with torch.no_grad():
         for k in sizes:
-            mask = torch.zeros_like(energy)
-            mask[order[:k]] = 1
-            mask = mask.view(1, *delta.shape[1:]).to(x.dtype)
+            mask = _stamp_mask(delta, order, k, x.dtype)
             sent = ranks.forward(model, (1 - mask) * share + mask * pattern).argmax(1) == target
             total, hits = ranks.all_reduce_sum(others.sum(), (others & sent).sum())
             best = max(best, float(hits) / max(float(total), 1.0))
