@@ -46,6 +46,22 @@ def test_builtin_suites_expand_with_shared_models():
     assert dict(ht_ibau.options)["rounds"] == 20  # the appendix ran I-BAU for 20 rounds against HT
 
 
+def test_a_variant_can_name_ibaus_preset_and_its_default_shares_one_triggers_jobs():
+    cpu = PRESETS["cpu"]
+    presets = expand(SUITES["ibau_presets"], cpu)
+    one = {c.job.id for c in expand(SUITES["one_trigger"], cpu).cells if c.method == "ibau"}
+    by_variant = {v: [c.job for c in presets.cells if c.variant == v] for v in ("default", "reference", "paper")}
+    assert {j.id for j in by_variant["default"]} == one  # one folder runs the default's cells once
+    for name in ("reference", "paper"):
+        jobs = by_variant[name]
+        assert len(jobs) == 8 * 3 and {j.ibau_preset for j in jobs} == {name} and not set(j.id for j in jobs) & one
+        assert all("preset" not in dict(j.options) for j in jobs)  # a preset name, not an option of the config
+    with pytest.raises(ValueError, match="preset 'authors'.*reference"):
+        Suite("s", "s", [{"attack": "badnets"}], ["ibau"], variants={"a": {"ibau": {"preset": "authors"}}})
+    with pytest.raises(ValueError, match="unknown defense 'ibua'"):
+        Suite("s", "s", [{"attack": "badnets"}], ["ibau"], variants={"a": {"ibua": {"rounds": 1}}})
+
+
 def test_job_ids_are_stable_and_change_with_the_recipe():
     suite, smoke = SUITES["efficiency"], PRESETS["smoke"]
     a, b = expand(suite, smoke), expand(suite, smoke)

@@ -194,3 +194,10 @@ def test_placeholder_run_has_every_cell_of_the_builtin_suite():
     table = pages.section_table(spec, empty)
     assert table.rows[0][:3] == ["5000 clean", "not run yet", "not run yet"]
     assert table.rows[1][:3] == ["5000 clean: paper", "84.92 / 99.96", "83.58 / 3.42"]
+
+
+def test_a_table_of_attacks_ends_with_mean_der_once_every_row_has_run():
+    spec = next(p for p in pages.PAGES if p.key == "table1")
+    table = pages.section_table(spec, pages.placeholder(spec, "cifar10"))
+    assert table.rows[-1][0] == "mean DER" and set(table.rows[-1][1:]) <= {"–", ""}
+    assert len(table.rows[-1]) == len(table.headers) and "Mean DER" in table.notes[0]

@@ -288,6 +288,40 @@ def test_variants():
     assert agg.variant_rows(table1_run()) == []  # a suite without variants
 
 
+def test_a_grid_of_attacks_ends_with_each_defenses_mean_der():
+    """BackdoorBench's grid figure: per defense, the mean over rows of the mean DER over seeds; '–' while a row
+    has no finished run (dp: Blend is an error)."""
+    table = tables.table_for(table1_run())
+    badnets = (der(BADNETS, {"acc": 0.84, "asr": 0.10}) + der(BADNETS, {"acc": 0.82, "asr": 0.12})) / 2
+    blend = (der(BLEND, {"acc": 0.79, "asr": 0.05}) + der(BLEND, {"acc": 0.79, "asr": 0.03})) / 2
+    assert table.rows[-1][:5] == ["mean DER", "–", f"{100 * (badnets + blend) / 2:.1f}", "95.1", "–"]
+    assert len(table.rows[-1]) == len(table.headers)
+    assert all(row[0] != "mean DER" for row in tables.table_for(variants_run()).rows)  # rows are settings, not attacks
+
+
+def presets_run() -> dict:
+    """I-BAU's presets as variants on two attacks: the default everywhere, the reference on BadNets only."""
+    variants = {v: {"ibau": {"preset": v}} for v in ("default", "reference")}
+    cells = [cell("ibau", rec(BADNETS, {"acc": 0.84, "asr": 0.02}), 0, variant="default"),
+             cell("ibau", rec(BADNETS, {"acc": 0.80, "asr": 0.04}), 1, variant="default"),
+             cell("ibau", rec(BLEND, {"acc": 0.80, "asr": 0.01}), 0, "Blend", variant="default"),
+             cell("ibau", rec(BADNETS, {"acc": 0.85, "asr": 0.90}), 0, variant="reference"),
+             cell("ibau", None, 0, "Blend", variant="reference")]
+    return run(cells, ["ibau"], variants=variants, seeds=2, name="ibau_presets")
+
+
+def test_one_defenses_variants_over_attacks_are_columns_with_their_mean_der():
+    r = presets_run()
+    assert agg.variants_as_columns(r) and not agg.variants_as_columns(variants_run())
+    table = tables.table_for(r)
+    assert table.headers == ["attack label", "no defense", "default", "reference"]
+    default = ((der(BADNETS, {"acc": 0.84, "asr": 0.02}) + der(BADNETS, {"acc": 0.80, "asr": 0.04})) / 2
+               + der(BLEND, {"acc": 0.80, "asr": 0.01})) / 2
+    assert table.rows == [["BadNets", "85.00±0.00 / 99.00±0.00", "82.00±2.83 / 3.00±1.41", "85.00 / 90.00 ✗"],
+                          ["Blend", "80.00 / 100.00", "80.00 / 1.00", "pending"],
+                          ["mean DER", "–", f"{100 * default:.1f}", "–"]]
+
+
 # --- CSV ---------------------------------------------------------------------------------------------
 def test_long_csv_has_one_row_per_cell(tmp_path):
     path = tables.write_csv(table1_run(), tmp_path / "t.csv")

@@ -376,6 +376,42 @@ def acc_asr_rows(run: dict[str, Any]) -> list[AccAsrRow]:
     return rows
 
 
+def variants_as_columns(run: dict[str, Any]) -> bool:
+    """Whether the run compares one defense's variants over several rows (I-BAU's presets on Table 1's
+    attacks): then the variants are the table's columns; a suite of one row keeps a row per variant."""
+    suite, cells = run["suite"], run["cells"]
+    return (len(suite["defenses"]) == 1 and len(suite["variants"]) > 1
+            and len({c["attack_label"] for c in cells}) > 1 and row_keys(cells) == ["attack_label", "variant"])
+
+
+@dataclass(frozen=True)
+class VariantColumnsRow:
+    """One attack of a variants-as-columns run: the model before, and the defense under each variant."""
+
+    label: str
+    before: Summary
+    after: dict[str, Summary]
+
+
+def variant_column_rows(run: dict[str, Any]) -> list[VariantColumnsRow]:
+    """One row per attack label (in the suite's order), a :class:`Summary` per variant (``"empty"`` where the
+    variant has no cell in the row)."""
+    variants = list(run["suite"]["variants"])
+    rows = []
+    for label, by_variant in groups(run["cells"], ["attack_label"]).items():
+        cells = [c for cs in by_variant.values() for c in cs]
+        per = {v: [c for c in cells if c["variant"] == v] for v in variants}
+        first = next((cs for cs in per.values() if finished(cs)), cells)
+        rows.append(VariantColumnsRow(label, summarize(first, "before"), {v: summarize(per[v]) for v in variants}))
+    return rows
+
+
+def mean_der(summaries: list[Summary]) -> Stat | None:
+    """The mean over rows of each row's mean DER (BackdoorBench's grid figure), when every row has one."""
+    means = [s.der.mean for s in summaries if s.der is not None and s.der.values]
+    return Stat(tuple(means)) if means and len(means) == len(summaries) else None
+
+
 @dataclass(frozen=True)
 class MetricRow:
     """One row of the per-trigger table: a metric (``"acc"``, ``"asr"`` (the mean over triggers) or

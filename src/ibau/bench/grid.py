@@ -199,11 +199,13 @@ def expand(suite: Suite, preset: Preset) -> Plan:
                     for method in suite.defenses:
                         if variant and method not in per_method:
                             continue  # a variant only applies to the defenses it names
+                        variant_options = dict(per_method.get(method, {}))
+                        named = variant_options.pop("preset", preset.ibau_preset)
                         options = {**preset.defense_options.get(method, {}),
-                                   **entry.get("defense_options", {}).get(method, {}), **per_method.get(method, {})}
+                                   **entry.get("defense_options", {}).get(method, {}), **variant_options}
                         for seed in range(suite.seeds_for(method)):
                             job = DefendJob(train, method, clean_size, seed, tuple(sorted(options.items())),
-                                            preset.ibau_preset, timed=suite.metric == "time_to_effect")
+                                            named, timed=suite.metric == "time_to_effect")
                             cells.append(Cell(label, ratio, clean_size, variant, method, seed, job))
     needs_ref = any(t.needs_reference for t in trains.values())
     reference = _train_job(preset, "none", False, preset.poison_ratio) if needs_ref else None

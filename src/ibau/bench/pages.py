@@ -25,10 +25,12 @@ from . import paper
 from .report import img_tag, run_pictures, status_line, write_html
 from .tables import (
     DATASET_NAMES,
+    DER_NOTE,
     Table,
     acc_asr_table,
     best_text,
     claims_table,
+    der_row,
     effect_table,
     pair,
     pct,
@@ -135,15 +137,20 @@ def rows_table(run: Run) -> Table:
     headers = [" / ".join(k.replace("_", " ") for k in keys), "no defense"] + methods
     table = Table(f"{suite['title']} — ACC / ASR %, ours (mean±std over seeds) and the paper's", headers
                   + (["I-BAU vs best baseline"] if judge else []))
-    for row in agg.acc_asr_rows(run):
+    rows = agg.acc_asr_rows(run)
+    for row in rows:
         ours = [row.label, summary_text(row.before)] + [summary_text(row.after[m]) for m in methods]
         table.rows.append(ours + ([verdict_text(row.verdict)] if row.verdict is not None else []))
         if row.paper is not None:
             line = [f"{row.label}: paper", paper_cell(row.paper.none)]
             line += [paper_cell(row.paper.columns.get(m)) for m in methods]
             table.rows.append(line + ([f"best: {best_text(row.paper.best)}"] if judge else []))
+    over_attacks = keys == ["attack_label"] and len(rows) > 1
+    if over_attacks:
+        table.rows.append(der_row(rows, methods, len(table.headers)))
     table.notes.append("✗: failed by the paper's rule (ASR ≥ 20% or ACC drop > 10 points) in at least one seed. "
-                       "'paper' lines: the paper's numbers; – where the paper has no such column.")
+                       "'paper' lines: the paper's numbers; – where the paper has no such column."
+                       + (DER_NOTE if over_attacks else ""))
     return _not_run_yet(table)
 
 

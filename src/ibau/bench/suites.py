@@ -38,6 +38,9 @@ BACKDOORBENCH_ATTACKS: list[dict[str, Any]] = [
     {"attack": "wanet", "label": "WaNet"},  # target 0 by default
 ]
 
+#: I-BAU's presets a grid compares (:data:`ibau.unlearn.PRESETS`; ``fast`` is the default's arithmetic only).
+IBAU_PRESETS = ["default", "reference", "paper"]
+
 #: The one-to-one attacks of SPEC §2 plus all-to-all; ``label`` is the table row.
 ONE_TRIGGER_ATTACKS: list[dict[str, Any]] = [
     {"attack": "badnets", "label": "BadNets"}, {"attack": "blend", "label": "Blend"},
@@ -62,7 +65,8 @@ class Suite:
         clean_sizes: defender's clean set sizes as multiples of the preset's clean size
             (the paper's 5,000/2,500/500/100 are 1, 0.5, 0.1, 0.02).
         variants: ``{label: {defense: {option: value}}}``: extra settings, one column group each
-            (e.g. I-BAU's norm bound); ``{"": {}}`` means none.
+            (e.g. I-BAU's norm bound); ``{"": {}}`` means none. The option ``"preset"`` names the defense's
+            preset for that variant (I-BAU's ``reference``, ``paper``) instead of the grid preset's.
         seeds: how many seeds each cell is run with (seed 0, 1, ...), for every defense without an entry in
             ``method_seeds``.
         metric: how a cell is shown: ``"acc_asr"``, ``"per_trigger"`` (multi-trigger ASR per trigger)
@@ -105,6 +109,20 @@ class Suite:
         if self.poison_ratios is not None and not all(0 < r < 1 for r in self.poison_ratios):
             raise ValueError(f"suite {self.name!r}: poison ratios must be in (0, 1), got {self.poison_ratios}")
         self._check_method_seeds()
+        self._check_variant_presets()
+
+    def _check_variant_presets(self) -> None:
+        from ..defenses import DEFENSES, defense_class
+
+        for label, per_method in self.variants.items():
+            for method, options in per_method.items():
+                if method not in DEFENSES:
+                    raise ValueError(f"suite {self.name!r}: variant {label!r} sets unknown defense {method!r}; "
+                                     f"choose from {', '.join(DEFENSES)}")
+                names = defense_class(method).preset_names()
+                if "preset" in options and options["preset"] not in names:
+                    raise ValueError(f"suite {self.name!r}: variant {label!r} names {method} preset "
+                                     f"{options['preset']!r}; its presets are {', '.join(names)}")
 
     def _check_method_seeds(self) -> None:
         if not isinstance(self.method_seeds, dict):
@@ -261,6 +279,11 @@ SUITES: dict[str, Suite] = {s.name: s for s in (
           | {"Cδ=none": {"ibau": {"norm": "none"}}}, seeds=3, paper="fig2"),
     # Issue 19 part 2: the setting where I-BAU is known to fail; small VGG at `cpu`/`cpu_gtsrb`, ResNet-20 at
     # `cpu_resnet20`/`cpu_gtsrb_resnet20`.
+    # Issue 19: the default beside the authors' code and Algorithm 1 on Tables 1/2's rows, seed for seed (the
+    # default variant's jobs are one_trigger's I-BAU jobs, so one folder runs them once).
+    Suite("ibau_presets", "I-BAU's presets: the default, the authors' code (reference), Algorithm 1 (paper)",
+          ONE_TRIGGER_ATTACKS, ["ibau"], variants={name: {"ibau": {"preset": name}} for name in IBAU_PRESETS},
+          seeds=3),
     Suite("backdoorbench", "BackdoorBench's setting: 10% and 5% poison, all-to-one onto class 0",
           BACKDOORBENCH_ATTACKS, BACKDOORBENCH_DEFENSES, poison_ratios=[0.1, 0.05], method_seeds=dict(_IBAU_THREE)),
 )}

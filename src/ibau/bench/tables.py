@@ -127,19 +127,49 @@ def acc_asr_table(run: dict) -> Table:
     if judge:
         headers.append("I-BAU vs best baseline")
     table = Table(f"{suite['title']} — ACC / ASR % on held-out test images, preset {preset['name']}", headers)
-    for row in agg.acc_asr_rows(run):
+    rows = agg.acc_asr_rows(run)
+    for row in rows:
         cells = [row.label, summary_text(row.before)] + [summary_text(row.after[m]) for m in methods]
         cells += _paper_cells(key, row.paper)
         if row.verdict is not None:
             cells.append(verdict_text(row.verdict))
         table.rows.append(cells)
+    over_attacks = keys == ["attack_label"] and len(rows) > 1  # a grid of attacks: DER's mean means something
+    if over_attacks:
+        table.rows.append(der_row(rows, methods, len(headers)))
     table.notes.append("✗: the defense failed (ASR ≥ 20% or ACC dropped more than 10 points), the paper's rule. "
-                       "Cells with several seeds show mean±std.")
+                       "Cells with several seeds show mean±std." + (DER_NOTE if over_attacks else ""))
     if judge:
         table.notes.append("I-BAU vs best baseline (the paper's rule): the best baseline is the one with the lowest ASR "
                            "among those that keep ACC within 10 points; I-BAU is comparable or better if its ACC is "
                            "less than 1 point below and its ASR less than 4 points above that baseline's, or if its "
                            "ASR is at or below the chance rate (1/classes).")
+    return table
+
+
+DER_NOTE = (" Mean DER: BackdoorBench's defense effectiveness rating, (max(0, ΔASR) − max(0, ΔACC) + 1) / 2 in %, "
+            "averaged over the seeds of a row, then over the rows; '–' until every row has a finished run.")
+
+
+def der_row(rows: list, columns: list[str], width: int) -> list[str]:
+    """The table's last row: each column's mean DER over the rows (:func:`ibau.bench.aggregate.mean_der`)."""
+    ders = [agg.mean_der([r.after[c] for r in rows]) for c in columns]
+    cells = ["mean DER", "–"] + ["–" if d is None else f"{100 * d.mean:.1f}" for d in ders]
+    return cells + [""] * (width - len(cells))
+
+
+def variant_columns_table(run: dict) -> Table:
+    """One defense's variants side by side (columns) on every row, with each variant's mean DER over the rows."""
+    suite, preset = run["suite"], run["preset"]
+    variants = list(suite["variants"])
+    rows = agg.variant_column_rows(run)
+    table = Table(f"{suite['title']} — ACC / ASR % on held-out test images, {suite['defenses'][0]}, "
+                  f"preset {preset['name']}", ["attack label", "no defense"] + variants)
+    for row in rows:
+        table.rows.append([row.label, summary_text(row.before)] + [summary_text(row.after[v]) for v in variants])
+    table.rows.append(der_row(rows, variants, len(table.headers)))
+    table.notes.append("✗: the defense failed (ASR ≥ 20% or ACC dropped more than 10 points), the paper's rule. "
+                       "Cells with several seeds show mean±std." + DER_NOTE)
     return table
 
 
@@ -192,6 +222,8 @@ TABLES = {"acc_asr": acc_asr_table, "per_trigger": per_trigger_table, "time_to_e
 
 
 def table_for(run: dict) -> Table:
+    if run["suite"]["metric"] == "acc_asr" and agg.variants_as_columns(run):
+        return variant_columns_table(run)
     return TABLES.get(run["suite"]["metric"], acc_asr_table)(run)
 
 
