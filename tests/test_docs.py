@@ -106,3 +106,12 @@ def test_the_new_default_table_shows_records_of_the_default():
             assert cfg["batch_size"] == expected["batch_size"], path.name
         seen[rec["name"]] += 1
     assert seen["d15"] >= 40 and seen["d15b100"] >= 25  # 8 cases × 5 seeds; the 5 digits cases at batch 100
+
+
+def test_the_batchnorm_refit_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's BatchNorm-refit table is `bn_refit.py --table` of its two records."""
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "docs" / "measurements" / "issue19" / "bn_refit"
+    text = _benchmark("bn_refit").table([folder / "gtsrb.json", folder / "cifar.json"])
+    assert text.count("\n") >= 12  # a header, a rule and the 12 models' rows
+    assert f"<!-- table:bn_refit -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
