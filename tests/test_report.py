@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -392,3 +393,29 @@ def test_the_papers_numbers_are_written_in_one_place():
     assert cifar.paper("trojan_wm") == (paper.TABLE1["Trojan WM"]["none"], paper.TABLE1["Trojan WM"]["ibau"])
     assert cifar.paper("all_to_all_p4") == ((86.38, 85.02), (80.34, 10.46))  # every all-to-all variant: one row
     assert {s.paper for s in SUITES.values() if s.paper} <= set(paper.PAPER)  # a suite names a table of paper.py
+
+
+def test_a_record_that_ran_an_older_default_is_marked_in_its_cell():
+    """A record is reused for the settings its job id holds; where it ran a default that has changed since
+    (I-BAU's class search in every round until found), its cell says so instead of passing for today's."""
+    import dataclasses
+
+    from ibau import IBAUConfig
+    from ibau.bench.grid import config_drift
+
+    spec = {"train": "train-x", "method": "ibau", "clean_size": 5000, "seed": 0, "options": {"rounds": 3},
+            "ibau_preset": "default"}
+    today = json.loads(json.dumps(dataclasses.asdict(IBAUConfig(rounds=3)), default=str))
+    older = {**today, "patch_search": "classes_until_found"}
+    older.pop("patch_screen")  # a setting added later: its default is the behaviour before it
+    now = rec(BADNETS, {"acc": 0.84, "asr": 0.02}, spec=spec, config=today)
+    stale = rec(BADNETS, {"acc": 0.84, "asr": 0.04}, spec=spec, config=older, rounds=[{"patch_pixels": None}])
+    same = rec(BADNETS, {"acc": 0.84, "asr": 0.04}, spec=spec, config=older, rounds=[{"patch_pixels": 9}])
+    assert config_drift(now) == {} and config_drift(same) == {}  # round 1 found a stamp: the same run either way
+    assert config_drift(stale) == {"patch_search": ("classes_until_found", "classes_first_round")}
+    assert config_drift({**now, "config": {**today, "outer_lr": 1e-3}}) == {"outer_lr": (1e-3, 2e-3)}
+    table = tables.table_for(run([cell("ibau", now, 0), cell("ibau", stale, 1)], ["ibau"], seeds=2))
+    assert table.rows[0][2] == "84.00±0.00 / 3.00±1.41 †"
+    assert any(n.startswith("†: a seed's record ran patch_search=classes_until_found") for n in table.notes)
+    clean = tables.table_for(run([cell("ibau", now, 0), cell("ibau", same, 1)], ["ibau"], seeds=2))
+    assert "†" not in clean.rows[0][2] and not any(n.startswith("†") for n in clean.notes)

@@ -160,6 +160,9 @@ class Summary:
     metrics: dict[str, Stat] = field(default_factory=dict)
     failed: bool | None = None
     der: Stat | None = None
+    #: ``setting=ran`` for each setting a finished seed ran that its job would not run now
+    #: (:func:`ibau.bench.grid.config_drift`): the cell then measures that setting, not today's default
+    drift: tuple[str, ...] = ()
 
     @property
     def state(self) -> str:
@@ -193,7 +196,18 @@ def summarize(cells: Cells, when: str = "after") -> Summary:
     ders = [rec.outcome_der(r) for r in done]
     return Summary(len(cells), sum(c["record"] is not None for c in cells), len(done), metrics,
                    failed=any(bool(rec.outcome_failed(r)) for r in done) if after and "asr" in metrics else None,
-                   der=Stat(tuple(d for d in ders if d is not None)) if after and None not in ders else None)
+                   der=Stat(tuple(d for d in ders if d is not None)) if after and None not in ders else None,
+                   drift=_drift(done) if after else ())
+
+
+def _drift(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    from .grid import config_drift
+    return tuple(sorted({f"{k}={ran}" for r in records for k, (ran, _) in config_drift(r).items()}))
+
+
+def drifted(summaries: Iterable[Summary]) -> list[str]:
+    """Every ``setting=ran`` of :attr:`Summary.drift` among ``summaries``, once each, sorted."""
+    return sorted({d for s in summaries for d in s.drift})
 
 
 # --- the paper's verdict ---------------------------------------------------------------------------

@@ -60,6 +60,33 @@ def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = 
             if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
 
 
+def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
+    """The settings a finished record ran that its job would not run now: ``{setting: (ran, now)}``.
+
+    A job's id holds its options and every default that differs from :data:`RECORDED_DEFAULTS`, so a record is
+    only reused for the settings it ran, unless that file listed a default that the record's run did not have
+    (the class search's ``classes_until_found``, before ``classes_first_round`` became the default: the same run
+    wherever round 1 found a stamp, as its per-round rows show; without them, it cannot be told). Settings the
+    record does not list did not exist when it ran: their defaults are the behaviour before them. Empty for a
+    record without a spec or config (not a grid record) and for one that ran what its job runs now.
+    """
+    from ..defenses import defense_class
+
+    spec, ran = (record or {}).get("spec"), (record or {}).get("config")
+    if not spec or not ran:
+        return {}
+    factories = defense_class(spec["method"]).preset_configs()
+    name = spec.get("ibau_preset", "default")
+    config = factories[name if name in factories else "default"](**spec.get("options", {}))
+    now = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    drift = {k: (v, now[k]) for k, v in ran.items() if k not in ("seed", "device") and k in now and v != now[k]}
+    rounds = record.get("rounds") or []  # type: ignore[union-attr]
+    if drift.get("patch_search") == ("classes_until_found", "classes_first_round") and rounds \
+            and rounds[0].get("patch_pixels") is not None:
+        del drift["patch_search"]  # round 1 found a stamp: no later round searched under either
+    return drift
+
+
 @functools.lru_cache(maxsize=1)
 def _recorded_defaults() -> dict[str, Any]:
     return json.loads(RECORDED_DEFAULTS.read_text())

@@ -31,6 +31,7 @@ from .tables import (
     best_text,
     claims_table,
     der_row,
+    drift_note,
     effect_table,
     pair,
     pct,
@@ -151,6 +152,7 @@ def rows_table(run: Run) -> Table:
     table.notes.append("✗: failed by the paper's rule (ASR ≥ 20% or ACC drop > 10 points) in at least one seed. "
                        "'paper' lines: the paper's numbers; – where the paper has no such column."
                        + (DER_NOTE if over_attacks else ""))
+    table.notes += drift_note(s for row in rows for s in row.after.values())
     return _not_run_yet(table)
 
 

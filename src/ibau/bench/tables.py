@@ -71,7 +71,21 @@ def summary_text(s: agg.Summary) -> str:
         text += " / " + pct(s.asr)
         if s.failed:
             text += FAIL_MARK
+    if s.drift:
+        text += DRIFT_MARK
     return text + ("" if not s.missing else f" ({s.missing} missing)")
+
+
+DRIFT_MARK = " †"
+
+
+def drift_note(summaries) -> list[str]:
+    """The note under a table with † cells: which settings their records ran instead of today's defaults."""
+    ran = agg.drifted(summaries)
+    if not ran:
+        return []
+    return [f"†: a seed's record ran {', '.join(ran)}, which its job no longer runs (a default changed since); the "
+            "cell measures that setting. Move the record out of records/ and re-run the suite to measure today's."]
 
 
 def cell_text(cells: agg.Cells, key: str = "after") -> str:
@@ -139,6 +153,7 @@ def acc_asr_table(run: dict) -> Table:
         table.rows.append(der_row(rows, methods, len(headers)))
     table.notes.append("✗: the defense failed (ASR ≥ 20% or ACC dropped more than 10 points), the paper's rule. "
                        "Cells with several seeds show mean±std." + (DER_NOTE if over_attacks else ""))
+    table.notes += drift_note(s for row in rows for s in row.after.values())
     if judge:
         table.notes.append("I-BAU vs best baseline (the paper's rule): the best baseline is the one with the lowest ASR "
                            "among those that keep ACC within 10 points; I-BAU is comparable or better if its ACC is "
@@ -170,6 +185,7 @@ def variant_columns_table(run: dict) -> Table:
     table.rows.append(der_row(rows, variants, len(table.headers)))
     table.notes.append("✗: the defense failed (ASR ≥ 20% or ACC dropped more than 10 points), the paper's rule. "
                        "Cells with several seeds show mean±std." + DER_NOTE)
+    table.notes += drift_note(s for row in rows for s in row.after.values())
     return table
 
 
@@ -214,6 +230,7 @@ def effect_table(run: dict) -> Table:
                            summary_text(row.after), paper_s])
     table.notes.append("Seconds to effect: defense time until held-out ASR < 20%, evaluation excluded; 'never' if "
                        "it was not reached. The paper's seconds were measured on a GPU.")
+    table.notes += drift_note(row.after for row in agg.effect_rows(run))
     return table
 
 
