@@ -291,7 +291,9 @@ def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
     header, rows = lines[0], lines[1:]
     assert all(m in header for m in DEFENSES) and "paper" not in header  # digits: no CIFAR numbers beside
     labels = [a["label"] for a in SUITES["one_trigger"].attacks]
-    assert [r.split(" | ")[0].strip("| ") for r in rows] == labels
+    assert [r.split(" | ")[0].strip("| ") for r in rows] == labels + ["mean DER"]
+    der_cells = [c.strip() for c in rows.pop().strip("|").split("|")]  # every row ran: a mean DER per defense
+    assert len(der_cells) == 2 + len(DEFENSES) + 1 and all(0 <= float(c) <= 100 for c in der_cells[2:-1])
     for row in rows:  # label, no defense, one "ACC / ASR" cell per defense, the paper's verdict for I-BAU
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 2 + len(DEFENSES) + 1
