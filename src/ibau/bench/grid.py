@@ -50,14 +50,20 @@ def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = 
     made with the old default is kept as the evidence it is but no longer fills their cells. A new setting
     whose default runs what ran before is added to the file with that value.
     """
-    from ..defenses import defense_class
-
-    factories = defense_class(method).preset_configs()
-    name = preset if preset in factories else "default"  # as the grid runs it: a defense without presets
-    now = json.loads(json.dumps(dataclasses.asdict(factories[name]()), default=str))
+    name, now = _resolved_config(method, preset)
     recorded = _recorded_defaults().get(method, {}).get(name, {})
     return {k: v for k, v in now.items()
             if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
+
+
+def _resolved_config(method: str, preset: str, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The preset name the grid runs ``method`` with (``"default"`` for a defense without that preset) and its
+    config with ``options``, as plain JSON values (what a record's ``config`` holds)."""
+    from ..defenses import defense_class
+
+    factories = defense_class(method).preset_configs()
+    name = preset if preset in factories else "default"
+    return name, json.loads(json.dumps(dataclasses.asdict(factories[name](**(options or {}))), default=str))
 
 
 def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
@@ -70,17 +76,13 @@ def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     record does not list did not exist when it ran: their defaults are the behaviour before them. Empty for a
     record without a spec or config (not a grid record) and for one that ran what its job runs now.
     """
-    from ..defenses import defense_class
-
-    spec, ran = (record or {}).get("spec"), (record or {}).get("config")
+    record = record or {}
+    spec, ran = record.get("spec"), record.get("config")
     if not spec or not ran:
         return {}
-    factories = defense_class(spec["method"]).preset_configs()
-    name = spec.get("ibau_preset", "default")
-    config = factories[name if name in factories else "default"](**spec.get("options", {}))
-    now = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    _, now = _resolved_config(spec["method"], spec.get("ibau_preset", "default"), spec.get("options"))
     drift = {k: (v, now[k]) for k, v in ran.items() if k not in ("seed", "device") and k in now and v != now[k]}
-    rounds = record.get("rounds") or []  # type: ignore[union-attr]
+    rounds = record.get("rounds") or []
     if drift.get("patch_search") == ("classes_until_found", "classes_first_round") and rounds \
             and rounds[0].get("patch_pixels") is not None:
         del drift["patch_search"]  # round 1 found a stamp: no later round searched under either

@@ -20,6 +20,8 @@ from . import paper
 from .claims import Claim
 
 FAIL_MARK = " ✗"
+#: a cell one of whose records ran a setting its job no longer runs (:func:`drift_note`)
+DRIFT_MARK = " †"
 #: The paper's datasets as the paper names them.
 DATASET_NAMES = {"cifar10": "CIFAR-10", "gtsrb": "GTSRB"}
 CSV_FIELDS = agg.LONG_FIELDS
@@ -74,9 +76,6 @@ def summary_text(s: agg.Summary) -> str:
     if s.drift:
         text += DRIFT_MARK
     return text + ("" if not s.missing else f" ({s.missing} missing)")
-
-
-DRIFT_MARK = " †"
 
 
 def drift_note(summaries) -> list[str]:
