@@ -204,13 +204,14 @@ def main() -> None:
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
                               "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
-                              "probe_rate": r.probe_rate,
+                              "probe_rate": r.probe_rate, "guard_acc": r.guard_acc, "rolled_back": r.rolled_back,
                               "seconds": r.seconds})
 
             t0 = time.perf_counter()
             res = unlearn(model, clean, cfg, progress=False, callback=score)
             wall = time.perf_counter() - t0
-            row = " ".join(f"r{i + 1}: {100 * c['acc']:.1f}/{100 * c['asr']:.1f}" for i, c in enumerate(curve))
+            row = " ".join(f"r{i + 1}: {100 * c['acc']:.1f}/{100 * c['asr']:.1f}{' (rolled back)' * c['rolled_back']}"
+                           for i, c in enumerate(curve))
             if probes:
                 row += "  probe " + " ".join(f"{p['top']}:{100 * p['top_share']:.1f}/{100 * p['targeted']['to_target']:.1f}"
                                              for p in probes)

@@ -157,6 +157,14 @@ class IBAUConfig:
         probe_tolerance: a later round is kept over the lowest-probe one when its share is at most this much
             higher (default 0.05): the probe's noise between rounds of similar effect is a few points, and a
             later round has let clean accuracy settle.
+    Accuracy guard (:mod:`ibau.unlearn.guard`; clean data only):
+        acc_guard: the largest drop of clean accuracy a round may cause, as a fraction (e.g. 0.02), measured on
+            ``guard_fraction`` of the clean set held back from unlearning; a round that drops more is rolled
+            back (weights and optimiser moments from before it) and the θ step of the remaining rounds is
+            multiplied by ``guard_backoff`` (default None: no guard, every clean image unlearns).
+        guard_fraction: share of the clean set held back for the guard (default 0.1, at least one image;
+            with 100 clean images that is 10, so one image is 10 points: give the guard a few hundred).
+        guard_backoff: factor on the θ step size after a rolled-back round (default 0.5).
     Run:
         rounds: number of rounds (default 3); batch_size: clean batch size (default 100).
         shuffle: draw the clean batches in a new seeded order every pass (default True; the authors keep
@@ -225,6 +233,9 @@ class IBAUConfig:
     probe_bound: float = 2.0
     probe_steps: int = 50
     probe_tolerance: float = 0.05
+    acc_guard: float | None = None
+    guard_fraction: float = 0.1
+    guard_backoff: float = 0.5
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -290,6 +301,13 @@ class IBAUConfig:
             raise ValueError(f"probe_tolerance must be a share in [0, 1], got {self.probe_tolerance}")
         if self.probe_steps < 1:
             raise ValueError(f"probe_steps must be >= 1, got {self.probe_steps}")
+        if self.acc_guard is not None and not 0 <= self.acc_guard <= 1:
+            raise ValueError(f"acc_guard must be an accuracy drop in [0, 1] (e.g. 0.02 for 2 points) or None, "
+                             f"got {self.acc_guard}")
+        if not 0 < self.guard_fraction < 1:
+            raise ValueError(f"guard_fraction must be in (0, 1), got {self.guard_fraction}")
+        if not 0 < self.guard_backoff <= 1:
+            raise ValueError(f"guard_backoff must be in (0, 1], got {self.guard_backoff}")
 
     # --- presets -------------------------------------------------------------------------------
     @classmethod

@@ -20,6 +20,7 @@ from ..utils import eval_mode, resolve_device
 from . import distributed
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
+from .guard import guard_accuracy, guard_split, restore_optimizers, scale_step
 from .hypergrad import implicit_hypergradient
 from .inner import class_patch, delta_patch, objective, perturb, solve_delta
 from .probe import probe_rate, suspect_class
@@ -50,6 +51,8 @@ class RoundRecord:
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
+    guard_acc: float | None = None         # acc_guard: clean accuracy on the held-back slice after the round
+    rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,6 +191,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     num_classes = _validate(net, x_all, y_all, device)
     x_all, y_all = x_all.to(device, _param_dtype(net)), y_all.to(device, torch.int64)
     ranks.check_same([x_all, y_all], "the clean set")
+    guarded = cfg.acc_guard is not None
+    x_guard, y_guard = x_all[:0], y_all[:0]
+    if guarded:  # the guard's slice never unlearns: the θ steps would fit it
+        kept, held_back = guard_split(len(x_all), cfg)
+        (x_guard, y_guard), (x_all, y_all) = (x_all[held_back], y_all[held_back]), (x_all[kept], y_all[kept])
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
         if x_all.dim() == 4:
@@ -223,6 +231,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     history: list[RoundRecord] = []
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
     snapshot = copy.deepcopy(net.state_dict())
+    opt_snapshot = [copy.deepcopy(o.state_dict()) for o in opts] if guarded else []
     interrupted, total_seconds = False, 0.0
     searches = _searches(cfg)
     bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
@@ -245,6 +254,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
             if ranks.is_main:
                 logger.info("round probe: a δ of ℓ2 norm %g sends %.1f%% of the clean images to class %d, the suspect",
                             cfg.probe_bound, 100 * share, suspect)
+        guard_before = guard_accuracy(net, x_guard, y_guard, predictions, ranks) if guarded else math.nan
         try:
             for r in range(cfg.rounds):
                 t0 = time.perf_counter()
@@ -275,6 +285,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
+                    guard_acc, rolled_back = None, False
+                    if cfg.acc_guard is not None:
+                        guard_acc = acc = guard_accuracy(net, x_guard, y_guard, predictions, ranks)
+                        rolled_back = guard_before - acc > cfg.acc_guard
+                        if rolled_back:  # undo the round's θ steps; the rounds left step more gently
+                            net.load_state_dict(snapshot)
+                            restore_optimizers(opts, opt_snapshot)
+                            scale_step(opts, schedules, cfg.guard_backoff)
                     rate = None if suspect is None else probe_rate(net, probe_batches, x_all[:FOOLING_SAMPLE], suspect,
                                                                    cfg, num_classes, ranks=ranks)
                     seconds = time.perf_counter() - t0
@@ -285,15 +303,22 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
-                                         probe_rate=rate)
+                                         probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
+                if rolled_back and ranks.is_main:
+                    logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
+                                "slice; rolled back, θ step now ×%g", r + 1, 100 * guard_before,
+                                100 * (guard_acc or 0.0), cfg.guard_backoff)
                 if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
                                    r + 1, record.solver_breakdowns, len(stats), cfg.solver)
-                delta = new_delta  # only a finished round's δ is kept, with the model of that round
+                if not rolled_back:
+                    delta = new_delta  # only a finished round's δ is kept, with the model of that round
                 total_seconds += record.seconds
                 history.append(record)
                 snapshot = copy.deepcopy(net.state_dict())
+                if guarded:
+                    opt_snapshot = [copy.deepcopy(o.state_dict()) for o in opts]
                 # the latest round within probe_tolerance of the lowest rate: a later round has unlearned longer
                 # and let clean accuracy settle; a round that sets a new low is always within it
                 floor = min(floor, rate if rate is not None else math.inf)
