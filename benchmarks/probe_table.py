@@ -8,7 +8,8 @@ of clean images sent to the suspect class (the library's ``probe_rate`` where th
 (recorded by runs with ``round_selection="probe"``; for the others, the library's rule applied to
 the benchmark's probe: the latest round within ``probe_tolerance`` of the lowest share) and what keeping it gave against
 keeping the last round. The suspect is the class the untargeted probe found before round 1; "target" is the
-attack's, shown for evaluation only.
+attack's, shown for evaluation only. A round the accuracy guard (``acc_guard``) rolled back is marked ↺: its
+model is the round before's.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def rows(folders: list[Path]) -> list[dict]:
             out.append({"record": name, "target": _target(rec), "suspect": suspect,
                         "before_acc": 100 * rec["before"]["acc"],
                         "acc": [100 * c["acc"] for c in curve], "asr": [100 * c["asr"] for c in curve],
+                        "rolled_back": [bool(c.get("rolled_back")) for c in curve],
                         "shares": [100 * s for s in shares], "keep": keep})
     return out
 
@@ -77,7 +79,8 @@ def table(items: list[dict]) -> str:
              "ACC drop kept / last |", "|---|---|---|---|---:|---|---|"]
     for r in items:
         k = r["keep"] - 1
-        lines.append(f"| {r['record']} | {r['target']} / {r['suspect']} | {' → '.join(f'{a:.1f}' for a in r['asr'])} "
+        asr = " → ".join(f"{a:.1f}{'↺' * back}" for a, back in zip(r["asr"], r["rolled_back"]))
+        lines.append(f"| {r['record']} | {r['target']} / {r['suspect']} | {asr} "
                      f"| {' → '.join(f'{s:.1f}' for s in r['shares'])} | {r['keep']} of {len(r['asr'])} "
                      f"| {r['asr'][k]:.1f} / {r['asr'][-1]:.1f} "
                      f"| {r['before_acc'] - r['acc'][k]:.2f} / {r['before_acc'] - r['acc'][-1]:.2f} |")
