@@ -175,6 +175,24 @@ def test_columns_run_one_at_a_time_add_up_to_the_whole_suite(tmp_path):
         c["job"] for c in renamed["cells"]}
 
 
+def test_a_defenses_new_options_at_a_preset_drop_its_own_column_only(tmp_path):
+    """A preset that gains or changes one defense's options (`defense_options`) keeps every other column of
+    the folder's earlier runs; the column whose options changed keeps only the cells run with the new ones."""
+    from ibau.bench.grid import bench_plan, manifest, merge_manifests
+
+    old = json.loads(json.dumps(manifest(bench_plan("poison_ratio", "smoke", ["ibau", "fine_pruning", "nad"]))))
+    new = json.loads(json.dumps(manifest(bench_plan("poison_ratio", "smoke", ["ibau"]))))
+    new["preset"]["defense_options"] = {**new["preset"]["defense_options"], "nad": {"epochs": 99}}
+    merged = merge_manifests(old, new)
+    assert merged["suite"]["defenses"] == ["ibau", "fine_pruning"]
+    assert {c["method"] for c in merged["cells"]} == {"ibau", "fine_pruning"}
+    assert [c for c in merged["cells"] if c["method"] == "fine_pruning"] == [
+        c for c in old["cells"] if c["method"] == "fine_pruning"]
+    # a change outside the defenses' options is another preset: the new run replaces the old one
+    new["preset"]["epochs"] = 1 + old["preset"]["epochs"]
+    assert merge_manifests(old, new) == new
+
+
 def test_rows_run_apart_add_up_to_the_whole_suite(tmp_path):
     """`ibau bench --attacks BadNets --defenses nad` beside a run of every row's I-BAU: both rows sets are in
     the manifest, in the suite's order; the reference model of the optimised triggers stays named."""

@@ -421,14 +421,24 @@ def save_manifest(out: Path, plan: Plan) -> Path:
 def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` with the columns and rows (defenses, attacks and their cells) that ``old`` has and ``new`` lacks,
     when both are the same suite at the same preset apart from those; otherwise ``new`` (a changed suite
-    replaces the old one). Columns and rows keep the built-in suite's order (a suite file's: old ones first);
-    cells keep ``old``'s order, ``new``'s own cells after them, and a cell in both takes ``new``'s job."""
+    replaces the old one). A preset's options of one defense (``defense_options``) belong to that column: a
+    column of ``old`` whose options changed since is dropped, the others stay. Columns and rows keep the
+    built-in suite's order (a suite file's: old ones first); cells keep ``old``'s order, ``new``'s own cells
+    after them, and a cell in both takes ``new``'s job."""
     def rest(suite: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in suite.items() if k not in ("defenses", "method_seeds", "attacks")}
 
-    if old["preset"] != new["preset"] or rest(old["suite"]) != rest(new["suite"]) \
+    def shared(preset: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in preset.items() if k != "defense_options"}
+
+    if shared(old["preset"]) != shared(new["preset"]) or rest(old["suite"]) != rest(new["suite"]) \
             or None not in (old.get("reference"), new.get("reference")) and old["reference"] != new["reference"]:
         return new
+    options = [p.get("defense_options", {}) for p in (old["preset"], new["preset"])]
+    changed = {m for m in old["suite"]["defenses"] if options[0].get(m) != options[1].get(m)}
+    if changed:  # those columns ran other options: only the new run's cells of them count
+        old = dict(old, suite=dict(old["suite"], defenses=[m for m in old["suite"]["defenses"] if m not in changed]),
+                   cells=[c for c in old["cells"] if c["method"] not in changed])
     from .suites import SUITES
     builtin = SUITES.get(new["suite"]["name"])
 
