@@ -69,6 +69,15 @@ def test_the_round_probe_table_in_presets_is_generated_from_its_records():
     assert f"<!-- table:probe_rounds -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
+def test_the_accuracy_guard_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's "An accuracy guard" table is `probe_table.py` of its record folder, and its runs
+    rolled back at least one round (the ↺ marks come from the records)."""
+    root = Path(__file__).resolve().parents[1]
+    text = _benchmark("probe_table").markdown([root / "docs" / "measurements" / "issue19" / "guard"])
+    assert "↺" in text and text.count("b2cpg") >= 5
+    assert f"<!-- table:guard -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+
+
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
     root = Path(__file__).resolve().parents[1]
