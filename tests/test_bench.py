@@ -44,6 +44,10 @@ def test_builtin_suites_expand_with_shared_models():
     assert dict(ht.options)["poisons"] == 30 and non_add.reference is not None  # smoke-sized, crafted on a clean model
     ht_ibau = [c.job for c in non_add.cells if c.attack_label == "HT" and c.method == "ibau"][0]
     assert dict(ht_ibau.options)["rounds"] == 20  # the appendix ran I-BAU for 20 rounds against HT
+    # Table 3 with the rounds a row needs: the same seven-trigger model as multi_trigger, I-BAU for 10 rounds
+    more, three = plans["multi_trigger_rounds"], plans["multi_trigger"]
+    assert {t.id for t in more.trains} == {t.id for t in three.trains if t.attack == "multi7"}
+    assert [dict(c.job.options)["rounds"] for c in more.cells] == [10, 10, 10]
 
 
 def test_a_variant_can_name_ibaus_preset_and_its_default_shares_one_triggers_jobs():
