@@ -20,7 +20,7 @@ from ..utils import eval_mode, resolve_device
 from . import distributed
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
-from .guard import guard_accuracy, guard_split, restore_optimizers, scale_step
+from .guard import guard_split, restore_optimizers, scale_step
 from .hypergrad import implicit_hypergradient
 from .inner import class_patch, delta_patch, objective, perturb, solve_delta
 from .probe import probe_rate, suspect_class
@@ -196,6 +196,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     if guarded:  # the guard's slice never unlearns: the θ steps would fit it
         kept, held_back = guard_split(len(x_all), cfg)
         (x_guard, y_guard), (x_all, y_all) = (x_all[held_back], y_all[held_back]), (x_all[kept], y_all[kept])
+
+    def guard_accuracy() -> float:  # clean accuracy on the held-back slice
+        return float((predictions(net, x_guard, ranks=ranks) == y_guard).float().mean())
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
         if x_all.dim() == 4:
@@ -254,7 +257,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
             if ranks.is_main:
                 logger.info("round probe: a δ of ℓ2 norm %g sends %.1f%% of the clean images to class %d, the suspect",
                             cfg.probe_bound, 100 * share, suspect)
-        guard_before = guard_accuracy(net, x_guard, y_guard, predictions, ranks) if guarded else math.nan
+        guard_before = guard_accuracy() if guarded else math.nan
         try:
             for r in range(cfg.rounds):
                 t0 = time.perf_counter()
@@ -287,7 +290,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     net.eval()
                     guard_acc, rolled_back = None, False
                     if cfg.acc_guard is not None:
-                        guard_acc = acc = guard_accuracy(net, x_guard, y_guard, predictions, ranks)
+                        guard_acc = acc = guard_accuracy()
                         rolled_back = guard_before - acc > cfg.acc_guard
                         if rolled_back:  # undo the round's θ steps; the rounds left step more gently
                             net.load_state_dict(snapshot)

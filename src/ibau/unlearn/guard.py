@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from .config import IBAUConfig
-from .distributed import SINGLE, Ranks
 
 
 def guard_split(n: int, cfg: IBAUConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,16 +25,7 @@ def guard_split(n: int, cfg: IBAUConfig) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"acc_guard holds back {held} of the {n} clean images and leaves none to unlearn with; "
                          f"give more clean images or a smaller guard_fraction")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + 3))
-    held_back = order[:held]
-    kept = torch.ones(n, dtype=torch.bool)
-    kept[held_back] = False
-    return kept.nonzero().flatten(), held_back.sort().values
-
-
-def guard_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, predict, ranks: Ranks = SINGLE) -> float:
-    """Clean accuracy of ``net`` (eval mode) on the held-back slice; ``predict`` is
-    :func:`ibau.unlearn.core.predictions` (passed in, so this module does not import the round loop)."""
-    return float((predict(net, x, ranks=ranks) == y).float().mean())
+    return order[held:].sort().values, order[:held].sort().values
 
 
 def scale_step(opts: Sequence[torch.optim.Optimizer], schedules: Sequence, factor: float) -> None:
