@@ -86,15 +86,22 @@ def test_job_ids_are_stable_and_change_with_the_recipe():
 def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
     """Job ids hold no defaults while they stand (every preset of every defense is listed as the records ran
     it), so no committed record changes id; a changed default enters the spec of the jobs that run it, so the
-    grid does not reuse a record made with the old one, and a job whose options set that setting keeps its id."""
+    grid does not reuse a record made with the old one, and a job whose options set that setting keeps its id.
+    The defaults changed on purpose since the records began are listed here, each with its reason."""
     import json
 
     from ibau.bench import grid
     from ibau.defenses import DEFENSES, defense_class
     recorded = json.loads(grid.RECORDED_DEFAULTS.read_text())
+    changed = {
+        # ANP's threshold chosen on the clean set (BackdoorBench's sweep without its look at triggered test images)
+        ("anp", "default"): {"prune_by": "search"},
+        # FT-SAM as BackdoorBench runs it (a cosine of 100 batches, restarted), one dropout mask per SAM step
+        ("ft_sam", "default"): {"lr_schedule": "cycle", "same_dropout": True},
+    }
     for method in DEFENSES:
         for preset in defense_class(method).preset_names():
-            assert grid.changed_defaults(method, preset) == {}, (method, preset)
+            assert grid.changed_defaults(method, preset) == changed.get((method, preset), {}), (method, preset)
             assert preset in recorded[method], (method, preset)
     plan = expand(SUITES["efficiency"], PRESETS["smoke"])
     ibau = next(c.job for c in plan.cells if c.method == "ibau")

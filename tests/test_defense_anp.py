@@ -178,12 +178,45 @@ def test_registered_and_reproducible():
 @pytest.mark.parametrize("kwargs, word", [
     ({"eps": -0.1}, "eps must be >= 0"), ({"steps": 0}, "steps must be >= 1"), ({"alpha": 1.5}, "alpha must be in"),
     ({"iterations": 0}, "iterations"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr must be > 0"),
-    ({"momentum": 1.0}, "momentum"), ({"prune_by": "number"}, "prune_by must be one of threshold, fraction"),
+    ({"momentum": 1.0}, "momentum"), ({"prune_by": "number"}, "prune_by must be one of search, threshold, fraction"),
     ({"threshold": 1.2}, "threshold"), ({"fraction": 0.0}, "fraction"), ({"fraction": 1.0}, "fraction"),
     ({"checkpoint_every": 0}, "checkpoint_every"), ({"project": 1}, "project must be true or false"),
-    ({"batch_stats": "yes"}, "batch_stats must be true or false"),
+    ({"batch_stats": "yes"}, "batch_stats must be true or false"), ({"acc_ratio": 0.0}, "acc_ratio must be in"),
+    ({"acc_ratio": 1.0}, "acc_ratio"), ({"threshold_step": 0}, "threshold_step"), ({"max_threshold": 1.5}, "max_threshold"),
 ])
 def test_config_validation_names_the_problem_and_the_fix(kwargs, word):
     with pytest.raises(ValueError, match=f"^ANPConfig: {word}") as info:
         ANPConfig(**kwargs)
     one_line(str(info.value))
+
+
+# --- the threshold search (the defender's clean set only) -----------------------------------------------------
+def test_the_search_prunes_the_most_the_clean_set_tolerates_and_stops_where_its_accuracy_falls():
+    """Masks planted by hand: the backdoor neuron at 0.1 and a colour neuron at 0.6, whose pruning costs a third
+    of the clean accuracy. The search prunes the backdoor (at 0.1 and on), stops at 0.6 and keeps 0.55."""
+    from ibau.defenses.anp import search_threshold
+
+    net, (x, y) = planted(), colour_task()
+    layers = neuron_layers(net)
+    before = net[1].weight.detach().clone()
+    mask = torch.tensor([1.0, 0.6, 1.0, 0.1])
+    chosen, search = search_threshold(net, layers, mask, ImageSet(x, y), 0.9, 0.05, 0.1)
+    assert chosen == 0.55 and search["clean_acc"] == 1.0
+    sweep = search["sweep"]
+    assert [s["threshold"] for s in sweep] == [round(0.05 * k, 10) for k in range(13)]  # stops at 0.6
+    assert [s["pruned"] for s in sweep] == [0, 0] + [1] * 10 + [2]
+    assert sweep[-1]["clean_acc"] < 0.9 and all(s["clean_acc"] == 1.0 for s in sweep[:-1])
+    assert torch.equal(net[1].weight, before)  # the search leaves the weights as they were
+    # a tolerance the first pruning already breaks: nothing is chosen (mask 0 prunes the colour neuron)
+    assert search_threshold(net, layers, torch.tensor([1.0, 0.0, 1.0, 0.1]), ImageSet(x, y), 0.9, 0.05, 0.1)[0] is None
+
+
+def test_anp_by_search_removes_the_planted_backdoor_and_records_its_sweep():
+    net, (x, y) = planted(), colour_task()
+    result = ANP(iterations=20, batch_size=32, checkpoint_every=10, batch_stats=False, device="cpu").run(
+        net, ImageSet(x, y), progress=False)
+    search = result.extra["search"]
+    assert ANPConfig().prune_by == "search" and search["threshold"] == 0.9  # masks: 0 and > 0.9
+    assert [p[:2] for p in result.extra["pruned"]] == [["1", BACKDOOR]]
+    assert acc_asr(result.model, x, y) == (1.0, 0.0)
+    assert [h["step"] for h in result.history] == ["iteration 10", "pruned"]

@@ -40,13 +40,14 @@ REFUSED = {
                "num_candidates": [1], "perturb_fraction": [0.0, 1.5], "lr": [0.0]},
     "anp": {"eps": [-0.1], "steps": [0], "project": [1, "yes", None], "alpha": [-0.1, 1.5], "iterations": [0],
             "batch_size": [0], "lr": [0.0], "momentum": [-0.1, 1.0], "batch_stats": [0], "prune_by": ["number"],
-            "threshold": [-0.1, 1.5], "fraction": [0.0, 1.0], "checkpoint_every": [0]},
+            "threshold": [-0.1, 1.5], "fraction": [0.0, 1.0], "checkpoint_every": [0], "max_threshold": [-0.1, 1.5],
+            "threshold_step": [0.0, 1.5], "acc_ratio": [0.0, 1.0]},
     "sau": {"rounds": [0], "batch_size": [0], "lr": [0.0], "train_mode": [1, "no"], "norm": ["l1"], "bound": [0.0],
             "pgd_steps": [0], "pgd_lr": [0.0], "pgd_init": ["ones"], "beta1": [-1.0], "beta2": [-1.0], "lmd1": [-1.0],
             "lmd2": [-1.0], "lmd3": [-1.0]},
     "ft_sam": {"epochs": [0], "batch_size": [0], "lr": [0.0], "momentum": [-0.1, 1.0], "weight_decay": [-1e-4],
                "lr_schedule": ["step"], "rho": [-1.0], "adaptive": [1, "yes"], "label_smoothing": [-0.1, 1.0],
-               "augment": ["mixup"]},
+               "augment": ["mixup"], "cycle_steps": [0], "same_dropout": [1, "no"]},
 }
 
 

@@ -5,12 +5,13 @@ The step is checked against a hand computation on a softmax regression in float6
 on the session's digits model (two epochs: the default 100 take ~1 h on one CPU thread at 5,000 images)."""
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from conftest import held_metrics, one_line, same_state, snapshot
 from ibau.data import ImageSet
 from ibau.defenses import defense_class, make_defense
-from ibau.defenses.ft_sam import FTSAM, FTSAMConfig, sam_perturbation, smooth_cross_entropy
+from ibau.defenses.ft_sam import FTSAM, FTSAMConfig, sam_perturbation, sam_step, smooth_cross_entropy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,6 +75,36 @@ def test_the_adaptive_radius_gives_large_weights_the_large_perturbations():
     assert torch.linalg.norm(plain) == pytest.approx(2.0) and torch.allclose(plain, 2.0 * w.grad / w.grad.norm())
 
 
+def test_both_passes_of_a_sam_step_see_the_same_dropout_masks():
+    """ε is computed for the sub-network of the first pass; with ``same_dropout`` the second pass (at w + ε)
+    draws the same masks, without it fresh ones. The generator goes on as after one pass either way."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3))
+    x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    masks: list[torch.Tensor] = []
+    net[1].register_forward_hook(lambda m, inp, out: masks.append(out.detach() != 0))
+    net.train()
+    for same in (True, False):
+        masks.clear()
+        torch.manual_seed(7)
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)
+        sam_step(net, lambda z: F.cross_entropy(z, y), x, opt, rho=0.5, adaptive=True, same_dropout=same)
+        assert torch.equal(masks[0], masks[1]) is same
+        following = torch.rand(1)
+        torch.manual_seed(7)
+        net(x)  # one pass's draw of the dropout masks
+        assert torch.equal(torch.rand(1), following) is same  # with replay: as after one pass
+
+
+def test_the_rate_cycles_as_backdoorbench_steps_it_or_anneals_once():
+    from ibau.defenses.ft_sam import learning_rate
+    cyc, once = FTSAMConfig(lr=0.01), FTSAMConfig(lr=0.01, lr_schedule="cosine")
+    assert FTSAMConfig().lr_schedule == "cycle" and FTSAMConfig().cycle_steps == 100
+    assert learning_rate(cyc, 100, 400) == pytest.approx(0.0, abs=1e-15) and learning_rate(cyc, 400, 400) == pytest.approx(0.01)
+    assert learning_rate(once, 200, 400) == pytest.approx(0.005) and learning_rate(once, 400, 400) == pytest.approx(0.0, abs=1e-15)
+    assert learning_rate(FTSAMConfig(lr=0.01, lr_schedule="constant"), 123, 400) == 0.01
+
+
 def test_batchnorm_statistics_move_only_with_the_first_pass():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(8, 1, 2, 2, generator=g, dtype=torch.float64)
@@ -97,8 +128,9 @@ def test_smooth_cross_entropy_matches_its_definition():
 
 def test_ft_sam_on_the_digits_model_removes_more_backdoor_than_the_same_fine_tuning_without_sam(digits_backdoor):
     """Two epochs on 128 clean digits (crop augmentation, the default): the same SGD fine-tuning with ρ = 0 keeps
-    the backdoor; with the adaptive SAM step it loses much of it (measured: ASR 0.51 vs 0.99 at seed 0, 0.79 vs
-    0.96 and 0.72 vs 0.96 at seeds 1 and 2), at the same clean accuracy (the crops cost both ~10 points here)."""
+    the backdoor; with the adaptive SAM step it loses much of it (measured at seed 0: ASR 0.57 vs 0.99, with the
+    annealed rate and fresh dropout masks of the earlier default 0.51 vs 0.99), at no more cost in clean accuracy
+    (ACC 0.85 vs 0.79: the crops cost both some points here)."""
     d = digits_backdoor
     model, state = d["model"], snapshot(d["model"])
     clean = d["clean"].subset(slice(0, 128))
@@ -113,7 +145,7 @@ def test_ft_sam_on_the_digits_model_removes_more_backdoor_than_the_same_fine_tun
     print(f"\n[ft_sam] ASR {d['before']['asr']:.3f} -> {sam['asr']:.3f} (ρ = 0: {ft['asr']:.3f}); "
           f"ACC {d['before']['acc']:.3f} -> {sam['acc']:.3f} (ρ = 0: {ft['acc']:.3f})")
     assert sam["asr"] < ft["asr"] - 0.15 and ft["asr"] > d["before"]["asr"] - 0.05
-    assert abs(sam["acc"] - ft["acc"]) <= 0.05
+    assert sam["acc"] >= ft["acc"] - 0.05
 
 
 def test_registered_with_backdoorbench_defaults():
@@ -126,7 +158,8 @@ def test_registered_with_backdoorbench_defaults():
 @pytest.mark.parametrize("kwargs, word", [
     ({"epochs": 0}, "epochs must be >= 1"), ({"batch_size": 0}, "batch_size"), ({"lr": 0}, "lr must be > 0"),
     ({"momentum": 1.0}, "momentum"), ({"weight_decay": -1e-4}, "weight_decay"), ({"rho": -1}, "rho must be >= 0"),
-    ({"lr_schedule": "step"}, "lr_schedule must be one of cosine, constant"), ({"adaptive": "yes"}, "adaptive must be true or false"),
+    ({"lr_schedule": "step"}, "lr_schedule must be one of cycle, cosine, constant"),
+    ({"adaptive": "yes"}, "adaptive must be true or false"),
     ({"label_smoothing": 1.0}, "label_smoothing"), ({"augment": "mixup"}, "augment must be one of none, crop, flip_crop"),
 ])
 def test_config_validation_names_the_problem_and_the_fix(kwargs, word):

@@ -24,6 +24,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
+from ..metrics import accuracy
 from .base import Defense, DefenseResult
 from .config import DefenseConfig, setting
 
@@ -60,10 +61,15 @@ class ANPConfig(DefenseConfig):
             True: the authors' code learns them in train mode); every other layer (dropout) is in eval mode.
             False uses the running statistics.
     Pruning:
-        prune_by: ``"threshold"`` (default: prune every neuron whose mask is <= ``threshold``, default 0.2, the
-            paper's) or ``"fraction"`` (the ``fraction`` of all neurons with the smallest masks, default 0.05,
-            rounded up). A pruned neuron's scale γ is set to 0 (its channel then outputs its shift β, as the
-            authors' pruning does); the other weights are untouched.
+        prune_by: ``"search"`` (default: the threshold chosen on the clean set, :func:`search_threshold`: the
+            largest of 0, ``threshold_step``, …, ``max_threshold`` (default 0.05 and 0.9, BackdoorBench's
+            ``pruning_step`` and ``pruning_max``) before the clean set's accuracy first falls by ``acc_ratio``
+            of itself or more (default 0.1, BackdoorBench's)), ``"threshold"`` (the paper's fixed rule: every
+            neuron whose mask is <= ``threshold``, default 0.2) or ``"fraction"`` (the ``fraction`` of all
+            neurons with the smallest masks, default 0.05, rounded up). A pruned neuron's scale γ is set to 0
+            (its channel then outputs its shift β, as the authors' pruning does); the other weights are untouched.
+            BackdoorBench sweeps the same thresholds but keeps the one with the lowest ASR on *triggered test
+            images*: a choice no defender can make, which ``"search"`` replaces by the clean set alone.
     Run:
         checkpoint_every: every this many iterations, the model pruned with the masks so far is reported to the
             callback (default 500, the authors' report interval; None: only the final model).
@@ -80,9 +86,12 @@ class ANPConfig(DefenseConfig):
     lr: float = setting(0.2, gt=0, hint="the paper uses 0.2")
     momentum: float = setting(0.9, ge=0, lt=1, hint="e.g. 0.9")
     batch_stats: bool = _flag(True)
-    prune_by: str = setting("threshold", choices=("threshold", "fraction"))
+    prune_by: str = setting("search", choices=("search", "threshold", "fraction"))
     threshold: float = setting(0.2, ge=0, le=1, hint="the paper prunes masks <= 0.2")
     fraction: float = setting(0.05, gt=0, lt=1, hint="e.g. 0.05 of all neurons")
+    max_threshold: float = setting(0.9, ge=0, le=1, hint="BackdoorBench sweeps up to 0.9")
+    threshold_step: float = setting(0.05, gt=0, le=1, hint="BackdoorBench steps by 0.05")
+    acc_ratio: float = setting(0.1, gt=0, lt=1, hint="BackdoorBench tolerates 0.1: 10% of the clean accuracy")
     checkpoint_every: int | None = setting(500, ge=1, optional=True, hint="None reports the final model only")
 
 
@@ -119,6 +128,37 @@ def pruned_neurons(mask: torch.Tensor, prune_by: str, threshold: float, fraction
     return order[:math.ceil(fraction * mask.numel())]
 
 
+def search_threshold(model: nn.Module, layers: list[Layer], mask: torch.Tensor, clean: ImageSet,
+                     max_threshold: float, step: float, acc_ratio: float) -> tuple[float | None, dict[str, Any]]:
+    """The pruning threshold a defender can choose from its clean set: for t = 0, ``step``, …, ``max_threshold``,
+    prune the neurons with mask <= t and score ``model`` on ``clean``; stop at the first t whose accuracy has
+    lost ``acc_ratio`` of the unpruned accuracy or more, and return the t before it (None: even t = 0 loses
+    that much, so nothing is pruned) with ``{"clean_acc": unpruned, "sweep": [{threshold, pruned, clean_acc}]}``.
+    ``model``'s weights are as they were afterwards.
+    """
+    saved = [m.weight.detach().clone() for _, m in layers]
+    base = accuracy(model, clean.images, clean.labels)
+    sweep: list[dict[str, Any]] = []
+    chosen, last = None, None
+    try:
+        for k in range(int(math.floor(max_threshold / step + 1e-9)) + 1):
+            t = round(k * step, 10)
+            pruned = pruned_neurons(mask, "threshold", t, 0.0)
+            if last is None or len(pruned) != last["pruned"]:  # the same neurons score the same
+                _restore(layers, saved)
+                _zero_scales(layers, pruned)
+                last = {"threshold": t, "pruned": int(len(pruned)), "clean_acc": accuracy(model, clean.images, clean.labels)}
+            else:
+                last = {**last, "threshold": t}
+            sweep.append(last)
+            if base - last["clean_acc"] >= acc_ratio * base:
+                break
+            chosen = t
+    finally:
+        _restore(layers, saved)
+    return chosen, {"clean_acc": base, "sweep": sweep}
+
+
 class ANP(Defense):
     """ANP from "Adversarial Neuron Pruning Purifies Backdoored Deep Models" (Wu and Wang, NeurIPS 2021,
     https://arxiv.org/abs/2110.14430). Arguments and defaults: :class:`ANPConfig`.
@@ -130,9 +170,10 @@ class ANP(Defense):
           the perturbed model (scale ``γ (m + δ)``, shift ``β (1 + ξ)``; :func:`perturbed_forward`);
        b. one SGD step on ``m`` of ``α · CE(m) + (1 − α) · CE(m + δ, 1 + ξ)``, then ``m`` clipped to [0, 1].
        This runs on a copy of the model (BatchNorm on batch statistics by default), whose weights never change.
-    3. Prune (:func:`pruned_neurons`): γ ← 0 for the neurons with a mask <= ``threshold`` (or the smallest
-       ``fraction``). Checkpoints: ``"iteration k"`` every ``checkpoint_every`` iterations (the model pruned with
-       the masks of that moment; pruning is undone afterwards) and ``"pruned"``, the returned model.
+    3. Prune: γ ← 0 for the neurons with a mask <= the threshold :func:`search_threshold` chose on the clean
+       set (or <= ``threshold``, or the smallest ``fraction``: :func:`pruned_neurons`). Checkpoints:
+       ``"iteration k"`` every ``checkpoint_every`` iterations (the model pruned with the masks of that moment,
+       the threshold searched again; pruning is undone afterwards) and ``"pruned"``, the returned model.
 
     The returned model has the input's architecture and state_dict keys. No fine-tuning follows (as the paper).
 
@@ -140,14 +181,16 @@ class ANP(Defense):
     small VGG at 32×32 ~1 s per iteration at batch 128 (one thread of a busy 2-core machine), so ~30 min for the
     2000. Measured on the digits model of the tests (400 clean images), 200 iterations pruned 15 neurons and
     left ASR at 94% with BatchNorm on batch statistics, 33 neurons and ASR 61% on running statistics
-    (``batch_stats=False``); ACC stayed within 0.3 points.
+    (``batch_stats=False``); ACC stayed within 0.3 points (both by the paper's threshold 0.2). The search scores
+    the clean set once per distinct pruned set, at every checkpoint too (≈ 19 passes of inference at most).
 
     Shape: ``model`` maps N×C×H×W images in [0, 1] to N×K logits; ``clean`` holds N×C×H×W float images in
     [0, 1] and N int64 labels; the result's model has the input's architecture.
 
     ``DefenseResult.extra``: ``layers`` (names), ``neurons`` (total), ``masks`` (per layer, the final mask
     values), ``pruned`` (``[layer, channel, mask]`` in pruning order), ``pruned_count``, ``losses`` (mean clean
-    and perturbed CE per checkpoint interval).
+    and perturbed CE per checkpoint interval) and, with ``prune_by="search"``, ``search`` (the threshold chosen,
+    the unpruned clean accuracy and the sweep: threshold, neurons pruned, clean accuracy).
 
     >>> anp = ANP(iterations=200, prune_by="fraction", fraction=0.02)
     >>> anp.config.eps, anp.config.alpha, anp.config.iterations
@@ -159,13 +202,12 @@ class ANP(Defense):
     config_class = ANPConfig
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
-        c = self.config
         layers = neuron_layers(model)
         if not layers:
             raise ValueError("anp needs affine BatchNorm (or GroupNorm) layers, whose channels it masks; this model "
                              "has none: use fine_pruning or nad for it")
         mask = self._learn_masks(model, clean, progress)
-        pruned = pruned_neurons(mask, c.prune_by, c.threshold, c.fraction)
+        pruned, search = self._select(model, mask, clean)
         _zero_scales(layers, pruned)
         self.checkpoint(model, "pruned")
         names = [n for n, _ in layers]
@@ -175,6 +217,8 @@ class ANP(Defense):
                  "masks": {n: [round(float(v), 4) for v in vals] for n, vals in zip(names, per_layer)},
                  "pruned": [[where[int(i)][0], where[int(i)][1], round(float(mask[i]), 4)] for i in pruned],
                  "pruned_count": int(len(pruned)), "losses": self._losses}
+        if search is not None:
+            extra["search"] = search
         logger.info(f"anp: pruned {len(pruned)} of {mask.numel()} neurons")
         return DefenseResult(model=model.eval(), extra=extra)
 
@@ -230,28 +274,41 @@ class ANP(Defense):
                     bar.set_postfix(ce=f"{self._losses[-1]['ce']:.3f}", pert=f"{self._losses[-1]['ce_perturbed']:.3f}")
                     sums = {"nat": 0.0, "rob": 0.0, "n": 0}
                     if not last:
-                        self._report(model, mask, f"iteration {it}")
+                        self._report(model, mask, clean, f"iteration {it}")
         finally:
             bar.close()
         return mask.detach()
 
-    def _report(self, model: nn.Module, mask: torch.Tensor, step: str) -> None:
-        """Checkpoint the model pruned with the current masks, then undo the pruning."""
+    def _select(self, model: nn.Module, mask: torch.Tensor, clean: ImageSet) -> tuple[torch.Tensor, dict[str, Any] | None]:
+        """The neurons to prune by ``prune_by``, and with ``"search"`` its record (threshold, sweep)."""
         c = self.config
+        if c.prune_by != "search":
+            return pruned_neurons(mask, c.prune_by, c.threshold, c.fraction), None
+        chosen, search = search_threshold(model, neuron_layers(model), mask, clean, c.max_threshold,
+                                          c.threshold_step, c.acc_ratio)
+        pruned = pruned_neurons(mask, "threshold", chosen, 0.0) if chosen is not None else torch.zeros(0, dtype=torch.long)
+        return pruned, {"threshold": chosen, **search}
+
+    def _report(self, model: nn.Module, mask: torch.Tensor, clean: ImageSet, step: str) -> None:
+        """Checkpoint the model pruned with the current masks (the threshold searched again), then undo the pruning."""
         layers = neuron_layers(model)
         saved = [m.weight.detach().clone() for _, m in layers]
-        _zero_scales(layers, pruned_neurons(mask, c.prune_by, c.threshold, c.fraction))
+        _zero_scales(layers, self._select(model, mask, clean)[0])
         try:
             self.checkpoint(model, step)
         finally:
-            with torch.no_grad():
-                for (_, m), w in zip(layers, saved):
-                    m.weight.copy_(w)
+            _restore(layers, saved)
 
 
 def _locate(layers: list[Layer]) -> list[tuple[str, int]]:
     """Flat neuron index -> (layer name, channel)."""
     return [(name, k) for name, m in layers for k in range(m.weight.numel())]
+
+
+def _restore(layers: list[Layer], saved: list[torch.Tensor]) -> None:
+    with torch.no_grad():
+        for (_, m), w in zip(layers, saved):
+            m.weight.copy_(w)
 
 
 def _zero_scales(layers: list[Layer], flat: torch.Tensor) -> None:

@@ -48,14 +48,18 @@ class FTSAMConfig(DefenseConfig):
     Fine-tuning:
         epochs: passes over the clean set (default 100); batch_size: (default 256).
         lr: SGD learning rate (default 0.01), momentum (default 0.9), weight_decay (default 5e-4).
-        lr_schedule: ``"cosine"`` (default: annealed per step from ``lr`` to 0 over all epochs) or
-            ``"constant"``. BackdoorBench steps a ``T_max = 100`` cosine once per batch, so its rate cycles
-            every 200 batches; this anneals once.
+        lr_schedule: ``"cycle"`` (default: BackdoorBench's rate as it runs: a cosine with ``T_max = 100``
+            stepped once per batch, so the rate falls from ``lr`` to 0 over ``cycle_steps`` (default 100)
+            batches, climbs back over as many, and so on), ``"cosine"`` (annealed once per step from ``lr`` to
+            0 over all epochs) or ``"constant"``.
         label_smoothing: the true class gets 1 − s, each other class s / (C − 1) (default 0.1, as BackdoorBench's
             ``smooth_crossentropy``).
         augment: ``"crop"`` (default: a random crop of the image zero-padded by 4 pixels, the training transform
             BackdoorBench applies on every dataset), ``"flip_crop"`` (plus a horizontal flip with probability 1/2,
             BackdoorBench's transform for CIFAR-10 only: it would mirror digits and traffic signs) or ``"none"``.
+        same_dropout: the second pass of a SAM step (at w + ε) draws the same dropout masks as the first
+            (default True): ε was computed for one sub-network and SAM's gradient belongs to the same one.
+            BackdoorBench's networks have no dropout; ours (the small VGG) have. False: fresh masks.
     seed: batch order, augmentation and dropout (default 0); device: ``None`` uses CUDA when available.
     """
 
@@ -64,11 +68,33 @@ class FTSAMConfig(DefenseConfig):
     lr: float = setting(0.01, gt=0, hint="e.g. 0.01")
     momentum: float = setting(0.9, ge=0, lt=1, hint="e.g. 0.9")
     weight_decay: float = setting(5e-4, ge=0, hint="e.g. 5e-4")
-    lr_schedule: str = setting("cosine", choices=("cosine", "constant"))
+    lr_schedule: str = setting("cycle", choices=("cycle", "cosine", "constant"))
+    cycle_steps: int = setting(100, ge=1, hint="BackdoorBench's T_max = 100 batches")
     rho: float = setting(2.0, ge=0, hint="the paper uses 2 with the adaptive radius")
     adaptive: bool = _flag(True)
     label_smoothing: float = setting(0.1, ge=0, lt=1, hint="e.g. 0.1; 0 is plain cross-entropy")
     augment: str = setting("crop", choices=("none", "crop", "flip_crop"))
+    same_dropout: bool = _flag(True)
+
+    @classmethod
+    def gtsrb(cls, **overrides: Any) -> FTSAMConfig:
+        """BackdoorBench's GTSRB setting (``config/defense/ft-sam/gtsrb.yaml``): ρ 8, no label smoothing, 50
+        epochs."""
+        return cls(**{"rho": 8.0, "label_smoothing": 0.0, "epochs": 50, **overrides})
+
+
+def learning_rate(cfg: FTSAMConfig, step: int, total: int) -> float:
+    """The rate of batch ``step`` (from 0) of ``total`` under ``cfg.lr_schedule``.
+
+    >>> c = FTSAMConfig(lr=0.01, cycle_steps=100)
+    >>> [round(learning_rate(c, t, 1000), 4) for t in (0, 50, 100, 150, 200)]
+    [0.01, 0.005, 0.0, 0.005, 0.01]
+    """
+    if cfg.lr_schedule == "cycle":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.cycle_steps))
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+    return cfg.lr
 
 
 def smooth_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -102,12 +128,15 @@ def sam_perturbation(params: list[nn.Parameter], rho: float, adaptive: bool) -> 
 
 
 def sam_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-             optimizer: torch.optim.Optimizer, rho: float, adaptive: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             optimizer: torch.optim.Optimizer, rho: float, adaptive: bool,
+             same_dropout: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One SAM update of ``model``: gradient at w, ascend to w + ε (:func:`sam_perturbation`), gradient there
-    (BatchNorm running statistics frozen for this second pass), back to w, ``optimizer.step()`` with the
-    gradient from w + ε. ``loss_fn(logits)`` is the loss. Returns the loss at w (detached) and ε."""
+    (BatchNorm running statistics frozen for this second pass and, with ``same_dropout``, the first pass's
+    dropout masks drawn again), back to w, ``optimizer.step()`` with the gradient from w + ε. ``loss_fn(logits)``
+    is the loss. Returns the loss at w (detached) and ε."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
+    replay = _rng_state(x.device) if same_dropout else None
     loss = loss_fn(model(x))
     loss.backward()
     eps = sam_perturbation(params, rho, adaptive)
@@ -120,7 +149,12 @@ def sam_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], 
     for m in norms:
         m.momentum = 0.0  # F.batch_norm with momentum 0 leaves the running statistics as they are
     try:
+        if replay is not None:
+            after = _rng_state(x.device)
+            _set_rng_state(x.device, replay)
         loss_fn(model(x)).backward()
+        if replay is not None:
+            _set_rng_state(x.device, after)  # the stream goes on as after one pass
     finally:
         for m, mom in zip(norms, momenta):
             m.momentum = mom
@@ -131,13 +165,25 @@ def sam_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], 
     return loss.detach(), eps
 
 
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The generator dropout draws from on ``device`` (the CPU's, and the device's own on CUDA)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
 class FTSAM(Defense):
     """FT-SAM from "Enhancing Fine-Tuning Based Backdoor Defense with Sharpness-Aware Minimization" (Zhu et al.,
     ICCV 2023, https://arxiv.org/abs/2304.11823). Arguments and defaults: :class:`FTSAMConfig`.
 
     For ``epochs`` passes over the clean set (model in train mode), per batch: :func:`sam_step` with the
     label-smoothed cross-entropy (:func:`smooth_cross_entropy`), ε from ASAM's adaptive radius
-    (:func:`sam_perturbation`), and SGD (momentum, weight decay, cosine rate) on the gradient taken at w + ε.
+    (:func:`sam_perturbation`), and SGD (momentum, weight decay, the rate of :func:`learning_rate`) on the
+    gradient taken at w + ε.
     Checkpoints ``"epoch k"``.
 
     Shape: ``model`` maps N×C×H×W images in [0, 1] to N×K logits; ``clean`` holds N×C×H×W float images in
@@ -158,6 +204,7 @@ class FTSAM(Defense):
     name = "ft_sam"
     label = "FT-SAM"
     config_class = FTSAMConfig
+    presets = {"default": FTSAMConfig, "gtsrb": FTSAMConfig.gtsrb}
 
     def _run(self, model: nn.Module, clean: ImageSet, progress: bool) -> DefenseResult:
         c, dev = self.config, self._device
@@ -175,9 +222,8 @@ class FTSAM(Defense):
                 model.train()
                 loss_sum, eps_sum = 0.0, 0.0
                 for rows in iterate_rows(len(clean), c.batch_size, gen):
-                    if c.lr_schedule == "cosine":
-                        for group in opt.param_groups:
-                            group["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                    for group in opt.param_groups:
+                        group["lr"] = learning_rate(c, step, total)
                     x, y = clean.images[rows], clean.labels[rows]
                     if c.augment == "flip_crop":
                         x = flip_crop(x, gen, padding=4)
@@ -185,7 +231,7 @@ class FTSAM(Defense):
                         x = random_crop(x, gen)
                     x, y = x.to(dev), y.to(dev)
                     loss_fn = functools.partial(smooth_cross_entropy, labels=y, smoothing=c.label_smoothing)
-                    loss, eps = sam_step(model, loss_fn, x, opt, c.rho, c.adaptive)
+                    loss, eps = sam_step(model, loss_fn, x, opt, c.rho, c.adaptive, c.same_dropout)
                     loss_sum += float(loss) * len(y)
                     eps_sum += float(torch.stack([(e ** 2).sum() for e in eps]).sum().sqrt())
                     step += 1
