@@ -65,6 +65,9 @@ def test_sau_lowers_the_shared_adversarial_examples_and_the_backdoor(digits_back
     assert [h["step"] for h in result.history] == ["round 1", "round 2"]
     rounds = result.extra["per_round"]
     assert rounds[1]["shared"] < rounds[0]["shared"] and rounds[1]["shared_loss"] < rounds[0]["shared_loss"]
+    # on this one-target backdoor the perturbations that fool θ_bd find its target (measured: 83% of them in
+    # round 1, 46% in round 2 as the shared term unlearns it; a tenth if they scattered over the classes)
+    assert [r["top_label"] for r in rounds] == [d["trigger"].target] * 2 and rounds[0]["top_label_share"] > 0.5
     after = count_shared(result.model, model, probe_x, probe_y, cfg)
     # control: the same two rounds without the shared term (λ3 = 0: Adam on the clean loss, same PGD draws)
     control = SAU(rounds=2, batch_size=48, lmd3=0.0, device="cpu").run(model, clean, progress=False)

@@ -192,6 +192,19 @@ def count_shared(model: nn.Module, ref: nn.Module, images: torch.Tensor, labels:
     return total
 
 
+def _top_label(counts: dict[int, int]) -> dict[str, Any]:
+    """The label θ_bd gives most often to the examples that fool it, and its share of them: near 1 when the
+    perturbations find one class (a backdoor's target, say), near 1/K when they scatter.
+
+    >>> _top_label({3: 6, 1: 2})
+    {'top_label': 3, 'top_label_share': 0.75}
+    """
+    if not counts:
+        return {"top_label": None, "top_label_share": None}
+    top = max(sorted(counts), key=counts.__getitem__)
+    return {"top_label": top, "top_label_share": counts[top] / sum(counts.values())}
+
+
 class SAU(Defense):
     """SAU from "Shared Adversarial Unlearning: Backdoor Mitigation by Unlearning Shared Adversarial Examples"
     (Wei et al., NeurIPS 2023, https://arxiv.org/abs/2307.10562). Arguments and defaults: :class:`SAUConfig`.
@@ -208,7 +221,10 @@ class SAU(Defense):
     Checkpoints ``"round k"``. ``DefenseResult.extra["per_round"]`` (not ``"rounds"``, I-BAU's key, which grid
     records leave out): per round the mean losses (``clean``, ``adv``, ``shared_loss``), ``fooled_ref``
     (fraction of images whose x + δ fools θ_bd) and ``shared`` (fraction on which θ and θ_bd agree on a wrong
-    label, :func:`shared_mask`), both measured at the unlearning step, before it.
+    label, :func:`shared_mask`), both measured at the unlearning step, before it, and ``top_label`` /
+    ``top_label_share`` (the label θ_bd gives most often to the examples that fool it, and its share of them:
+    whether the perturbations find one class, as the paper's argument needs on a one-target backdoor, or
+    scatter).
 
     Shape: ``model`` maps N×C×H×W images in [0, 1] to N×K logits; ``clean`` holds N×C×H×W float images in
     [0, 1] and N int64 labels; the result's model has the input's architecture.
@@ -239,15 +255,18 @@ class SAU(Defense):
         try:
             for rnd in range(1, c.rounds + 1):
                 sums = dict.fromkeys(("clean", "adv", "shared_loss", "fooled_ref", "shared"), 0.0)
+                labels: dict[int, int] = {}  # θ_bd's labels on the examples that fool it
                 for rows in iterate_rows(len(clean), c.batch_size, gen):
                     x, y = clean.images[rows].to(dev), clean.labels[rows].to(dev)
                     model.eval()
                     delta = shared_pgd(model, ref, x, y, c, gen)
-                    stats = self._unlearn(model, ref, opt, x, y, delta)
+                    stats, fooled_labels = self._unlearn(model, ref, opt, x, y, delta)
                     for k, v in stats.items():
                         sums[k] += v * len(y)
+                    for k, v in zip(*torch.unique(fooled_labels, return_counts=True)):
+                        labels[int(k)] = labels.get(int(k), 0) + int(v)
                     bar.update(1)
-                record = {"round": rnd, **{k: v / len(clean) for k, v in sums.items()}}
+                record = {"round": rnd, **{k: v / len(clean) for k, v in sums.items()}, **_top_label(labels)}
                 records.append(record)
                 bar.set_postfix(clean=f"{record['clean']:.3f}", shared=f"{record['shared']:.2f}")
                 model.eval()
@@ -258,8 +277,9 @@ class SAU(Defense):
         return DefenseResult(model=model.eval(), extra={"per_round": records})
 
     def _unlearn(self, model: nn.Module, ref: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
-                 y: torch.Tensor, delta: torch.Tensor) -> dict[str, float]:
-        """One unlearning step; returns the batch's mean losses and shared/fooled fractions (before the step)."""
+                 y: torch.Tensor, delta: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
+        """One unlearning step; returns the batch's mean losses and shared/fooled fractions (before the step),
+        and θ_bd's labels on the examples that fool it."""
         c = self.config
         x_adv = x + delta
         model.train(c.train_mode)
@@ -278,4 +298,4 @@ class SAU(Defense):
         shared = shared_mask(logits_adv.detach().argmax(1), pred_ref_adv, y)
         return {"clean": float(loss_clean.detach()), "adv": float(loss_adv.detach()),
                 "shared_loss": float(loss_shared.detach()), "fooled_ref": float(fooled_ref.float().mean()),
-                "shared": float(shared.float().mean())}
+                "shared": float(shared.float().mean())}, pred_ref_adv[fooled_ref].cpu()
