@@ -146,7 +146,7 @@ def search_threshold(model: nn.Module, layers: list[Layer], mask: torch.Tensor, 
             pruned = pruned_neurons(mask, "threshold", t, 0.0)
             if last is None or len(pruned) != last["pruned"]:  # the same neurons score the same
                 _restore(layers, saved)
-                _zero_scales(layers, pruned)
+                zero_scales(layers, pruned)
                 last = {"threshold": t, "pruned": int(len(pruned)), "clean_acc": accuracy(model, clean.images, clean.labels)}
             else:
                 last = {**last, "threshold": t}
@@ -208,7 +208,7 @@ class ANP(Defense):
                              "has none: use fine_pruning or nad for it")
         mask = self._learn_masks(model, clean, progress)
         pruned, search = self._select(model, mask, clean)
-        _zero_scales(layers, pruned)
+        zero_scales(layers, pruned)
         self.checkpoint(model, "pruned")
         names = [n for n, _ in layers]
         where = _locate(layers)
@@ -293,7 +293,7 @@ class ANP(Defense):
         """Checkpoint the model pruned with the current masks (the threshold searched again), then undo the pruning."""
         layers = neuron_layers(model)
         saved = [m.weight.detach().clone() for _, m in layers]
-        _zero_scales(layers, self._select(model, mask, clean)[0])
+        zero_scales(layers, self._select(model, mask, clean)[0])
         try:
             self.checkpoint(model, step)
         finally:
@@ -311,7 +311,8 @@ def _restore(layers: list[Layer], saved: list[torch.Tensor]) -> None:
             m.weight.copy_(w)
 
 
-def _zero_scales(layers: list[Layer], flat: torch.Tensor) -> None:
+def zero_scales(layers: list[Layer], flat: torch.Tensor) -> None:
+    """Prune the neurons at the flat indices ``flat`` (over ``layers``, in order): their scale γ ← 0, in place."""
     where = _locate(layers)
     modules = dict(layers)
     with torch.no_grad():
