@@ -7,8 +7,9 @@ the clean set's accuracy first falls that far. This prints, per threshold, the n
 accuracy, the held-out ACC/ASR, and marks the two choices, so a reader sees whether ANP's masks can remove the
 backdoor at all on a model (some threshold reaches a low ASR) and what the oracle's choice is worth.
 
-It reads the final masks from a grid record of ``anp`` (``details.masks``) and the model and trigger of the
-record's poisoned model (a folder made by ``ibau attack`` or the grid):
+It reads the final masks from a record of ``anp`` (``details.masks``: a grid record, or one of
+``benchmarks/time_to_effect.py``) and the poisoned model (a folder made by ``ibau attack`` or the grid, with its
+trigger.json; or a model file whose card names its trigger), split as ``ibau defend`` splits (seed 0):
 
     python benchmarks/anp_thresholds.py --npz ../shared/data/gtsrb.npz \\
         --record docs/measurements/issue17/gtsrb/records/defend-anp-badnets-...json \\
@@ -28,13 +29,15 @@ from ibau.data import defender_split, load_npz
 from ibau.defenses.anp import neuron_layers, pruned_neurons, search_threshold, zero_scales
 from ibau.metrics import accuracy, evaluate
 from ibau.models import load_model
+from ibau.pipeline.defend import trigger_for
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--npz", required=True, help="the dataset's npz (its test split is divided as the grid does)")
-    ap.add_argument("--record", required=True, help="a grid record of anp (its details hold the masks)")
-    ap.add_argument("--model", required=True, help="the poisoned model's folder (model.safetensors, trigger.json)")
+    ap.add_argument("--record", required=True, help="a record of anp (its details hold the masks)")
+    ap.add_argument("--model", required=True, help="the poisoned model's folder (model.safetensors, trigger.json) "
+                    "or a model file whose card names its trigger")
     ap.add_argument("--clean-size", type=int, default=5000)
     ap.add_argument("--max-threshold", type=float, default=0.9)
     ap.add_argument("--step", type=float, default=0.05)
@@ -44,8 +47,9 @@ def main() -> None:
 
     record = json.loads(Path(args.record).read_text())
     masks = record["details"]["masks"]
-    model, card = load_model(Path(args.model) / "model.safetensors")
-    trigger = load_trigger(Path(args.model) / "trigger.json")
+    path = Path(args.model)
+    model, card = load_model(path / "model.safetensors" if path.is_dir() else path)
+    trigger = load_trigger(path / "trigger.json") if path.is_dir() else trigger_for(card, None)
     _, test = load_npz(args.npz, train_limit=1)
     clean, held = defender_split(test, args.clean_size, seed=0)
     layers = neuron_layers(model)
@@ -72,10 +76,10 @@ def main() -> None:
         mark = ("  <- search" if r["threshold"] == chosen else "") + ("  <- oracle (BackdoorBench)" if r["threshold"] == oracle else "")
         print(f"{r['threshold']:9.2f} {r['pruned']:6d} {100 * r['clean_acc']:9.2f} {100 * r['acc']:8.2f} {100 * r['asr']:6.2f}{mark}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"record": record["id"], "before": before, "clean_acc": base, "search": chosen,
-                                              "oracle": oracle, "rows": rows,
-                                              "metrics": "held-out ACC/ASR (SPEC §4), evaluation only"}, indent=1) + "\n")
-
+        out = {"record": record.get("id", Path(args.record).name), "before": before, "clean_acc": base,
+               "search": chosen, "oracle": oracle, "rows": rows,
+               "metrics": "held-out ACC/ASR (SPEC §4), evaluation only"}
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 
 if __name__ == "__main__":
     main()

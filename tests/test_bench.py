@@ -32,6 +32,8 @@ def test_builtin_suites_expand_with_shared_models():
                if t.attack == "badnets" and not t.all_to_all and t.poison_ratio == 0.2}
     assert len(badnets) == 1
     assert [c.clean_size for c in plans["clean_size"].cells if c.method == "ibau" and c.seed == 0] == [200, 100, 20, 4]
+    # fine-pruning prunes on a fifth of every clean set (the paper's 1,000 of 5,000): the smallest keeps some to tune
+    assert {dict(c.job.options)["prune_size"] for c in plans["clean_size"].cells if c.method == "fine_pruning"} == {0.2}
     assert sorted({t.poison_ratio for t in plans["poison_ratio"].trains}) == [0.005, 0.05, 0.2]
     assert {c.seed for c in plans["stability"].cells} == {0, 1, 2, 3, 4}
     bounds = {c.variant: dict(c.job.options) for c in plans["norm_bound"].cells}
