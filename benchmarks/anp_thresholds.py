@@ -32,11 +32,27 @@ from ibau.models import load_model
 from ibau.pipeline.defend import trigger_for
 
 
+def table(sweep: dict) -> str:
+    """The markdown table of a sweep written by ``--out`` (docs/baselines.md quotes it)."""
+    b = sweep["before"]
+    lines = [f"Before: held-out ACC {100 * b['acc']:.2f} / ASR {100 * b['asr']:.2f} %; clean-set ACC "
+             f"{100 * sweep['clean_acc']:.2f} %.", "",
+             "| threshold | neurons pruned | clean-set ACC % | held-out ACC % | held-out ASR % | chosen by |",
+             "|---:|---:|---:|---:|---:|---|"]
+    for r in sweep["rows"]:
+        who = [name for name, t in (("the search", sweep["search"]), ("BackdoorBench (test set)", sweep["oracle"]))
+               if t == r["threshold"]]
+        lines.append(f"| {r['threshold']:.2f} | {r['pruned']} | {100 * r['clean_acc']:.2f} | {100 * r['acc']:.2f} | "
+                     f"{100 * r['asr']:.2f} | {', '.join(who)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--npz", required=True, help="the dataset's npz (its test split is divided as the grid does)")
-    ap.add_argument("--record", required=True, help="a record of anp (its details hold the masks)")
-    ap.add_argument("--model", required=True, help="the poisoned model's folder (model.safetensors, trigger.json) "
+    ap.add_argument("--table", help="print the markdown table of a sweep written by --out, and stop")
+    ap.add_argument("--npz", help="the dataset's npz (its test split is divided as the grid does)")
+    ap.add_argument("--record", help="a record of anp (its details hold the masks)")
+    ap.add_argument("--model", help="the poisoned model's folder (model.safetensors, trigger.json) "
                     "or a model file whose card names its trigger")
     ap.add_argument("--clean-size", type=int, default=5000)
     ap.add_argument("--max-threshold", type=float, default=0.9)
@@ -44,7 +60,11 @@ def main() -> None:
     ap.add_argument("--acc-ratio", type=float, default=0.1)
     ap.add_argument("--out", help="write the sweep here as JSON")
     args = ap.parse_args()
-
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())))
+        return
+    if not (args.npz and args.record and args.model):
+        ap.error("--npz, --record and --model are needed (or --table FILE)")
     record = json.loads(Path(args.record).read_text())
     masks = record["details"]["masks"]
     path = Path(args.model)

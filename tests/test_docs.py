@@ -124,3 +124,14 @@ def test_the_batchnorm_refit_table_in_presets_is_generated_from_its_records():
     text = _benchmark("bn_refit").table([folder / "gtsrb.json", folder / "cifar.json"])
     assert text.count("\n") >= 12  # a header, a rule and the 12 models' rows
     assert f"<!-- table:bn_refit -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+
+
+def test_the_anp_threshold_table_in_baselines_is_generated_from_its_sweep():
+    """docs/baselines.md's ANP table is `anp_thresholds.py --table` of its sweep, and the sweep marks what the
+    defender's search chose and what BackdoorBench's look at the test set would have."""
+    root = Path(__file__).resolve().parents[1]
+    path = root / "docs" / "measurements" / "issue19" / "baselines" / "anp_thresholds_gtsrb_badnets.json"
+    sweep = json.loads(path.read_text())
+    text = _benchmark("anp_thresholds").table(sweep)
+    assert len(sweep["rows"]) == 19 and "the search" in text
+    assert f"<!-- table:anp_thresholds -->\n{text}\n<!-- /table -->" in (root / "docs" / "baselines.md").read_text()
