@@ -90,7 +90,12 @@ def test_cpu_gtsrb_preset_is_the_cpu_recipe_on_gtsrb(tmp_path):
     preset, cpu = PRESETS["cpu_gtsrb"], PRESETS["cpu"]
     assert preset.dataset == "gtsrb" and preset.needs_data_dir and preset.clean_size == 5000
     assert {"epochs": preset.epochs, "train_limit": preset.train_limit} == RECIPES["cpu"]
-    assert dataclasses.replace(preset, name="cpu", dataset="npz") == cpu
+    assert dataclasses.replace(preset, name="cpu", dataset="npz", defense_options=cpu.defense_options) == cpu
+    # the one difference in the defenses' settings: FT-SAM takes BackdoorBench's GTSRB setting (ρ 8, no smoothing)
+    differ = {m for m in {*preset.defense_options, *cpu.defense_options}
+              if preset.defense_options.get(m) != cpu.defense_options.get(m)}
+    assert differ == {"ft_sam"}
+    assert preset.defense_options["ft_sam"] == {**cpu.defense_options["ft_sam"], "rho": 8.0, "label_smoothing": 0.0}
     plan = expand(SUITES["one_trigger"], preset)
     assert {t.dataset for t in plan.trains} == {"gtsrb"}
     with pytest.raises(ValueError, match="preset 'cpu_gtsrb' uses dataset 'gtsrb', which needs --data-dir"):
