@@ -77,6 +77,7 @@ def main() -> None:
     chosen, search = search_threshold(model, layers, mask, clean, args.max_threshold, args.step, args.acc_ratio)
     base = search["clean_acc"]
     before = evaluate(model, held.images, held.labels, trigger, card.num_classes)
+    scored = {r["threshold"]: r["clean_acc"] for r in search["sweep"]}  # the search stops early: score the rest
     rows = []
     for k in range(int(args.max_threshold / args.step + 1e-9) + 1):
         t = round(k * args.step, 10)
@@ -84,8 +85,8 @@ def main() -> None:
         index = pruned_neurons(mask, "threshold", t, 0.0)
         zero_scales(neuron_layers(pruned), index)
         m = evaluate(pruned, held.images, held.labels, trigger, card.num_classes)
-        rows.append({"threshold": t, "pruned": int(len(index)), "clean_acc": accuracy(pruned, clean.images, clean.labels),
-                     "acc": m["acc"], "asr": m["asr"]})
+        clean_acc = scored[t] if t in scored else accuracy(pruned, clean.images, clean.labels)
+        rows.append({"threshold": t, "pruned": int(len(index)), "clean_acc": clean_acc, "acc": m["acc"], "asr": m["asr"]})
     # BackdoorBench's choice: the lowest ASR among the thresholds within the tolerance of the test set's ACC
     within = [r for r in rows if (before["acc"] - r["acc"]) / before["acc"] < args.acc_ratio]
     oracle = min(within, key=lambda r: r["asr"])["threshold"] if within else None

@@ -33,13 +33,19 @@ def eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
+def cuda_devices(device: torch.device | str | None) -> list[int]:
+    """The CUDA device indices whose generators ``torch.random.fork_rng`` must save for work on ``device``
+    (none for the CPU)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+
+
 @contextlib.contextmanager
 def seeded_rng(seed: int, device: torch.device | str | None = None):
     """Run a block with the global RNGs (Python's, NumPy's, torch's on the CPU and on ``device``) seeded with
     ``seed`` and restore them after. Library code that draws from them (weight initialisation, dropout) is
     then reproducible from its own seed, and the caller's random streams are left as they were."""
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    devices = cuda_devices(device)
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=devices):
         random.seed(seed)

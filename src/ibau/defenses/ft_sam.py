@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
 from ..training import flip_crop, iterate_rows
+from ..utils import cuda_devices
 from .base import Defense, DefenseResult
 from .config import DefenseConfig, setting
 
@@ -136,8 +137,10 @@ def sam_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], 
     is the loss. Returns the loss at w (detached) and ε."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
-    replay = _rng_state(x.device) if same_dropout else None
-    loss = loss_fn(model(x))
+    # with same_dropout the generator is put back after the first forward, so the second draws the same masks
+    # and the stream goes on as after one pass
+    with torch.random.fork_rng(devices=cuda_devices(x.device), enabled=same_dropout):
+        loss = loss_fn(model(x))
     loss.backward()
     eps = sam_perturbation(params, rho, adaptive)
     with torch.no_grad():
@@ -149,12 +152,7 @@ def sam_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], 
     for m in norms:
         m.momentum = 0.0  # F.batch_norm with momentum 0 leaves the running statistics as they are
     try:
-        if replay is not None:
-            after = _rng_state(x.device)
-            _set_rng_state(x.device, replay)
         loss_fn(model(x)).backward()
-        if replay is not None:
-            _set_rng_state(x.device, after)  # the stream goes on as after one pass
     finally:
         for m, mom in zip(norms, momenta):
             m.momentum = mom
@@ -163,17 +161,6 @@ def sam_step(model: nn.Module, loss_fn: Callable[[torch.Tensor], torch.Tensor], 
                 p.sub_(e)
     optimizer.step()
     return loss.detach(), eps
-
-
-def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The generator dropout draws from on ``device`` (the CPU's, and the device's own on CUDA)."""
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_rng_state(device: torch.device, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 class FTSAM(Defense):
