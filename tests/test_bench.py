@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from ibau.bench import PRESETS, SUITES, Suite, build_report, expand, load_suite, run_bench
-from ibau.bench.grid import record_path
+from ibau.bench.grid import plan_status, record_path, resume_dir
 from ibau.cli import main
 from ibau.defenses import DEFENSES
+from ibau.records import write_record
 
 
 def test_builtin_suites_expand_with_shared_models():
@@ -288,6 +289,38 @@ def test_a_killed_run_resumes_without_redoing_finished_jobs(tmp_path):
     assert counts["done"] == len(before) and counts["ran"] == 5 - len(before) and counts["errors"] == 0
     assert all(after[name] == mtime for name, mtime in before.items())  # finished jobs were not redone
     assert len(after) == 5
+
+
+def test_a_dry_run_lists_the_jobs_left_and_prices_them_from_the_folders_finished_jobs(tmp_path, capsys):
+    suite = tmp_path / "small.json"
+    suite.write_text(json.dumps({"name": "small", "title": "small", "attacks": [{"attack": "badnets"}],
+                                 "defenses": ["finetune", "ibau"]}))
+    out = tmp_path / "bench"
+    plan = expand(load_suite(str(suite)), PRESETS["smoke"])
+    train, (finetune, ibau) = plan.trains[0], plan.defends
+    assert [(r.id, r.state, r.estimate) for r in plan_status(plan, out)] == [
+        (train.id, "todo", None), (finetune.id, "todo", None), (ibau.id, "todo", None)]
+    # the model and I-BAU recorded; I-BAU on another model of the folder with another clean-set size, and an
+    # error: only finished jobs of the same kind (and size, where there is one) price a job
+    write_record(record_path(out, train.id), {"kind": "train", "status": "ok", "seconds": 600.0})
+    write_record(record_path(out, "defend-ibau-other-c200"), {"kind": "defend", "method": "ibau", "clean_size": 200,
+                                                              "status": "ok", "seconds": 30.0})
+    write_record(record_path(out, "defend-ibau-other-c900"), {"kind": "defend", "method": "ibau", "clean_size": 900,
+                                                              "status": "ok", "seconds": 900.0})
+    write_record(record_path(out, "defend-finetune-error"), {"kind": "defend", "method": "finetune",
+                                                             "clean_size": 200, "status": "error", "seconds": 1.0})
+    (resume_dir(out, ibau.id)).mkdir(parents=True)
+    (resume_dir(out, ibau.id) / "part.json").write_text("{}")
+    rows = plan_status(plan, out)
+    assert [(r.state, r.estimate) for r in rows] == [("done", None), ("todo", None), ("started", 30.0)]
+    _cli("bench", "--suite", str(suite), "--preset", "smoke", "--out", str(out), "--dry-run")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:] == [f"todo     {finetune.id}  no estimate", f"started  {ibau.id}  ~0 min",
+                            "1 done, 0 errors, 2 to run (1 started: they resume where they stopped): about 0.0 h at "
+                            "the pace of this folder's finished jobs (median of each kind, under the load they ran "
+                            "with); 1 of a kind with no finished job not counted"]
+    assert sorted(p.name for p in (out / "records").iterdir()) == sorted(  # it ran nothing
+        [f"{train.id}.json", "defend-ibau-other-c200.json", "defend-ibau-other-c900.json", "defend-finetune-error.json"])
 
 
 @pytest.fixture(scope="module")

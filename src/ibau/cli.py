@@ -344,6 +344,8 @@ def bench(
     attacks: str | None = typer.Option(None, help="Comma-separated subset of the suite's rows, by label, e.g. "
                                        "BadNets (default: all); rows run before into the same --out stay in its report."),
     report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing: list the jobs left to run in --out, with "
+                                 "the hours they would take at the pace of the folder's finished jobs."),
 ) -> None:
     """Run a suite of the paper's experiments as a resumable grid: finished jobs are skipped on a re-run.
 
@@ -351,11 +353,15 @@ def bench(
 
     On a Ray cluster (after `ray start --head`): ibau bench --suite one_trigger --executor ray --address auto
     """
-    from .bench import build_report, run_bench
+    from .bench import bench_plan, build_report, plan_status, run_bench, status_lines
     from .bench.grid import make_executor
 
     subset = [d.strip() for d in defenses.split(",") if d.strip()] if defenses else None
     rows = [a.strip() for a in attacks.split(",") if a.strip()] if attacks else None
+    if dry_run:
+        for line in status_lines(plan_status(bench_plan(suite, preset, subset, rows), out, retry_errors)):
+            typer.echo(line)
+        return
     runner = make_executor(executor, jobs=jobs, address=address, cpus_per_job=cpus_per_job, gpus_per_job=gpus_per_job,
                            device=device)
     counts = run_bench(suite, preset, out, data_dir=data_dir, device=device, retry_errors=retry_errors,

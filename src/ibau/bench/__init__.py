@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .grid import DefendJob, Plan, TrainJob, bench_plan, expand, run_plan
+from .grid import DefendJob, JobStatus, Plan, TrainJob, bench_plan, expand, plan_status, run_plan, status_lines
 from .pages import build_paper_pages
 from .report import build_report
 from .suites import PRESETS, SUITES, Preset, Suite, load_preset, load_suite
 
-__all__ = ["DefendJob", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJob", "bench_plan", "build_paper_pages",
-           "build_report", "expand", "load_preset", "load_suite", "run_bench", "run_plan"]
+__all__ = ["DefendJob", "JobStatus", "PRESETS", "Plan", "Preset", "SUITES", "Suite", "TrainJob", "bench_plan", "build_paper_pages",
+           "build_report", "expand", "load_preset", "load_suite", "plan_status", "run_bench", "run_plan", "status_lines"]
 
 
 def run_bench(suite: str | Suite, preset: str | Preset = "smoke", out: str | Path = "runs/bench",

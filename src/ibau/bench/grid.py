@@ -604,6 +604,69 @@ def _phases(plan: Plan, ctx: Context) -> list[list[Task]]:
     return phases
 
 
+@dataclass(frozen=True)
+class JobStatus:
+    """Where one job of a plan stands in a bench folder (:func:`plan_status`).
+
+    ``state``: ``"done"``, ``"error"`` (an error record), ``"started"`` (no record, but an interrupted run left
+    a checkpoint or resume files it will continue from) or ``"todo"``. ``estimate`` is the median wall seconds
+    of the folder's finished jobs of the same ``kind`` (``"train"``, or the defense's name) and clean-set size
+    (any size where none has that one), None where there is none; those seconds were measured under whatever
+    load their jobs ran with (each record's ``load``).
+    """
+
+    id: str
+    kind: str
+    state: str
+    estimate: float | None = None
+
+
+def plan_status(plan: Plan, out: str | Path, retry_errors: bool = False) -> list[JobStatus]:
+    """Every job of ``plan`` (the order :func:`run_plan` runs them in) with its state in ``out`` and, for a
+    job left to run, an estimate of its seconds from the records already there. Reads files only: what
+    ``ibau bench --dry-run`` prints."""
+    out = Path(out)
+    seconds: dict[tuple[str, int | None], list[float]] = {}
+    for path in sorted((out / "records").glob("*.json")):
+        record = read_record(path)
+        if record.get("status") == "ok" and isinstance(record.get("seconds"), int | float):
+            kind = "train" if record.get("kind") == "train" else str(record.get("method"))
+            for key in ((kind, record.get("clean_size")), (kind, None)):
+                seconds.setdefault(key, []).append(float(record["seconds"]))
+    jobs: list[tuple[str, str, int | None, Path]] = [
+        (t.id, "train", None, out / "models" / t.id) for t in ([plan.reference] if plan.reference else []) + plan.trains]
+    jobs += [(d.id, d.method, d.clean_size, resume_dir(out, d.id)) for d in plan.defends]
+    rows = []
+    for job_id, kind, clean_size, partial in jobs:
+        status = _status(out, job_id)
+        if status == "ok" or (status == "error" and not retry_errors):
+            rows.append(JobStatus(job_id, kind, "done" if status == "ok" else "error"))
+            continue
+        state = "started" if partial.is_dir() and any(partial.iterdir()) else "todo"
+        times = sorted(seconds.get((kind, clean_size)) or seconds.get((kind, None), []))
+        rows.append(JobStatus(job_id, kind, state, times[len(times) // 2] if times else None))
+    return rows
+
+
+def status_lines(rows: list[JobStatus]) -> list[str]:
+    """``plan_status``'s rows as ``ibau bench --dry-run`` prints them: one line per job left to run, then a
+    summary with the estimated hours."""
+    left = [r for r in rows if r.state in ("todo", "started")]
+    lines = [f"{r.state:<8} {r.id}  " + (f"~{r.estimate / 60:.0f} min" if r.estimate is not None else "no estimate")
+             for r in left]
+    known = [r.estimate for r in left if r.estimate is not None]
+    done, errors = sum(r.state == "done" for r in rows), sum(r.state == "error" for r in rows)
+    started = sum(r.state == "started" for r in left)
+    summary = f"{done} done, {errors} errors, {len(left)} to run" + (
+        f" ({started} started: they resume where they stopped)" if started else "")
+    if left:
+        summary += (f": about {sum(known) / 3600:.1f} h at the pace of this folder's finished jobs (median of each "
+                    "kind, under the load they ran with)")
+        if len(known) < len(left):
+            summary += f"; {len(left) - len(known)} of a kind with no finished job not counted"
+    return lines + [summary]
+
+
 def _status(out: Path, job_id: str) -> str | None:
     """A job's recorded status (``"ok"``, ``"error"``), or None when it has no record yet."""
     path = record_path(out, job_id)
