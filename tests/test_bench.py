@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
-from ibau.bench import PRESETS, SUITES, Suite, build_report, expand, load_suite, run_bench
+from ibau.bench import PRESETS, SUITES, Suite, build_report, expand, load_suite, run_bench, run_plan
 from ibau.bench.grid import plan_status, record_path, resume_dir
 from ibau.cli import main
 from ibau.defenses import DEFENSES
@@ -252,6 +254,24 @@ def test_suite_files_and_bad_suites(tmp_path):
         run_bench("efficiency", "cpu", tmp_path / "out")
     with pytest.raises(ValueError, match="has no defense dp"):
         run_bench("efficiency", "smoke", tmp_path / "out", defenses=["ibau", "dp"])
+
+
+def test_an_attack_entry_can_train_its_model_with_another_seed(tmp_path):
+    """Rows whose models were trained apart (issue 19's confirmation on new models): each entry's model_seed
+    seeds its own training, so the two models differ, and each row's defenses run on its own model."""
+    suite = Suite("confirm", "confirm", [{"attack": "badnets", "label": "BadNets"},
+                                         {"attack": "badnets", "label": "BadNets, model 1", "model_seed": 1}],
+                  ["finetune"])
+    plan = expand(suite, PRESETS["smoke"])
+    first, second = plan.trains
+    assert (first.seed, second.seed) == (0, 1) and first.id != second.id
+    assert first == expand(Suite("x", "x", [{"attack": "badnets"}], ["finetune"]), PRESETS["smoke"]).trains[0]
+    assert [(c.attack_label, c.job.train.seed) for c in plan.cells] == [("BadNets", 0), ("BadNets, model 1", 1)]
+    run_plan(dataclasses.replace(plan, cells=[]), tmp_path, device="cpu")  # the two trainings only
+    weights = [load_file(str(tmp_path / "models" / t.id / "model.safetensors")) for t in plan.trains]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    with pytest.raises(ValueError, match="model_seed must be a whole number"):
+        Suite("x", "x", [{"attack": "badnets", "model_seed": -1}], ["ibau"])
 
 
 def _cli(*args: str) -> None:

@@ -209,8 +209,9 @@ def _train_job(preset: Preset, attack: str, all_to_all: bool, ratio: float, seed
 def expand(suite: Suite, preset: Preset) -> Plan:
     """Every job of ``suite`` at ``preset``, and the table cell each defend job fills.
 
-    Poisoned models are trained with seed 0; the ``seeds`` of a suite vary the defense (its clean set draw,
-    initialisation and batch order), so stability is measured on one model. A defense runs seeds
+    Poisoned models are trained with seed 0 (an attack entry's ``model_seed`` otherwise); the ``seeds`` of a
+    suite vary the defense (its clean set draw, initialisation and batch order), so stability is measured on
+    one model. A defense runs seeds
     ``0 .. suite.seeds_for(method) - 1``; a job's id does not depend on how many seeds there are.
     """
     ratios = suite.poison_ratios or [preset.poison_ratio]
@@ -220,7 +221,7 @@ def expand(suite: Suite, preset: Preset) -> Plan:
         label = Suite.label(entry)
         for ratio in ratios:
             train = _train_job(preset, entry["attack"], bool(entry.get("all_to_all", False)), ratio,
-                               options=entry.get("options"))
+                               seed=entry.get("model_seed", 0), options=entry.get("options"))
             trains.setdefault(train.id, train)
             for fraction in suite.clean_sizes:
                 clean_size = max(1, round(fraction * preset.clean_size))

@@ -58,8 +58,10 @@ class Suite:
     Attributes:
         name, title: identifier and table heading.
         attacks: ``{"attack": "--attack text", "all_to_all": bool, "label": str, "options": {...},
-            "defense_options": {defense: {...}}}`` entries; ``options`` are the trigger's (``--trigger-option``),
-            ``defense_options`` apply to that attack's cells only (e.g. I-BAU's unbounded δ for SR).
+            "defense_options": {defense: {...}}, "model_seed": int}`` entries; ``options`` are the trigger's
+            (``--trigger-option``), ``defense_options`` apply to that attack's cells only (e.g. I-BAU's unbounded
+            δ for SR); ``model_seed`` (default 0) seeds the poisoned model's training (and an optimised trigger),
+            so one suite can hold models trained apart, e.g. to confirm on new models what was chosen on seed 0's.
         defenses: defense names (:data:`ibau.defenses.DEFENSES`).
         poison_ratios: poisoned fractions of the training set (default the preset's).
         clean_sizes: defender's clean set sizes as multiples of the preset's clean size
@@ -99,6 +101,10 @@ class Suite:
                 raise ValueError(f"suite {self.name!r}: each attack entry needs an 'attack' key, got {a}")
             if a["attack"] != "none":
                 parse_attack(a["attack"], all_to_all=bool(a.get("all_to_all", False)))
+            seed = a.get("model_seed", 0)
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                raise ValueError(f"suite {self.name!r}: an attack's model_seed must be a whole number >= 0, got "
+                                 f"{seed!r} in {a}")
         unknown = [d for d in self.defenses if d not in DEFENSES]
         if unknown:
             raise ValueError(f"suite {self.name!r}: unknown defense(s) {', '.join(unknown)}; choose from {', '.join(DEFENSES)}")
