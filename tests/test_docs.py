@@ -135,3 +135,8 @@ def test_the_anp_threshold_table_in_baselines_is_generated_from_its_sweep():
     text = _benchmark("anp_thresholds").table(sweep)
     assert len(sweep["rows"]) == 19 and "the search" in text
     assert f"<!-- table:anp_thresholds -->\n{text}\n<!-- /table -->" in (root / "docs" / "baselines.md").read_text()
+    # the authors' checkpoint: the masks collapse the model, so neither rule picks a threshold
+    authors = json.loads(path.with_name("anp_thresholds_authors.json").read_text())
+    text = _benchmark("anp_thresholds").table(authors)
+    assert authors["search"] is None and authors["oracle"] is None and "the search" not in text
+    assert f"<!-- table:anp_thresholds_authors -->\n{text}\n<!-- /table -->" in (root / "docs" / "baselines.md").read_text()
