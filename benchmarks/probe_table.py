@@ -1,6 +1,7 @@
 """Does the round probe track the backdoor? One markdown table of ``compare_presets.py`` records, per round.
 
     python benchmarks/probe_table.py docs/measurements/issue19/probe_rounds docs/measurements/issue19/probe_confirm
+    python benchmarks/probe_table.py --summary docs/measurements/issue19/guard   # per model over its seeds
 
 For each record (a configuration on one model and seed): held-out ACC/ASR after every round, the probe's share
 of clean images sent to the suspect class (the library's ``probe_rate`` where the run used
@@ -14,6 +15,7 @@ model is the round before's.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -101,8 +103,31 @@ def markdown(folders: list[Path]) -> str:
             f"the probe's share and the held-out ASR move together with r = {correlation(items):.2f}.")
 
 
+def summary(folders: list[Path], asr_target: float = 10.0, drop_target: float = 2.0) -> str:
+    """One line per configuration and model over its seeds: the kept round's held-out ASR (mean ± std, worst)
+    and ACC drop (mean, worst), and on how many seeds both of issue 19's targets hold (ASR ≤ ``asr_target``,
+    drop ≤ ``drop_target`` points)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows(folders):
+        groups.setdefault(re.sub(r"_seed\d+$", "", r["record"]), []).append(r)
+    lines = ["| configuration and model | seeds | ASR kept % | ACC drop kept (points) | targets met |",
+             "|---|---:|---|---|---:|"]
+    for name, items in groups.items():
+        asr = [r["asr"][r["keep"] - 1] for r in items]
+        drop = [r["before_acc"] - r["acc"][r["keep"] - 1] for r in items]
+        spread = f" ± {statistics.stdev(asr):.2f}" if len(asr) > 1 else ""
+        met = sum(a <= asr_target and d <= drop_target for a, d in zip(asr, drop))
+        lines.append(f"| {name} | {len(items)} | {statistics.mean(asr):.2f}{spread} ({max(asr):.2f}) "
+                     f"| {statistics.mean(drop):.2f} ({max(drop):.2f}) | {met} of {len(items)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    print(markdown([Path(f) for f in sys.argv[1:]]))
+    args = sys.argv[1:]
+    if args and args[0] == "--summary":
+        print(summary([Path(f) for f in args[1:]]))
+    else:
+        print(markdown([Path(f) for f in args]))
 
 
 if __name__ == "__main__":
