@@ -76,6 +76,10 @@ def test_the_accuracy_guard_table_in_presets_is_generated_from_its_records():
     text = _benchmark("probe_table").markdown([root / "docs" / "measurements" / "issue19" / "guard"])
     assert "↺" in text and text.count("b2cpg") >= 5
     assert f"<!-- table:guard -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    # the same records per configuration and model over their seeds
+    summary = _benchmark("probe_table").summary([root / "docs" / "measurements" / "issue19" / "guard"])
+    assert "b2cpg_gtsrb_blend | 3 |" in summary
+    assert f"<!-- table:guard_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
