@@ -582,7 +582,7 @@ def run_plan(plan: Plan, out: str | Path, data_dir: str | None = None, device: s
         todo.append([])
         for task in phase:
             status = _status(out, task.id)
-            if status is None or (retry_errors and status != "ok"):
+            if _left_to_run(status, retry_errors):
                 todo[-1].append(task)
             else:
                 counts["done"] += 1
@@ -634,18 +634,19 @@ def plan_status(plan: Plan, out: str | Path, retry_errors: bool = False) -> list
             kind = "train" if record.get("kind") == "train" else str(record.get("method"))
             for key in ((kind, record.get("clean_size")), (kind, None)):
                 seconds.setdefault(key, []).append(float(record["seconds"]))
-    jobs: list[tuple[str, str, int | None, Path]] = [
-        (t.id, "train", None, out / "models" / t.id) for t in ([plan.reference] if plan.reference else []) + plan.trains]
-    jobs += [(d.id, d.method, d.clean_size, resume_dir(out, d.id)) for d in plan.defends]
+    ctx = Context(str(out), None, None)
     rows = []
-    for job_id, kind, clean_size, partial in jobs:
-        status = _status(out, job_id)
-        if status == "ok" or (status == "error" and not retry_errors):
-            rows.append(JobStatus(job_id, kind, "done" if status == "ok" else "error"))
+    for task in (t for phase in _phases(plan, ctx) for t in phase):  # the jobs run_plan would run, in its order
+        job = task.args[0]
+        kind, clean_size, partial = (("train", None, model_dir(ctx, job)) if isinstance(job, TrainJob)
+                                     else (job.method, job.clean_size, resume_dir(out, job.id)))
+        status = _status(out, job.id)
+        if not _left_to_run(status, retry_errors):
+            rows.append(JobStatus(job.id, kind, "done" if status == "ok" else "error"))
             continue
         state = "started" if partial.is_dir() and any(partial.iterdir()) else "todo"
         times = sorted(seconds.get((kind, clean_size)) or seconds.get((kind, None), []))
-        rows.append(JobStatus(job_id, kind, state, times[len(times) // 2] if times else None))
+        rows.append(JobStatus(job.id, kind, state, times[len(times) // 2] if times else None))
     return rows
 
 
@@ -666,6 +667,11 @@ def status_lines(rows: list[JobStatus]) -> list[str]:
         if len(known) < len(left):
             summary += f"; {len(left) - len(known)} of a kind with no finished job not counted"
     return lines + [summary]
+
+
+def _left_to_run(status: str | None, retry_errors: bool) -> bool:
+    """Whether a job with this recorded status (:func:`_status`) runs: no record yet, or an error retried."""
+    return status is None or (retry_errors and status != "ok")
 
 
 def _status(out: Path, job_id: str) -> str | None:
