@@ -81,7 +81,7 @@ def rows(folder: Path, names: set[str] | None = None) -> list[dict]:
     out = []
     for (task, tag, name, rounds), recs in sorted(groups.items()):
         # the round whose model the run returned: the last, or the one its round probe chose
-        last = [r["curve"][(r.get("selected_round") or len(r["curve"])) - 1] for r in recs]
+        last = [_kept(r) for r in recs]
         drops = [100 * (r["before"]["acc"] - c["acc"]) for r, c in zip(recs, last)]
         asr = [100 * c["asr"] for c in last]
         share = [c["trigger_share"] for c in last if c.get("trigger_share") is not None]
@@ -95,6 +95,15 @@ def rows(folder: Path, names: set[str] | None = None) -> list[dict]:
                     "sec": statistics.mean(s for r in recs for s in r["seconds_per_round"]),
                     "threads": ",".join(sorted({str(r.get("threads", "?")) for r in recs}))})
     return out
+
+
+def _kept(rec: dict) -> dict:
+    """The metrics of the model the run returned: the last round's, the one its round probe or its accuracy
+    guard chose, or the model as handed over (``selected_round`` 0: a selecting guard kept no round)."""
+    sel = rec.get("selected_round")
+    if sel == 0:
+        return {**rec["before"], "delta_norm": 0.0, "trigger_share": None}
+    return rec["curve"][(sel or len(rec["curve"])) - 1]
 
 
 def table(items: list[dict]) -> str:

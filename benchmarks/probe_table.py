@@ -51,12 +51,14 @@ def rows(folders: list[Path]) -> list[dict]:
             if not shares:
                 continue
             # what the run kept, or the rule applied to the benchmark's probes of a run that kept its last round
-            ruled = rec["config"].get("round_selection") == "probe"
+            cfg = rec["config"]
+            ruled = cfg.get("round_selection") == "probe" or (cfg.get("acc_guard") is not None
+                                                              and cfg.get("guard_mode") == "select")
             keep = rec["selected_round"] if ruled else chosen(shares)
             curve = rec["curve"]
             name = f"authors_{path.stem}" if rec["task"] == "authors" else path.stem
             out.append({"record": name, "target": _target(rec), "suspect": suspect,
-                        "before_acc": 100 * rec["before"]["acc"],
+                        "before_acc": 100 * rec["before"]["acc"], "before_asr": 100 * rec["before"]["asr"],
                         "acc": [100 * c["acc"] for c in curve], "asr": [100 * c["asr"] for c in curve],
                         "rolled_back": [bool(c.get("rolled_back")) for c in curve],
                         "shares": [100 * s for s in shares], "keep": keep})
@@ -76,16 +78,24 @@ def _target(rec: dict) -> str:
     return "?"
 
 
+def kept(r: dict) -> tuple[float, float]:
+    """``(ASR, ACC)`` of the model the run returned: its kept round's, or the model as handed over where an
+    accuracy guard with ``guard_mode="select"`` kept no round (``keep`` 0)."""
+    if r["keep"] == 0:
+        return r["before_asr"], r["before_acc"]
+    return r["asr"][r["keep"] - 1], r["acc"][r["keep"] - 1]
+
+
 def table(items: list[dict]) -> str:
     lines = ["| record | target / suspect | held-out ASR % per round | probe % per round | kept | ASR kept / last | "
              "ACC drop kept / last |", "|---|---|---|---|---:|---|---|"]
     for r in items:
-        k = r["keep"] - 1
+        asr_kept, acc_kept = kept(r)
         asr = " → ".join(f"{a:.1f}{'↺' * back}" for a, back in zip(r["asr"], r["rolled_back"]))
         lines.append(f"| {r['record']} | {r['target']} / {r['suspect']} | {asr} "
                      f"| {' → '.join(f'{s:.1f}' for s in r['shares'])} | {r['keep']} of {len(r['asr'])} "
-                     f"| {r['asr'][k]:.1f} / {r['asr'][-1]:.1f} "
-                     f"| {r['before_acc'] - r['acc'][k]:.2f} / {r['before_acc'] - r['acc'][-1]:.2f} |")
+                     f"| {asr_kept:.1f} / {r['asr'][-1]:.1f} "
+                     f"| {r['before_acc'] - acc_kept:.2f} / {r['before_acc'] - r['acc'][-1]:.2f} |")
     return "\n".join(lines)
 
 
@@ -113,8 +123,8 @@ def summary(folders: list[Path], asr_target: float = 10.0, drop_target: float = 
     lines = ["| configuration and model | seeds | ASR kept % | ACC drop kept (points) | targets met |",
              "|---|---:|---|---|---:|"]
     for name, items in groups.items():
-        asr = [r["asr"][r["keep"] - 1] for r in items]
-        drop = [r["before_acc"] - r["acc"][r["keep"] - 1] for r in items]
+        asr = [kept(r)[0] for r in items]
+        drop = [r["before_acc"] - kept(r)[1] for r in items]
         spread = f" ± {statistics.stdev(asr):.2f}" if len(asr) > 1 else ""
         met = sum(a <= asr_target and d <= drop_target for a, d in zip(asr, drop))
         lines.append(f"| {name} | {len(items)} | {statistics.mean(asr):.2f}{spread} ({max(asr):.2f}) "

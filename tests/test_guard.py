@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import one_line
+from conftest import held_metrics, one_line, tiny_net
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.guard import guard_split, scale_step
 
@@ -83,6 +83,7 @@ def test_a_harmful_round_is_rolled_back_and_the_guard_keeps_clean_accuracy(digit
     ({"acc_guard": 2.0}, "acc_guard must be an accuracy drop in [0, 1]"),
     ({"guard_fraction": 1.0}, "guard_fraction must be in (0, 1)"),
     ({"guard_backoff": 0.0}, "guard_backoff must be in (0, 1]"),
+    ({"guard_mode": "undo"}, "guard_mode must be one of rollback, select"),
 ])
 def test_impossible_guard_options_are_one_line_errors(options, words):
     with pytest.raises(ValueError) as err:
@@ -96,3 +97,101 @@ def test_a_guard_that_would_leave_nothing_to_unlearn_says_so(tiny_task):
     with pytest.raises(ValueError) as err:
         unlearn(model, (x[:1], y[:1]), _tiny(acc_guard=0.02), progress=False)
     assert "leaves none to unlearn with" in str(err.value)
+
+
+def _learnt_task():
+    """120 random 8×8 images labelled by their brightest quadrant, and a tiny net fitted to them: the clean
+    accuracy it starts from is high, so rounds at a harsh step lose different amounts of it."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(120, 3, 8, 8, generator=g)
+    y = torch.stack([x[:, :, i:i + 4, j:j + 4].mean((1, 2, 3)) for i in (0, 4) for j in (0, 4)], 1).argmax(1)
+    torch.manual_seed(0)
+    model = tiny_net(4)
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval(), x, y
+
+
+def test_a_selecting_guard_changes_no_round_and_returns_the_latest_round_within_the_allowed_drop():
+    """``guard_mode="select"`` never undoes a round: whatever ``acc_guard``, the rounds are those of a run on the
+    images it does not hold back. It only chooses the model returned: the latest round whose accuracy on the
+    held-back slice is within ``acc_guard`` of the start, with that round's weights and δ, or the model as
+    handed over (round 0) when none is."""
+    model, x, y = _learnt_task()
+    cfg = _tiny(outer_lr=0.1, outer_lr_schedule="constant", guard_fraction=0.25, guard_mode="select").replace(rounds=5)
+    kept, held_back = guard_split(len(x), cfg.replace(acc_guard=1.0))
+    plain = unlearn(model, (x[kept], y[kept]), cfg, progress=False)
+    with torch.no_grad():
+        before = float((model(x[held_back]).argmax(1) == y[held_back]).float().mean())
+
+    def run(allowed: float):
+        weights: list[dict] = []
+        res = unlearn(model, (x, y), cfg.replace(acc_guard=allowed), progress=False,
+                      callback=lambda r, net, delta: weights.append(copy.deepcopy(net.state_dict())))
+        return res, weights
+
+    drops = [before - h.guard_acc for h in run(1.0)[0].history]
+    thresholds = sorted({drop for drop in drops if drop >= 0} | {max(0.0, min(drops) - 0.01)})
+    assert len(thresholds) > 2 and min(drops) > 0.01, drops  # rounds lose different amounts: the thresholds select
+    kept_rounds = set()
+    for allowed in thresholds:
+        res, weights = run(allowed)
+        assert not any(h.rolled_back for h in res.history)
+        for mine, theirs in zip(res.history, plain.history):
+            assert torch.equal(mine.delta, theirs.delta)
+        good = [r + 1 for r, drop in enumerate(drops) if drop <= allowed]
+        assert res.selected_round == (max(good) if good else 0), (allowed, drops)
+        kept_rounds.add(res.selected_round)
+        chosen = weights[res.selected_round - 1] if good else model.state_dict()
+        for k, v in chosen.items():
+            assert torch.equal(v, res.model.state_dict()[k]), k
+        assert torch.equal(res.delta, res.history[res.selected_round - 1].delta if good else torch.zeros_like(res.delta))
+    assert 0 in kept_rounds and len(kept_rounds - {0, 5}) > 0, kept_rounds  # none, and a round before the last
+
+
+def test_a_harmful_first_round_does_not_stop_a_selecting_guard(digits_backdoor):
+    """The same harsh constant step that the rollback guard undoes (above), at a step that recovers: round 1
+    costs far more than allowed on the held-back slice, later rounds win it back, and a selecting guard returns
+    the latest of them, where a rollback would have undone round 1 and halved every later step."""
+    d = digits_backdoor
+    x, y = d["clean"].images, d["clean"].labels
+    cfg = IBAUConfig(rounds=5, batch_size=25, outer_lr=0.003, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
+                     guard_mode="select")
+    kept, held_back = guard_split(len(x), cfg)
+    with torch.no_grad():
+        before = float((d["model"](x[held_back]).argmax(1) == y[held_back]).float().mean())
+    res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, progress=False)
+    drops = [before - h.guard_acc for h in res.history]
+    good = [r + 1 for r, drop in enumerate(drops) if drop <= 0.03]
+    assert drops[0] > 0.1 and good, drops  # round 1 costs 4+ images of 40; a later round is back within 0.03
+    assert res.selected_round == max(good) > 1
+    assert held_metrics(d, res.model)["asr"] < 0.2 < d["before"]["asr"]
+
+
+def test_a_selecting_guard_returns_the_model_as_handed_over_when_every_round_harms_it(digits_backdoor, caplog):
+    d = digits_backdoor
+    x, y = d["clean"].images, d["clean"].labels
+    cfg = IBAUConfig(rounds=3, batch_size=25, outer_lr=0.02, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
+                     guard_mode="select")
+    res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, progress=False)
+    assert len(res.history) == 3 and res.selected_round == 0
+    for k, v in d["model"].state_dict().items():
+        assert torch.equal(v, res.model.state_dict()[k]), k
+    assert not res.delta.any()
+    assert "returning the model as it was handed over" in caplog.text
+
+
+@pytest.mark.parametrize("extra,words", [
+    ({"rounds": [{}] * 5, "selected_round": 5, "suspect": None}, ""),
+    ({"rounds": [{}] * 5, "selected_round": 3, "suspect": None}, "round 3 of 5 kept by the accuracy guard"),
+    ({"rounds": [{}] * 5, "selected_round": 2, "suspect": 7}, "round 2 of 5 kept by the round probe (suspect class 7)"),
+    ({"rounds": [{}] * 5, "selected_round": 0, "suspect": None}, "the model as handed over"),
+])
+def test_the_defend_log_says_which_round_was_kept_and_why(extra, words):
+    from ibau.defenses.base import DefenseResult
+    from ibau.pipeline.defend import _kept_round
+    said = _kept_round(DefenseResult(model=torch.nn.Identity(), extra=extra))
+    assert (words in said) if words else said == ""

@@ -47,10 +47,14 @@ def run_defense(defense: Defense, model: nn.Module, clean: ImageSet, held: Image
 
 
 def _kept_round(result: DefenseResult) -> str:
-    """I-BAU's round probe: which round's model was kept, when not the last."""
+    """I-BAU's round probe or accuracy guard: which round's model was kept, when not the last."""
     rounds, kept = result.extra.get("rounds") or [], result.extra.get("selected_round")
-    if result.extra.get("suspect") is None or kept is None or kept == len(rounds):
+    if kept is None or kept == len(rounds):
         return ""
+    if kept == 0:
+        return " — no round kept clean accuracy within the accuracy guard: the model as handed over"
+    if result.extra.get("suspect") is None:
+        return f" — round {kept} of {len(rounds)} kept by the accuracy guard"
     return f" — round {kept} of {len(rounds)} kept by the round probe (suspect class {result.extra['suspect']})"
 
 

@@ -19,6 +19,7 @@ _CHOICES = {
     "model_mode": ("eval", "train"),
     "precision": ("float32", "bfloat16"),
     "round_selection": ("last", "probe"),
+    "guard_mode": ("rollback", "select"),
 }
 
 
@@ -165,6 +166,12 @@ class IBAUConfig:
         guard_fraction: share of the clean set held back for the guard (default 0.1, at least one image;
             with 100 clean images that is 10, so one image is 10 points: give the guard a few hundred).
         guard_backoff: factor on the θ step size after a rolled-back round (default 0.5).
+        guard_mode: ``"rollback"`` undoes a harmful round at once, as above, or ``"select"``: every round
+            runs on from the last one, and only the choice of the returned round is restricted to rounds within
+            ``acc_guard`` of the start (the latest of them, or the probe's choice among them); when no round is,
+            the model is returned as it was handed over (``selected_round=0``) with a warning (default
+            "rollback"). A cosine step can cost accuracy in round 1 and give it back later, which a
+            rollback never lets happen.
     Run:
         rounds: number of rounds (default 3); batch_size: clean batch size (default 100).
         shuffle: draw the clean batches in a new seeded order every pass (default True; the authors keep
@@ -236,6 +243,7 @@ class IBAUConfig:
     acc_guard: float | None = None
     guard_fraction: float = 0.1
     guard_backoff: float = 0.5
+    guard_mode: str = "rollback"
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

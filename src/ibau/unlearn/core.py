@@ -64,7 +64,8 @@ class UnlearnResult:
     config: IBAUConfig
     seconds: float                    # total wall time, callbacks excluded
     interrupted: bool = False         # stopped by Ctrl-C; the model is the last finished round's
-    selected_round: int | None = None  # the round whose model (and δ) is returned; None: no round finished
+    selected_round: int | None = None  # the round whose model (and δ) is returned; None: no round finished;
+    #                                    0: the model as handed over (guard_mode "select": no round kept accuracy)
     suspect: int | None = None         # round_selection "probe": the class the probe watches
 
 
@@ -245,6 +246,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
     probe = cfg.round_selection == "probe"
+    selecting = guarded and cfg.guard_mode == "select"
+    handed_over = copy.deepcopy(net.state_dict()) if selecting else {}  # returned when no round keeps accuracy
     best: tuple[float, int, dict, torch.Tensor] | None = None  # the probe's choice: (rate, round, weights, δ)
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
     with _flush_denormal(cfg.flush_denormal), rng:
@@ -288,10 +291,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
-                    guard_acc, rolled_back = None, False
+                    guard_acc, rolled_back, eligible = None, False, True
                     if cfg.acc_guard is not None:
                         guard_acc = acc = guard_accuracy()
-                        rolled_back = guard_before - acc > cfg.acc_guard
+                        eligible = guard_before - acc <= cfg.acc_guard
+                        rolled_back = not eligible and cfg.guard_mode == "rollback"
                         if rolled_back:  # undo the round's θ steps; the rounds left step more gently
                             net.load_state_dict(snapshot)
                             restore_optimizers(opts, opt_snapshot)
@@ -307,6 +311,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
+                if not eligible and cfg.guard_mode == "select" and ranks.is_main:
+                    logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
+                                "slice; it runs on but cannot be the round returned", r + 1, 100 * guard_before,
+                                100 * (guard_acc or 0.0))
                 if rolled_back and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
                                 "slice; rolled back, θ step now ×%g", r + 1, 100 * guard_before,
@@ -323,10 +331,12 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 if guarded:
                     opt_snapshot = [copy.deepcopy(o.state_dict()) for o in opts]
                 # the latest round within probe_tolerance of the lowest rate: a later round has unlearned longer
-                # and let clean accuracy settle; a round that sets a new low is always within it
-                floor = min(floor, rate if rate is not None else math.inf)
-                if rate is not None and rate <= floor + cfg.probe_tolerance:
-                    best = (rate, r + 1, snapshot, delta)
+                # and let clean accuracy settle; a round that sets a new low is always within it. With the guard
+                # selecting, only the rounds within acc_guard of the start compete (without the probe: the latest)
+                if eligible or not selecting:
+                    floor = min(floor, rate if rate is not None else math.inf)
+                    if (rate is None and selecting) or (rate is not None and rate <= floor + cfg.probe_tolerance):
+                        best = (math.nan if rate is None else rate, r + 1, snapshot, delta)
                 bar.set_postfix(delta=f"{record.delta_norm:.2f}", outer=f"{outer_loss:.3f}")
                 if callback is not None:
                     answer = callback(record, net, delta)
@@ -340,10 +350,19 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         finally:
             bar.close()
     selected = len(history) or None
-    if best is not None and best[1] != selected:
+    if selecting and history and best is None:
+        selected, delta = 0, torch.zeros_like(delta)
+        net.load_state_dict(handed_over)
+        if ranks.is_main:
+            logger.warning("accuracy guard: every round cost more than %.1f points of clean accuracy on the held-back "
+                           "slice; returning the model as it was handed over", 100 * (cfg.acc_guard or 0.0))
+    elif best is not None and best[1] != selected:
         _, selected, weights, delta = best
         net.load_state_dict(weights)
-        if ranks.is_main:
+        if ranks.is_main and not probe:
+            logger.info("accuracy guard: keeping round %d of %d, the latest within %.1f points of the start",
+                        selected, len(history), 100 * (cfg.acc_guard or 0.0))
+        elif ranks.is_main:
             logger.info("round probe: keeping round %d of %d (%.1f%% of clean images to class %s; last round %.1f%%)",
                         selected, len(history), 100 * best[0], suspect, 100 * (history[-1].probe_rate or 0.0))
     net.eval()

@@ -5,6 +5,9 @@ the guard holds back a seeded slice of the clean set (``guard_fraction``) that n
 the model on it before the first round and after every round, and when a round lowers that accuracy by more
 than ``acc_guard`` it restores the weights (and the optimiser state) from before the round and multiplies the
 θ step size of the remaining rounds by ``guard_backoff``. The round still counts, so the run ends on time.
+With ``guard_mode="select"`` nothing is undone: the rounds run on, and only the latest round within
+``acc_guard`` of the start may be returned (the rule is in :func:`ibau.unlearn.unlearn`), or the model as it was
+handed over when none is. A round that costs accuracy can then be the price of the next ones' recovery.
 
 Clean data only: nothing here looks at a trigger or at held-out images.
 """
