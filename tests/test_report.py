@@ -119,6 +119,10 @@ def test_the_papers_verdict_rule():
     # the paper's claim is about the paper's baselines: a later one (ANP) beside them is not the best baseline
     v = agg.verdict(row(ibau=(0.835, 0.12), nad=(0.84, 0.09), anp=(0.84, 0.01)))
     assert (v.kind, v.best) == ("comparable", "nad")
+    # ... so a row is judged once the paper's baselines have run, whether or not ANP has; not before
+    waiting = {**row(ibau=(0.835, 0.12), nad=(0.84, 0.09)), "anp": [cell("anp", None)]}
+    assert (agg.verdict(waiting).kind, agg.verdict(waiting).best) == ("comparable", "nad")
+    assert agg.verdict({**row(ibau=(0.835, 0.12), anp=(0.84, 0.01)), "nad": [cell("nad", None)]}).kind == "pending"
     assert tables.verdict_text(agg.verdict(row(ibau=(0.80, 0.08), dp=(0.30, 0.0)))) == \
         "better (every baseline loses > 10 ACC points)"
     clean = {"ibau": [cell("ibau", rec({"acc": 0.9}, {"acc": 0.89}))], "nad": [cell("nad", None)]}

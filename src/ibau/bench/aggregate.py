@@ -235,8 +235,9 @@ def verdict(by_method: dict[str, Cells]) -> Verdict:
     ibau = finished(by_method.get("ibau", []))
     if not ibau or not rec.has_asr(ibau[0]):
         return Verdict("none")
-    if any(c["record"] is None for cells in by_method.values() for c in cells):
-        return Verdict("pending")  # judge a row only once every defense in it has run
+    judged = {m: cells for m, cells in by_method.items() if m == "ibau" or m in PAPER_DEFENSES}
+    if any(c["record"] is None for cells in judged.values() for c in cells):
+        return Verdict("pending")  # judge a row once I-BAU and every paper baseline in it have run; ANP & co. may wait
     acc, asr = _mean(ibau, "acc"), _mean(ibau, "asr")
     candidates = []
     for method, cells in by_method.items():
