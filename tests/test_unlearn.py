@@ -1,4 +1,5 @@
 """The round loop: constraints, memory, determinism, API contract."""
+import importlib
 import weakref
 
 import pytest
@@ -819,3 +820,36 @@ def test_bfloat16_theta_steps_run_on_the_current_weights(tiny_task):
                      outer_lr_schedule="constant")
     unlearn(model, (x, y), cfg, progress=False)
     assert len(errors) > 6 and max(errors) < 0.02  # bfloat16 rounding only; stale weights are off by far more
+
+
+def test_delta_memory_replays_the_previous_rounds_deltas_in_the_theta_steps(tiny_task, monkeypatch):
+    """``delta_memory=1``: each round's θ steps take the round's own δ and the previous round's in turn (round 1
+    has none to replay), so a backdoor unlearnt in one round keeps being unlearnt; 0 replays nothing."""
+    core = importlib.import_module("ibau.unlearn.core")  # ibau.unlearn is also the function
+    model, x, y = tiny_task
+    used: list[torch.Tensor] = []
+    real = core.implicit_hypergradient
+
+    def spy(inner_loss, outer_loss, delta, *args, **kwargs):
+        used.append(delta.detach().clone())
+        return real(inner_loss, outer_loss, delta, *args, **kwargs)
+
+    monkeypatch.setattr(core, "implicit_hypergradient", spy)
+    cfg = IBAUConfig(rounds=3, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=4, delta_memory=1)
+    res = unlearn(model, (x, y), cfg, progress=False)
+    rounds = [used[i:i + 4] for i in range(0, 12, 4)]
+    deltas = [h.delta for h in res.history]
+    assert all(torch.equal(d, deltas[0]) for d in rounds[0])  # round 1: its own δ only
+    for r in (1, 2):  # rounds 2 and 3: own, previous, own, previous
+        assert [torch.equal(d, deltas[r]) for d in rounds[r]] == [True, False, True, False]
+        assert all(torch.equal(d, deltas[r - 1]) for d in rounds[r][1::2])
+    used.clear()
+    plain = unlearn(model, (x, y), cfg.replace(delta_memory=0), progress=False)
+    assert len(used) == 12
+    for r, h in enumerate(plain.history):  # without memory every θ step of a round takes that round's δ
+        assert all(torch.equal(d, h.delta) for d in used[4 * r:4 * r + 4])
+
+
+def test_a_negative_delta_memory_is_a_one_line_error():
+    with pytest.raises(ValueError, match="delta_memory must be >= 0"):
+        IBAUConfig(delta_memory=-1)

@@ -81,6 +81,12 @@ class IBAUConfig:
             model (7.8 ± 6.5% over 2 seeds, the default 2.4 ± 1.0 over 5); with ``per_delta_optimizer`` it
             left 1.1 and 1.3% there and 15.9 and 6.6% on GTSRB ℓ2 inv (the default 25.4 and 37.9%), but
             5.9% on GTSRB Blend seed 0 (the default 0.85%); docs/presets.md, "Combining the two δs".
+        delta_memory: the θ steps of a round also take the δs of up to this many previous rounds, in turn with
+            the round's own (default 0: none). No new search: the old δs are kept as found. Each δ then gets a
+            smaller share of the round's θ steps. The hypergradient of an old δ treats it as if it were still
+            the inner optimum (with K = 2 the implicit term is small). On CIFAR-10's seven triggers a backdoor
+            unlearnt in one round came back in the next ones (Trojan WM 3 → 54 → 95% ASR); replaying the δ
+            that removed it is meant to keep it removed.
         per_delta_optimizer: with several δs a round (``bounded_search``, ``inner_restarts``), give the θ steps
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
@@ -203,6 +209,7 @@ class IBAUConfig:
     min_steps: int = 20
     inner_warm_start: bool = False
     inner_restarts: int = 1
+    delta_memory: int = 0
     bounded_search: float | None = None
     per_delta_optimizer: bool = False
     patch_threshold: float = 0.995
@@ -269,6 +276,8 @@ class IBAUConfig:
         for name in ("rounds", "batch_size", "inner_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.delta_memory < 0:
+            raise ValueError(f"delta_memory must be >= 0 rounds (0: only the round's own δs), got {self.delta_memory}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:
             raise ValueError(f"hyper_batch_size must be >= 1 or None (the whole batch), got {self.hyper_batch_size}")
         if self.outer_lr_warmup < 0:

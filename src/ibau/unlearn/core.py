@@ -250,6 +250,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     handed_over = copy.deepcopy(net.state_dict()) if selecting else {}  # returned when no round keeps accuracy
     best: tuple[float, int, dict, torch.Tensor] | None = None  # the probe's choice: (rate, round, weights, δ)
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
+    replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     with _flush_denormal(cfg.flush_denormal), rng:
         torch.manual_seed(cfg.seed + ranks.rank)
         if probe:
@@ -286,8 +287,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
-                    outer_loss = _outer_pass(net, params, opts, solver, batches,
-                                             [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)], cfg,
+                    own = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
+                    outer_loss = _outer_pass(net, params, opts, solver, batches, own + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
@@ -325,6 +326,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                    r + 1, record.solver_breakdowns, len(stats), cfg.solver)
                 if not rolled_back:
                     delta = new_delta  # only a finished round's δ is kept, with the model of that round
+                    # delta_memory: the latest rounds' δs first; whole rounds, so δ i keeps optimiser state i mod len
+                    replay = (own + replay)[:cfg.delta_memory * len(own)]
                 total_seconds += record.seconds
                 history.append(record)
                 snapshot = copy.deepcopy(net.state_dict())
