@@ -287,8 +287,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
-                    own = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
-                    outer_loss = _outer_pass(net, params, opts, solver, batches, own + replay, cfg,
+                    round_deltas = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
+                    outer_loss = _outer_pass(net, params, opts, solver, batches, round_deltas + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
@@ -327,7 +327,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 if not rolled_back:
                     delta = new_delta  # only a finished round's δ is kept, with the model of that round
                     # delta_memory: the latest rounds' δs first; whole rounds, so δ i keeps optimiser state i mod len
-                    replay = (own + replay)[:cfg.delta_memory * len(own)]
+                    replay = (round_deltas + replay)[:cfg.delta_memory * len(round_deltas)]
                 total_seconds += record.seconds
                 history.append(record)
                 snapshot = copy.deepcopy(net.state_dict())
