@@ -235,15 +235,16 @@ def verdict(by_method: dict[str, Cells]) -> Verdict:
     ibau = finished(by_method.get("ibau", []))
     if not ibau or not rec.has_asr(ibau[0]):
         return Verdict("none")
+    # the paper's claim is about its baselines; ANP, SAU, FT-SAM are issue 19's comparison and may still wait
     judged = {m: cells for m, cells in by_method.items() if m == "ibau" or m in PAPER_DEFENSES}
     if any(c["record"] is None for cells in judged.values() for c in cells):
-        return Verdict("pending")  # judge a row once I-BAU and every paper baseline in it have run; ANP & co. may wait
+        return Verdict("pending")  # judge a row once I-BAU and every paper baseline in it have run
     acc, asr = _mean(ibau, "acc"), _mean(ibau, "asr")
     candidates = []
-    for method, cells in by_method.items():
+    for method, cells in judged.items():
         recs = finished(cells)
-        if method == "ibau" or method not in PAPER_DEFENSES or not recs:
-            continue  # the paper's claim is about its baselines; ANP, SAU, FT-SAM are issue 19's comparison
+        if method == "ibau" or not recs:
+            continue
         drop = statistics.mean(_value(r, "acc", "before") - _value(r, "acc") for r in recs)
         if drop <= 0.10:
             candidates.append((_mean(recs, "asr"), -_mean(recs, "acc"), method))

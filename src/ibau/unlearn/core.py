@@ -247,7 +247,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
     probe = cfg.round_selection == "probe"
     selecting = guarded and cfg.guard_mode == "select"
-    handed_over = copy.deepcopy(net.state_dict()) if selecting else {}  # returned when no round keeps accuracy
+    handed_over = snapshot  # the weights before round 1 (snapshot is rebound, never changed in place)
     best: tuple[float, int, dict, torch.Tensor] | None = None  # the probe's choice: (rate, round, weights, δ)
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
@@ -312,14 +312,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
-                if not eligible and cfg.guard_mode == "select" and ranks.is_main:
+                if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
-                                "slice; it runs on but cannot be the round returned", r + 1, 100 * guard_before,
-                                100 * (guard_acc or 0.0))
-                if rolled_back and ranks.is_main:
-                    logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
-                                "slice; rolled back, θ step now ×%g", r + 1, 100 * guard_before,
-                                100 * (guard_acc or 0.0), cfg.guard_backoff)
+                                "slice; %s", r + 1, 100 * guard_before, 100 * (guard_acc or 0.0),
+                                f"rolled back, θ step now ×{cfg.guard_backoff:g}" if rolled_back
+                                else "it runs on but cannot be the round returned")
                 if record.solver_breakdowns and ranks.is_main:
                     logger.warning("round %d: %d of %d hypergradient solves met negative curvature (%s on an "
                                    "indefinite system solves nothing); use solver='minres' or solver_damping",
