@@ -30,6 +30,9 @@ CONFIGS = {
     "default": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5),
     # the class search's screen: its stamps' rates are counted over the ranks' shares
     "screen": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, patch_screen=2, patch_candidates=2),
+    # the distillation term (clean_distill): the handed-over model's log-probabilities predicted in shares,
+    # the term's rows and its mean over the global batch
+    "distill": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, clean_distill=1.0, perturb_fraction=0.2),
     # the authors' data order (k images drawn at random per batch), δ on the ℓ2 sphere (the active set), MINRES
     "reference_l2": IBAUConfig.reference(rounds=2, batch_size=30, norm="l2", norm_bound=1.0, solver="minres",
                                          solver_iters=3),

@@ -82,6 +82,14 @@ def test_the_accuracy_guard_table_in_presets_is_generated_from_its_records():
     assert f"<!-- table:guard_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
+def test_the_stop43_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's "Anchoring clean accuracy" table is probe_table.py of stop 43's records."""
+    root = Path(__file__).resolve().parents[1]
+    text = _benchmark("probe_table").markdown([root / "docs" / "measurements" / "issue19" / "stop43"])
+    assert "b2csgr2d1" in text and "b2csgr2w17" in text
+    assert f"<!-- table:stop43 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+
+
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
     root = Path(__file__).resolve().parents[1]

@@ -195,3 +195,27 @@ def test_the_defend_log_says_which_round_was_kept_and_why(extra, words):
     from ibau.pipeline.defend import _kept_round
     said = _kept_round(DefenseResult(model=torch.nn.Identity(), extra=extra))
     assert (words in said) if words else said == ""
+
+
+def test_a_selecting_guard_can_fall_back_to_the_round_closest_to_the_start(digits_backdoor, caplog):
+    """``guard_fallback="closest"``: where no round is within ``acc_guard``, the round with the highest slice
+    accuracy is returned, its weights and δ, with a warning giving its drop, instead of the handed-over model."""
+    d = digits_backdoor
+    x, y = d["clean"].images, d["clean"].labels
+    kept: list[dict] = []
+
+    def keep(record, model, delta):
+        kept.append({k: v.clone() for k, v in model.state_dict().items()})
+    cfg = IBAUConfig(rounds=3, batch_size=25, outer_lr=0.02, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
+                     guard_mode="select", guard_fallback="closest")
+    res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, callback=keep, progress=False)
+    accs = [h.guard_acc for h in res.history]
+    assert len(accs) == 3 and all(a is not None for a in accs)
+    closest = max(range(3), key=lambda i: (accs[i], i)) + 1  # the latest of equals
+    assert res.selected_round == closest
+    for k, v in kept[closest - 1].items():
+        assert torch.equal(v, res.model.state_dict()[k]), k
+    assert torch.equal(res.delta, res.history[closest - 1].delta)
+    assert f"returning round {closest}, the closest" in caplog.text
+    with pytest.raises(ValueError, match="guard_fallback"):
+        IBAUConfig(guard_fallback="best")

@@ -853,3 +853,46 @@ def test_delta_memory_replays_the_previous_rounds_deltas_in_the_theta_steps(tiny
 def test_a_negative_delta_memory_is_a_one_line_error():
     with pytest.raises(ValueError, match="delta_memory must be >= 0"):
         IBAUConfig(delta_memory=-1)
+
+
+def test_clean_distill_is_the_kl_from_the_handed_over_model_on_the_plain_rows(tiny_task, monkeypatch):
+    """``clean_distill=β`` adds β·KL(p₀ ‖ p_θ) over the rows that carry neither δ nor the stamp, p₀ being the
+    handed-over model's probabilities (computed once). At the first θ step the model is p₀, so the term and
+    its gradient are 0 and the step equals the plain one; the batches are the same rows (a weight too small to
+    matter gives the plain run's weights); later steps pull the model back towards p₀."""
+    core = importlib.import_module("ibau.unlearn.core")
+    model, x, y = tiny_task
+    model = model.double()
+    x = x.double()
+    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
+                      perturb_fraction=0.2, seed=3)
+    plain = unlearn(model, (x, y), base, progress=False)
+    tiny = unlearn(model, (x, y), base.replace(clean_distill=1e-9), progress=False)
+    for k, v in plain.model.state_dict().items():
+        torch.testing.assert_close(tiny.model.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+    first = base.replace(rounds=1, outer_steps=1)
+    one_plain = unlearn(model, (x, y), first, progress=False)
+    one_distill = unlearn(model, (x, y), first.replace(clean_distill=10.0), progress=False)
+    for k, v in one_plain.model.state_dict().items():
+        torch.testing.assert_close(one_distill.model.state_dict()[k], v, rtol=1e-9, atol=1e-12)
+    # the term itself: KL summed over the plain rows, over the whole batch
+    logits = torch.randn(6, 4, dtype=torch.float64)
+    teacher = torch.log_softmax(torch.randn(6, 4, dtype=torch.float64), 1)
+    chosen, stamped = slice(0, 1), slice(4, 6)
+    p0 = teacher[1:4].exp()
+    by_hand = (p0 * (teacher[1:4] - torch.log_softmax(logits[1:4], 1))).sum() / 6
+    torch.testing.assert_close(core._distillation(logits, teacher, chosen, stamped, 6), by_hand)
+    # and it pulls back: the same run with a large weight ends closer to the handed-over model's outputs
+    far = unlearn(model, (x, y), base.replace(clean_distill=20.0), progress=False)
+    with torch.no_grad():
+        p_start = torch.softmax(model(x), 1)
+
+        def gap(m):
+            return float((torch.softmax(m(x), 1) - p_start).abs().sum())
+        assert gap(far.model) < gap(plain.model)
+
+
+def test_a_negative_or_nan_clean_distill_is_a_one_line_error():
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="clean_distill must be a weight >= 0"):
+            IBAUConfig(clean_distill=bad)

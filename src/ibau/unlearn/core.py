@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
-from ..training import cycle_batches, iterate_batches
+from ..training import cycle_batches, iterate_batches, iterate_rows
 from ..utils import eval_mode, resolve_device
 from . import distributed
 from .config import IBAUConfig
@@ -212,6 +213,16 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     def batches():
         return iterate_batches(x_all, y_all, bs, gen, shuffle=cfg.shuffle)
 
+    # clean_distill: the handed-over model's log-probabilities on the clean set, once; the θ steps' batches then
+    # carry each image's row of them (the same rows, drawn from the same generator, as without)
+    teacher = log_probabilities(net, x_all, ranks=ranks) if cfg.clean_distill else None
+
+    def outer_batches():
+        if teacher is None:
+            return batches()
+        return ((x_all[i], y_all[i], teacher[i]) for i in (rows.to(device) for rows in
+                                                           iterate_rows(len(y_all), bs, gen, cfg.shuffle)))
+
     # the class search (patch_search "classes") draws its batches from a generator of its own, so a search
     # that finds no stamp leaves the run exactly as it would be without it
     search_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -249,6 +260,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     selecting = guarded and cfg.guard_mode == "select"
     handed_over = snapshot  # the weights before round 1 (snapshot is rebound, never changed in place)
     best: tuple[float, int, dict, torch.Tensor] | None = None  # the probe's choice: (rate, round, weights, δ)
+    closest: tuple[float, int, dict, torch.Tensor] | None = None  # guard_fallback "closest": the best slice accuracy
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     with _flush_denormal(cfg.flush_denormal), rng:
@@ -288,7 +300,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
                     round_deltas = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
-                    outer_loss = _outer_pass(net, params, opts, solver, batches, round_deltas + replay, cfg,
+                    outer_loss = _outer_pass(net, params, opts, solver, outer_batches, round_deltas + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              schedules=schedules, ranks=ranks)
                     net.eval()
@@ -333,6 +345,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 # the latest round within probe_tolerance of the lowest rate: a later round has unlearned longer
                 # and let clean accuracy settle; a round that sets a new low is always within it. With the guard
                 # selecting, only the rounds within acc_guard of the start compete (without the probe: the latest)
+                if selecting and not rolled_back and (closest is None or (guard_acc or 0.0) >= closest[0]):
+                    closest = (guard_acc or 0.0, r + 1, snapshot, delta)
                 if eligible or not selecting:
                     floor = min(floor, rate if rate is not None else math.inf)
                     if (rate is None and selecting) or (rate is not None and rate <= floor + cfg.probe_tolerance):
@@ -350,7 +364,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         finally:
             bar.close()
     selected = len(history) or None
-    if selecting and history and best is None:
+    if selecting and history and best is None and cfg.guard_fallback == "closest" and closest is not None:
+        _, selected, weights, delta = closest
+        net.load_state_dict(weights)
+        if ranks.is_main:
+            logger.warning("accuracy guard: every round cost more than %.1f points of clean accuracy on the held-back "
+                           "slice; returning round %d, the closest (%.1f points)", 100 * (cfg.acc_guard or 0.0),
+                           selected, 100 * (guard_before - closest[0]))
+    elif selecting and history and best is None:
         selected, delta = 0, torch.zeros_like(delta)
         net.load_state_dict(handed_over)
         if ranks.is_main:
@@ -429,6 +450,22 @@ def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 100, *, ran
     return out
 
 
+def log_probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 100, *, ranks: Ranks = SINGLE) -> torch.Tensor:
+    """The model's log-probabilities (N×classes) on every image of ``x``, as :func:`predictions` computes its
+    classes (eval mode, no graph, each rank its share, summed into the whole)."""
+    share = ranks.shard(torch.arange(len(x), device=x.device))
+    out: torch.Tensor | None = None
+    with eval_mode(model), torch.inference_mode():
+        for i in range(0, len(share), batch_size):
+            rows = share[i:i + batch_size]
+            logp = F.log_softmax(model(x[rows]), 1)
+            out = torch.zeros(len(x), logp.shape[1], device=x.device, dtype=logp.dtype) if out is None else out
+            out[rows] = logp
+    out = torch.zeros(len(x), 0, device=x.device) if out is None else out.clone()  # usable outside inference mode
+    (out,) = ranks.all_reduce_sum(out)
+    return out
+
+
 def fooling_rates(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, clamp: bool, num_classes: int,
                   batch_size: int = 100, *, ranks: Ranks = SINGLE) -> list[float]:
     """Fraction of the images ``x`` the model assigns to each class once ``delta`` is added (clean data only).
@@ -441,6 +478,17 @@ def fooling_rates(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, clamp:
             counts += torch.bincount(pred.cpu(), minlength=num_classes)
     (counts,) = ranks.all_reduce_sum(counts)
     return (counts.double() / max(len(x), 1)).tolist()
+
+
+def _distillation(logits: torch.Tensor, teacher: torch.Tensor, chosen, stamped, total: int) -> torch.Tensor:
+    """KL(teacher ‖ model) summed over the rows that carry neither δ (``chosen``) nor the stamp (``stamped``),
+    over ``total`` (the global batch's rows): this rank's part of the batch mean, as its cross-entropy."""
+    plain = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
+    plain[chosen] = False
+    if stamped is not None:
+        plain[stamped] = False
+    log_p = F.log_softmax(logits[plain].to(teacher.dtype), 1)  # bfloat16 logits (precision) in the teacher's
+    return F.kl_div(log_p, teacher[plain], log_target=True, reduction="sum") / total
 
 
 def _solve_summary(stats: list[SolveStats]) -> dict[str, Any]:
@@ -472,7 +520,7 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
     hypergradient is summed over the ranks."""
     total, done, v = 0.0, 0, None
     hyper = None
-    for x_all, y_all in cycle_batches(batches, steps):
+    for x_all, y_all, *distill in cycle_batches(batches, steps):  # distill: the batch's teacher rows (clean_distill)
         if hyper is None or cfg.hyper_batch == "current":
             hyper = (x_all, y_all)
         xh, yh = hyper
@@ -489,6 +537,7 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         chosen_rows = ranks.local_rows(chosen, n, x_all.device)  # this rank's rows among them
         stamped_rows = None if stamped is None else ranks.local_rows(stamped, n, x_all.device)
         x, y = ranks.shard(x_all), ranks.shard(y_all)
+        teacher = ranks.shard(distill[0]) if distill else None
 
         def inner_loss(d, xh=xh, yh=yh, n_hyper=n_hyper):  # L_in = −H with true labels
             # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
@@ -497,13 +546,17 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
             with eval_mode(net):
                 return -objective(net, xh, yh, d, cfg, ranks=ranks, total=n_hyper)
 
-        def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows):  # CE with δ on the chosen images
-            mixed = x.clone()
+        def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows, teacher=teacher):
+            mixed = x.clone()  # CE with δ on the chosen images (and the stamp on the stamped ones)
             if stamped is not None:
                 mask, pattern = patch[0], patch[1]
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
             mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
-            return ranks.cross_entropy(ranks.forward(net, mixed), y, n)
+            logits = ranks.forward(net, mixed)
+            loss = ranks.cross_entropy(logits, y, n)
+            if teacher is not None:
+                loss = loss + cfg.clean_distill * _distillation(logits, teacher, chosen, stamped, n)
+            return loss
 
         stats.append(SolveStats())
         delta, norm, bound = deltas[done % len(deltas)]
