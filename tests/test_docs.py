@@ -88,6 +88,9 @@ def test_the_stop43_table_in_presets_is_generated_from_its_records():
     text = _benchmark("probe_table").markdown([root / "docs" / "measurements" / "issue19" / "stop43"])
     assert "b2csgr2d1" in text and "b2csgr2w17" in text
     assert f"<!-- table:stop43 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    summary = _benchmark("probe_table").summary([root / "docs" / "measurements" / "issue19" / "stop43"])
+    assert "b2csgr2n100_cifar_multi7 | 2 |" in summary
+    assert f"<!-- table:stop43_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
