@@ -189,6 +189,8 @@ def test_a_selecting_guard_returns_the_model_as_handed_over_when_every_round_har
     ({"rounds": [{}] * 5, "selected_round": 3, "suspect": None}, "round 3 of 5 kept by the accuracy guard"),
     ({"rounds": [{}] * 5, "selected_round": 2, "suspect": 7}, "round 2 of 5 kept by the round probe (suspect class 7)"),
     ({"rounds": [{}] * 5, "selected_round": 0, "suspect": None}, "the model as handed over"),
+    ({"rounds": [{}] * 5, "selected_round": 4, "suspect": 7, "closest_fallback": True},
+     "no round kept clean accuracy within the accuracy guard: round 4 of 5, the closest"),
 ])
 def test_the_defend_log_says_which_round_was_kept_and_why(extra, words):
     from ibau.defenses.base import DefenseResult
@@ -217,5 +219,8 @@ def test_a_selecting_guard_can_fall_back_to_the_round_closest_to_the_start(digit
         assert torch.equal(v, res.model.state_dict()[k]), k
     assert torch.equal(res.delta, res.history[closest - 1].delta)
     assert f"returning round {closest}, the closest" in caplog.text
+    assert res.closest_fallback
+    assert not unlearn(copy.deepcopy(d["model"]), (x, y), cfg.replace(rounds=1, acc_guard=1.0),
+                       progress=False).closest_fallback  # a round within the guard: no fallback
     with pytest.raises(ValueError, match="guard_fallback"):
         IBAUConfig(guard_fallback="best")

@@ -39,7 +39,8 @@ class IBAU(Defense):
         return DefenseResult(model=result.model, triggers={-1: {**deltas, "delta": result.delta}},
                              extra={"interrupted": result.interrupted, "selected_round": result.selected_round,
                                     "rounds": [_round_row(h) for h in result.history],
-                                    **({} if result.suspect is None else {"suspect": result.suspect})})
+                                    **({} if result.suspect is None else {"suspect": result.suspect}),
+                                    **({"closest_fallback": True} if result.closest_fallback else {})})
 
 
 def _round_row(record) -> dict:

@@ -53,6 +53,8 @@ def _kept_round(result: DefenseResult) -> str:
         return ""
     if kept == 0:
         return " — no round kept clean accuracy within the accuracy guard: the model as handed over"
+    if result.extra.get("closest_fallback"):
+        return f" — no round kept clean accuracy within the accuracy guard: round {kept} of {len(rounds)}, the closest"
     if result.extra.get("suspect") is None:
         return f" — round {kept} of {len(rounds)} kept by the accuracy guard"
     return f" — round {kept} of {len(rounds)} kept by the round probe (suspect class {result.extra['suspect']})"

@@ -68,6 +68,7 @@ class UnlearnResult:
     selected_round: int | None = None  # the round whose model (and δ) is returned; None: no round finished;
     #                                    0: the model as handed over (guard_mode "select": no round kept accuracy)
     suspect: int | None = None         # round_selection "probe": the class the probe watches
+    closest_fallback: bool = False     # guard_fallback "closest" chose the round: none was within acc_guard
 
 
 Callback = Callable[[RoundRecord, nn.Module, torch.Tensor], "dict[str, Any] | bool | None"]
@@ -363,9 +364,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
             net.load_state_dict(snapshot)
         finally:
             bar.close()
-    selected = len(history) or None
+    selected, fell_back = len(history) or None, False
     if selecting and history and best is None and cfg.guard_fallback == "closest" and closest is not None:
         _, selected, weights, delta = closest
+        fell_back = True
         net.load_state_dict(weights)
         if ranks.is_main:
             logger.warning("accuracy guard: every round cost more than %.1f points of clean accuracy on the held-back "
@@ -389,7 +391,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     net.eval()
     if cfg.channels_last:
         net.to(memory_format=torch.contiguous_format)  # safetensors and most callers expect contiguous weights
-    return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted, selected, suspect)
+    return UnlearnResult(net, delta.detach().cpu(), history, cfg, total_seconds, interrupted, selected, suspect,
+                         fell_back)
 
 
 def round_steps(cfg: IBAUConfig, n: int) -> tuple[int, int]:
