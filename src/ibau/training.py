@@ -69,11 +69,12 @@ def flip_crop(x: torch.Tensor, generator: torch.Generator, padding: int | None =
 
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                    generator: torch.Generator | None = None, shuffle: bool = True):
-    """Yield ``(images, labels)`` minibatches (on the tensors' device); shuffled with ``generator``."""
+                    generator: torch.Generator | None = None, shuffle: bool = True, extra: tuple = ()):
+    """Yield ``(images, labels)`` minibatches (on the tensors' device); shuffled with ``generator``. ``extra``:
+    more per-image tensors whose rows follow each batch's, yielded after the labels (the same draws)."""
     for idx in iterate_rows(len(labels), batch_size, generator, shuffle):
         idx = idx.to(images.device)
-        yield images[idx], labels[idx]
+        yield (images[idx], labels[idx], *(t[idx] for t in extra))
 
 
 def cycle_batches(batches, steps: int):

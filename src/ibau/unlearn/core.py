@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
-from ..training import cycle_batches, iterate_batches, iterate_rows
+from ..training import cycle_batches, iterate_batches
 from ..utils import eval_mode, resolve_device
 from . import distributed
 from .config import IBAUConfig
@@ -216,13 +216,12 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
     # clean_distill: the handed-over model's log-probabilities on the clean set, once; the θ steps' batches then
     # carry each image's row of them (the same rows, drawn from the same generator, as without)
-    teacher = log_probabilities(net, x_all, ranks=ranks) if cfg.clean_distill else None
+    teacher = log_probabilities(net, x_all, num_classes, ranks=ranks) if cfg.clean_distill else None
 
     def outer_batches():
         if teacher is None:
             return batches()
-        return ((x_all[i], y_all[i], teacher[i]) for i in (rows.to(device) for rows in
-                                                           iterate_rows(len(y_all), bs, gen, cfg.shuffle)))
+        return iterate_batches(x_all, y_all, bs, gen, shuffle=cfg.shuffle, extra=(teacher,))
 
     # the class search (patch_search "classes") draws its batches from a generator of its own, so a search
     # that finds no stamp leaves the run exactly as it would be without it
@@ -365,20 +364,17 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
         finally:
             bar.close()
     selected, fell_back = len(history) or None, False
-    if selecting and history and best is None and cfg.guard_fallback == "closest" and closest is not None:
-        _, selected, weights, delta = closest
-        fell_back = True
+    if selecting and history and best is None:  # no round within acc_guard: the fallback
+        if cfg.guard_fallback == "closest" and closest is not None:
+            _, selected, weights, delta = closest
+            fell_back, said = True, f"round {selected}, the closest ({100 * (guard_before - closest[0]):.1f} points)"
+        else:
+            selected, weights, delta = 0, handed_over, torch.zeros_like(delta)
+            said = "the model as it was handed over"
         net.load_state_dict(weights)
         if ranks.is_main:
             logger.warning("accuracy guard: every round cost more than %.1f points of clean accuracy on the held-back "
-                           "slice; returning round %d, the closest (%.1f points)", 100 * (cfg.acc_guard or 0.0),
-                           selected, 100 * (guard_before - closest[0]))
-    elif selecting and history and best is None:
-        selected, delta = 0, torch.zeros_like(delta)
-        net.load_state_dict(handed_over)
-        if ranks.is_main:
-            logger.warning("accuracy guard: every round cost more than %.1f points of clean accuracy on the held-back "
-                           "slice; returning the model as it was handed over", 100 * (cfg.acc_guard or 0.0))
+                           "slice; returning %s", 100 * (cfg.acc_guard or 0.0), said)
     elif best is not None and best[1] != selected:
         _, selected, weights, delta = best
         net.load_state_dict(weights)
@@ -443,28 +439,27 @@ def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 100, *, ran
     """The model's predicted class of every image of ``x`` (eval mode, no graph; batches of 100 ran 1.5×
     faster than of 500 on the 2-core CPU, benchmarks/pseudo_labels.py). Across ``ranks`` each rank
     predicts its share (every ``world``-th image) and the shares are summed into the whole."""
-    share = ranks.shard(torch.arange(len(x), device=x.device))
     out = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-    with eval_mode(model), torch.inference_mode():
-        for i in range(0, len(share), batch_size):
-            rows = share[i:i + batch_size]
-            out[rows] = model(x[rows]).argmax(1)
-    (out,) = ranks.all_reduce_sum(out)  # created outside inference mode: usable in differentiated losses
-    return out
+    return _each_image(model, x, out, lambda logits: logits.argmax(1), batch_size, ranks)
 
 
-def log_probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 100, *, ranks: Ranks = SINGLE) -> torch.Tensor:
-    """The model's log-probabilities (N×classes) on every image of ``x``, as :func:`predictions` computes its
-    classes (eval mode, no graph, each rank its share, summed into the whole)."""
+def log_probabilities(model: nn.Module, x: torch.Tensor, num_classes: int, batch_size: int = 100, *,
+                      ranks: Ranks = SINGLE) -> torch.Tensor:
+    """The model's log-probabilities (N×classes) on every image of ``x``, computed as :func:`predictions`."""
+    out = torch.zeros(len(x), num_classes, dtype=x.dtype, device=x.device)
+    return _each_image(model, x, out, lambda logits: F.log_softmax(logits, 1), batch_size, ranks)
+
+
+def _each_image(model: nn.Module, x: torch.Tensor, out: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
+                batch_size: int, ranks: Ranks) -> torch.Tensor:
+    """``out`` (zeros, one row per image of ``x``) filled with ``head`` of the model's logits, in eval mode with no
+    graph; each rank fills its share (every ``world``-th image) and the shares are summed into the whole.
+    ``out`` is made outside inference mode, so the result is usable in differentiated losses."""
     share = ranks.shard(torch.arange(len(x), device=x.device))
-    out: torch.Tensor | None = None
     with eval_mode(model), torch.inference_mode():
         for i in range(0, len(share), batch_size):
             rows = share[i:i + batch_size]
-            logp = F.log_softmax(model(x[rows]), 1)
-            out = torch.zeros(len(x), logp.shape[1], device=x.device, dtype=logp.dtype) if out is None else out
-            out[rows] = logp
-    out = torch.zeros(len(x), 0, device=x.device) if out is None else out.clone()  # usable outside inference mode
+            out[rows] = head(model(x[rows]))
     (out,) = ranks.all_reduce_sum(out)
     return out
 
