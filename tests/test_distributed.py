@@ -33,6 +33,9 @@ CONFIGS = {
     # the distillation term (clean_distill): the handed-over model's log-probabilities predicted in shares,
     # the term's rows and its mean over the global batch
     "distill": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, clean_distill=1.0, perturb_fraction=0.2),
+    # the smooth trigger search (smooth_search): each class's screen and rate counted over the ranks' shares,
+    # its δ on the rows before the stamp's
+    "smooth": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, smooth_search=2.0, smooth_screen=2),
     # the authors' data order (k images drawn at random per batch), δ on the ℓ2 sphere (the active set), MINRES
     "reference_l2": IBAUConfig.reference(rounds=2, batch_size=30, norm="l2", norm_bound=1.0, solver="minres",
                                          solver_iters=3),

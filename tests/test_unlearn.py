@@ -881,7 +881,7 @@ def test_clean_distill_is_the_kl_from_the_handed_over_model_on_the_plain_rows(ti
     chosen, stamped = slice(0, 1), slice(4, 6)
     p0 = teacher[1:4].exp()
     by_hand = (p0 * (teacher[1:4] - torch.log_softmax(logits[1:4], 1))).sum() / 6
-    torch.testing.assert_close(core._distillation(logits, teacher, chosen, stamped, 6), by_hand)
+    torch.testing.assert_close(core._distillation(logits, teacher, (chosen, stamped), 6), by_hand)
     # and it pulls back: the same run with a large weight ends closer to the handed-over model's outputs
     far = unlearn(model, (x, y), base.replace(clean_distill=20.0), progress=False)
     with torch.no_grad():

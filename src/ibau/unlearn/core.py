@@ -25,6 +25,7 @@ from .guard import guard_split, restore_optimizers, scale_step
 from .hypergrad import implicit_hypergradient
 from .inner import class_patch, delta_patch, objective, perturb, solve_delta
 from .probe import probe_rate, suspect_class
+from .smooth import smooth_trigger
 from .solvers import SolveStats
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class RoundRecord:
     patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
+    smooth_class: int | None = None        # smooth_search: the class the round's smooth δ is aimed at
+    smooth_fooling: float | None = None    # smooth_search: share of other-class clean images it sends there
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
     guard_acc: float | None = None         # acc_guard: clean accuracy on the held-back slice after the round
     rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
@@ -236,6 +239,12 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     def probe_batches(labels=y_all):
         return iterate_batches(x_all, labels, bs, probe_gen, shuffle=True)
 
+    # and so does the smooth search (smooth_search): without it the run is the same as before the option
+    smooth_gen = torch.Generator().manual_seed(cfg.seed + 3)
+
+    def smooth_batches():
+        return iterate_batches(x_all, y_all, bs, smooth_gen, shuffle=cfg.shuffle)
+
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     # one optimiser state for all δs, or one per δ of a round (per_delta_optimizer), each on its share of steps
@@ -262,6 +271,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     best: tuple[float, int, dict, torch.Tensor] | None = None  # the probe's choice: (rate, round, weights, δ)
     closest: tuple[float, int, dict, torch.Tensor] | None = None  # guard_fallback "closest": the best slice accuracy
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
+    smooth_class: int | None = None  # smooth_search: the class chosen by round 1's screen
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     with _flush_denormal(cfg.flush_denormal), rng:
         torch.manual_seed(cfg.seed + ranks.rank)
@@ -296,13 +306,18 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     before = ranks.shard(labels[:FOOLING_SAMPLE]) if cfg.pseudo_labels else None
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
                                                       num_classes, _class_search_due(cfg, history), ranks, before)
+                    smooth, smooth_fooling = None, None
+                    if cfg.smooth_search is not None:
+                        smooth, smooth_class, smooth_fooling = smooth_trigger(
+                            net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
+                            target=smooth_class, ranks=ranks, before=before)
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
                     round_deltas = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
                     outer_loss = _outer_pass(net, params, opts, solver, outer_batches, round_deltas + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
-                                             schedules=schedules, ranks=ranks)
+                                             smooth=smooth, schedules=schedules, ranks=ranks)
                     net.eval()
                     guard_acc, rolled_back, eligible = None, False, True
                     if cfg.acc_guard is not None:
@@ -323,6 +338,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
+                                         smooth_class=smooth_class if smooth is not None else None,
+                                         smooth_fooling=smooth_fooling,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
                 if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
@@ -478,13 +495,14 @@ def fooling_rates(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, clamp:
     return (counts.double() / max(len(x), 1)).tolist()
 
 
-def _distillation(logits: torch.Tensor, teacher: torch.Tensor, chosen, stamped, total: int) -> torch.Tensor:
-    """KL(teacher ‖ model) summed over the rows that carry neither δ (``chosen``) nor the stamp (``stamped``),
-    over ``total`` (the global batch's rows): this rank's part of the batch mean, as its cross-entropy."""
+def _distillation(logits: torch.Tensor, teacher: torch.Tensor, altered, total: int) -> torch.Tensor:
+    """KL(teacher ‖ model) summed over the rows that carry neither δ nor a stamp (``altered``: their row
+    selections, None for none), over ``total`` (the global batch's rows): this rank's part of the batch mean,
+    as its cross-entropy."""
     plain = torch.ones(len(logits), dtype=torch.bool, device=logits.device)
-    plain[chosen] = False
-    if stamped is not None:
-        plain[stamped] = False
+    for rows in altered:
+        if rows is not None:
+            plain[rows] = False
     log_p = F.log_softmax(logits[plain].to(teacher.dtype), 1)  # bfloat16 logits (precision) in the teacher's
     return F.kl_div(log_p, teacher[plain], log_target=True, reduction="sum") / total
 
@@ -510,12 +528,13 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 
 def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
                 cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
-                schedules=None, ranks: Ranks = SINGLE) -> float:
+                smooth: torch.Tensor | None = None, schedules=None, ranks: Ranks = SINGLE) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
     searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
     every draw are chosen on the global batch; each rank computes the losses on its share of them and the
-    hypergradient is summed over the ranks."""
+    hypergradient is summed over the ranks. ``smooth`` (smooth_search): a smooth δ added, clamped, to
+    ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp)."""
     total, done, v = 0.0, 0, None
     hyper = None
     for x_all, y_all, *distill in cycle_batches(batches, steps):  # distill: the batch's teacher rows (clean_distill)
@@ -532,8 +551,11 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         # δ's stamp (patch_threshold) goes on the last patch_fraction of the batch
         n_stamped = max(1, round(cfg.patch_fraction * n))
         stamped = slice(n - n_stamped, n) if patch is not None and k + n_stamped <= n else None
+        end = n if stamped is None else n - n_stamped
+        smoothed = slice(end - n_stamped, end) if smooth is not None and k + n_stamped <= end else None
         chosen_rows = ranks.local_rows(chosen, n, x_all.device)  # this rank's rows among them
         stamped_rows = None if stamped is None else ranks.local_rows(stamped, n, x_all.device)
+        smoothed_rows = None if smoothed is None else ranks.local_rows(smoothed, n, x_all.device)
         x, y = ranks.shard(x_all), ranks.shard(y_all)
         teacher = ranks.shard(distill[0]) if distill else None
 
@@ -544,16 +566,19 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
             with eval_mode(net):
                 return -objective(net, xh, yh, d, cfg, ranks=ranks, total=n_hyper)
 
-        def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows, teacher=teacher):
+        def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows, smoothed=smoothed_rows,
+                       teacher=teacher):
             mixed = x.clone()  # CE with δ on the chosen images (and the stamp on the stamped ones)
             if stamped is not None:
                 mask, pattern = patch[0], patch[1]
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
+            if smoothed is not None:
+                mixed[smoothed] = perturb(x[smoothed], smooth, True)
             mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
             logits = ranks.forward(net, mixed)
             loss = ranks.cross_entropy(logits, y, n)
             if teacher is not None:
-                loss = loss + cfg.clean_distill * _distillation(logits, teacher, chosen, stamped, n)
+                loss = loss + cfg.clean_distill * _distillation(logits, teacher, (chosen, stamped, smoothed), n)
             return loss
 
         stats.append(SolveStats())

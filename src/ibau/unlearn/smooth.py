@@ -1,0 +1,95 @@
+"""A low-frequency trigger search (``IBAUConfig.smooth_search``): the smooth δ a pixel-space search misses.
+
+A smooth trigger (Zeng et al., ICCV 2021, the paper's "Smooth"; BackdoorBench's "LF") lives in the lowest
+spatial frequencies. I-BAU's δ is searched over every pixel, and the steepest directions of the loss there
+are high-frequency: on CIFAR-10's seven-trigger model a Smooth backdoor kept 13–35% ASR through every
+configuration tried while the others fell, and a pixel-space δ of ℓ2 norm 3 aimed at its target class sends
+3.5% of the clean images there after two rounds. The same search restricted to frequencies of at most 3
+cycles per image sends 88% there, more than to any other class (docs/presets.md, "A smooth δ").
+
+So the search here is a targeted one, like the class search of the stamp (:func:`ibau.unlearn.inner.class_patch`):
+for each class a few steps of descent on CE(f(x + δ), class), δ projected after every step onto the low
+frequencies and into the ℓ2 ball; the class whose δ sends the most clean images to it is kept, and its δ
+searched for a whole pass. A defender's search: clean images only, no trigger.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from ..training import cycle_batches
+from .config import IBAUConfig
+from .distributed import SINGLE, Ranks
+from .inner import SCREEN_SAMPLE, perturb, project
+
+
+def lowpass(delta: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """The orthogonal projection of δ (C×H×W) onto the spatial frequencies of at most ``cutoff`` cycles per
+    image (the constant included): zero the others of its 2-D Fourier transform, per channel."""
+    h, w = delta.shape[-2:]
+    fy = torch.fft.fftfreq(h, d=1.0 / h, device=delta.device).abs().view(-1, 1)
+    fx = torch.fft.rfftfreq(w, d=1.0 / w, device=delta.device).view(1, -1)
+    keep = (fy.pow(2) + fx.pow(2)).sqrt() <= cutoff
+    return torch.fft.irfft2(torch.fft.rfft2(delta) * keep, s=(h, w)).to(delta.dtype)
+
+
+def smooth_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                 like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int, *, start: torch.Tensor | None = None,
+                 ranks: Ranks = SINGLE) -> torch.Tensor:
+    """A smooth universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner optimiser
+    and step size) on CE(f(clamp(x + δ)), target), each followed by :func:`lowpass` at ``cfg.smooth_cutoff`` and
+    the projection into the ℓ2 ball of radius ``cfg.smooth_search``. ``like``: one image (δ's shape, dtype and
+    device); ``start``: continue from this δ. Across ``ranks`` each rank scores its share of every batch and
+    δ's gradient is summed over the ranks."""
+    delta = (torch.zeros_like(like) if start is None else start.detach().clone()).requires_grad_(True)
+    opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
+    opt = opt_cls([delta], lr=cfg.inner_lr)
+    for x_all, _ in cycle_batches(batches, steps):
+        x = ranks.shard(x_all)
+        wanted = torch.full((len(x),), target, device=x.device, dtype=torch.int64)
+        loss = ranks.cross_entropy(ranks.forward(model, perturb(x, delta, True)), wanted, len(x_all))
+        (grad,) = ranks.all_reduce_sum(*torch.autograd.grad(loss, delta))
+        delta.grad = grad
+        opt.step()
+        with torch.no_grad():
+            delta.copy_(lowpass(delta, cfg.smooth_cutoff))
+        project(delta, "l2", cfg.smooth_search)
+    return delta.detach()
+
+
+def smooth_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, delta: torch.Tensor, target: int, *,
+                ranks: Ranks = SINGLE) -> float:
+    """The share of the images of ``x`` not predicted as ``target`` (``before``: the predictions on this rank's
+    share) that clamp(x + δ) sends to ``target``; the counts are summed over ``ranks``."""
+    share = ranks.shard(x)
+    others = before[:len(share)] != target
+    with torch.no_grad():
+        sent = ranks.forward(model, perturb(share, delta, True)).argmax(1) == target
+    total, hits = ranks.all_reduce_sum(others.sum(), (others & sent).sum())
+    return float(hits) / max(float(total), 1.0)
+
+
+def smooth_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                   x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, target: int | None = None,
+                   ranks: Ranks = SINGLE, before: torch.Tensor | None = None) -> tuple[torch.Tensor, int, float]:
+    """This round's smooth δ: ``(δ, class, rate)``. With ``target`` None every class is screened for
+    ``cfg.smooth_screen`` steps and the one whose δ sends the largest share of the first
+    :data:`~ibau.unlearn.inner.SCREEN_SAMPLE` images of ``x`` to it is continued; otherwise ``target``'s δ is
+    searched from 0. Either way the δ gets ``steps`` steps in all, and its rate is measured on ``x``.
+    ``before``: the model's predictions on this rank's share of ``x`` when the caller has them."""
+    if before is None:
+        with torch.no_grad():
+            before = ranks.forward(model, ranks.shard(x)).argmax(1)
+    sample = x[:-(-SCREEN_SAMPLE // ranks.world) * ranks.world]  # a multiple of the ranks: rows of each share
+    start = None
+    if target is None:
+        screened = []
+        for c in range(num_classes):
+            d = smooth_delta(model, batches, x[0], c, cfg, cfg.smooth_screen, ranks=ranks)
+            screened.append((smooth_rate(model, sample, before, d, c, ranks=ranks), -c, d))
+        _, neg, start = max(screened, key=lambda s: s[:2])  # ties: the lowest class
+        target, steps = -neg, steps - cfg.smooth_screen
+    delta = smooth_delta(model, batches, x[0], target, cfg, max(steps, 0), start=start, ranks=ranks)
+    return delta, target, smooth_rate(model, x, before, delta, target, ranks=ranks)
