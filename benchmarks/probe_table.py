@@ -2,6 +2,7 @@
 
     python benchmarks/probe_table.py docs/measurements/issue19/probe_rounds docs/measurements/issue19/probe_confirm
     python benchmarks/probe_table.py --summary docs/measurements/issue19/guard   # per model over its seeds
+    python benchmarks/probe_table.py --all docs/measurements/issue19/stop44      # runs without a probe too
 
 For each record (a configuration on one model and seed): held-out ACC/ASR after every round, the probe's share
 of clean images sent to the suspect class (the library's ``probe_rate`` where the run used
@@ -10,7 +11,8 @@ of clean images sent to the suspect class (the library's ``probe_rate`` where th
 the benchmark's probe: the latest round within ``probe_tolerance`` of the lowest share) and what keeping it gave against
 keeping the last round. The suspect is the class the untargeted probe found before round 1; "target" is the
 attack's, shown for evaluation only. A round the accuracy guard (``acc_guard``) rolled back is marked ↺: its
-model is the round before's.
+model is the round before's. With ``--all`` (``every=True``) the runs without a probe are listed as well, with
+the round they returned (their last, or the guard's choice) and "–" for the probe.
 """
 from __future__ import annotations
 
@@ -42,19 +44,20 @@ def chosen(shares: list[float]) -> int:
     return max(i for i, s in enumerate(shares) if s <= low + TOLERANCE) + 1
 
 
-def rows(folders: list[Path]) -> list[dict]:
+def rows(folders: list[Path], every: bool = False) -> list[dict]:
+    """The records of ``folders`` that ran or recorded a probe (``every``: all of them)."""
     out = []
     for folder in folders:
         for path in sorted(folder.rglob("*.json")):
             rec = json.loads(path.read_text())
             shares, suspect = rates(rec)
-            if not shares:
+            if not shares and not every:
                 continue
             # what the run kept, or the rule applied to the benchmark's probes of a run that kept its last round
             cfg = rec["config"]
             ruled = cfg.get("round_selection") == "probe" or (cfg.get("acc_guard") is not None
                                                               and cfg.get("guard_mode") == "select")
-            keep = rec["selected_round"] if ruled else chosen(shares)
+            keep = rec["selected_round"] if ruled or not shares else chosen(shares)
             curve = rec["curve"]
             name = f"authors_{path.stem}" if rec["task"] == "authors" else path.stem
             out.append({"record": name, "target": _target(rec), "suspect": suspect,
@@ -92,8 +95,9 @@ def table(items: list[dict]) -> str:
     for r in items:
         asr_kept, acc_kept = kept(r)
         asr = " → ".join(f"{a:.1f}{'↺' * back}" for a, back in zip(r["asr"], r["rolled_back"]))
-        lines.append(f"| {r['record']} | {r['target']} / {r['suspect']} | {asr} "
-                     f"| {' → '.join(f'{s:.1f}' for s in r['shares'])} | {r['keep']} of {len(r['asr'])} "
+        suspect = "–" if r["suspect"] is None else r["suspect"]
+        lines.append(f"| {r['record']} | {r['target']} / {suspect} | {asr} "
+                     f"| {' → '.join(f'{s:.1f}' for s in r['shares']) or '–'} | {r['keep']} of {len(r['asr'])} "
                      f"| {asr_kept:.1f} / {r['asr'][-1]:.1f} "
                      f"| {r['before_acc'] - acc_kept:.2f} / {r['before_acc'] - r['acc'][-1]:.2f} |")
     return "\n".join(lines)
@@ -101,24 +105,26 @@ def table(items: list[dict]) -> str:
 
 def correlation(items: list[dict]) -> float:
     """Pearson r between the round-to-round changes of the probe's share and of the held-out ASR."""
-    dp = [b - a for r in items for a, b in zip(r["shares"], r["shares"][1:])]
-    da = [b - a for r in items for a, b in zip(r["asr"], r["asr"][1:])]
+    probed = [r for r in items if r["shares"]]
+    dp = [b - a for r in probed for a, b in zip(r["shares"], r["shares"][1:])]
+    da = [b - a for r in probed for a, b in zip(r["asr"], r["asr"][1:])]
     return statistics.correlation(dp, da) if len(dp) > 2 else float("nan")
 
 
-def markdown(folders: list[Path]) -> str:
+def markdown(folders: list[Path], every: bool = False) -> str:
     """The table of every record in ``folders`` and the correlation of the probe's and the ASR's changes."""
-    items = rows(folders)
-    return (f"{table(items)}\n\nOver the {sum(len(r['asr']) - 1 for r in items)} round-to-round changes above, "
+    items = rows(folders, every)
+    changes = sum(len(r['asr']) - 1 for r in items if r["shares"])
+    return (f"{table(items)}\n\nOver the {changes} round-to-round changes above{' with a probe' * every}, "
             f"the probe's share and the held-out ASR move together with r = {correlation(items):.2f}.")
 
 
-def summary(folders: list[Path], asr_target: float = 10.0, drop_target: float = 2.0) -> str:
+def summary(folders: list[Path], asr_target: float = 10.0, drop_target: float = 2.0, every: bool = False) -> str:
     """One line per configuration and model over its seeds: the kept round's held-out ASR (mean ± std, worst)
     and ACC drop (mean, worst), and on how many seeds both of issue 19's targets hold (ASR ≤ ``asr_target``,
     drop ≤ ``drop_target`` points)."""
     groups: dict[str, list[dict]] = {}
-    for r in rows(folders):
+    for r in rows(folders, every):
         groups.setdefault(re.sub(r"_seed\d+$", "", r["record"]), []).append(r)
     lines = ["| configuration and model | seeds | ASR kept % | ACC drop kept (points) | targets met |",
              "|---|---:|---|---|---:|"]
@@ -134,10 +140,9 @@ def summary(folders: list[Path], asr_target: float = 10.0, drop_target: float = 
 
 def main() -> None:
     args = sys.argv[1:]
-    if args and args[0] == "--summary":
-        print(summary([Path(f) for f in args[1:]]))
-    else:
-        print(markdown([Path(f) for f in args]))
+    every = "--all" in args
+    folders = [Path(f) for f in args if not f.startswith("--")]
+    print(summary(folders, every=every) if "--summary" in args else markdown(folders, every))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,12 @@ def test_smooth_search_screens_every_class_in_round_one_and_puts_its_delta_on_th
     assert result.history[1].smooth_class == kept and 0 <= result.history[0].smooth_fooling <= 1
     # patch_fraction (0.2) of each batch of 30 carries it, in every θ step of both rounds
     assert smoothed_rows == [6] * (2 * outer)
+    # smooth_rounds "first": round 1's search only, its δ on the same rows of every round
+    screened[:], smoothed_rows[:] = [], []
+    first = unlearn(model, (x, y), cfg.replace(smooth_rounds="first"), progress=False)
+    assert screened == [(c, 1) for c in range(4)] + [(first.history[0].smooth_class, inner - 1)]
+    assert smoothed_rows == [6] * (2 * outer) and first.history[1].smooth_fooling is None
+    assert first.history[1].smooth_class == first.history[0].smooth_class
     # off by default: the records say so
     plain = unlearn(model, (x, y), cfg.replace(smooth_search=None), progress=False)
     assert plain.history[0].smooth_class is None and plain.history[0].smooth_fooling is None
@@ -120,6 +126,7 @@ def test_smooth_search_screens_every_class_in_round_one_and_puts_its_delta_on_th
     ({"smooth_search": float("nan")}, "smooth_search must be an ℓ2 radius > 0"),
     ({"smooth_cutoff": 0.5}, "smooth_cutoff must be >= 1"),
     ({"smooth_screen": 0}, "smooth_screen must be >= 1"),
+    ({"smooth_rounds": "last"}, "smooth_rounds must be one of every, first"),
 ])
 def test_impossible_smooth_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -272,6 +272,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     closest: tuple[float, int, dict, torch.Tensor] | None = None  # guard_fallback "closest": the best slice accuracy
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
     smooth_class: int | None = None  # smooth_search: the class chosen by round 1's screen
+    smooth: torch.Tensor | None = None  # smooth_search: the round's smooth δ (with smooth_rounds "first": round 1's)
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     with _flush_denormal(cfg.flush_denormal), rng:
         torch.manual_seed(cfg.seed + ranks.rank)
@@ -306,8 +307,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     before = ranks.shard(labels[:FOOLING_SAMPLE]) if cfg.pseudo_labels else None
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
                                                       num_classes, _class_search_due(cfg, history), ranks, before)
-                    smooth, smooth_fooling = None, None
-                    if cfg.smooth_search is not None:
+                    smooth_fooling = None
+                    if cfg.smooth_search is not None and (cfg.smooth_rounds == "every" or smooth is None):
                         smooth, smooth_class, smooth_fooling = smooth_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=smooth_class, ranks=ranks, before=before)
