@@ -93,6 +93,21 @@ def test_the_stop43_table_in_presets_is_generated_from_its_records():
     assert f"<!-- table:stop43_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
+def test_the_stop44_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's "A smooth δ" tables are probe_table.py --all of stop 44's records (runs without a probe
+    included), and the smooth search ran in them."""
+    root = Path(__file__).resolve().parents[1]
+    folder = [root / "docs" / "measurements" / "issue19" / "stop44"]
+    text = _benchmark("probe_table").markdown(folder, every=True)
+    assert "b2r2n100s3_cifar_multi7_seed2" in text and "b2csgr2n100cs3_cifar_multi7_seed0" in text
+    assert f"<!-- table:stop44 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    summary = _benchmark("probe_table").summary(folder, every=True)
+    assert "b2r2n100s3_cifar_multi7 | 3 |" in summary
+    assert f"<!-- table:stop44_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    records = [json.loads(p.read_text()) for p in folder[0].rglob("*.json")]
+    assert records and all(r["config"]["smooth_search"] == 3 for r in records)
+
+
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
     root = Path(__file__).resolve().parents[1]
