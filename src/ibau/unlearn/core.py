@@ -339,7 +339,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
-                                         smooth_class=smooth_class if smooth is not None else None,
+                                         smooth_class=smooth_class,
                                          smooth_fooling=smooth_fooling,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
                 if not eligible and ranks.is_main:

@@ -178,7 +178,8 @@ def _stamped_logits(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, patte
 def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                    like: torch.Tensor, target: int, cfg: IBAUConfig, steps: int, *, bound: float | None = None,
                    start: torch.Tensor | None = None, ranks: Ranks = SINGLE,
-                   on_step: Callable[[torch.Tensor, float], None] | None = None) -> torch.Tensor:
+                   on_step: Callable[[torch.Tensor, float], None] | None = None,
+                   constrain: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """A sparse universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner
     optimiser and step size) on CE(f(x+δ), target) + inner_penalty·‖δ‖² + patch_l1·‖δ‖₁ from δ = 0.
 
@@ -189,8 +190,9 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
     this radius after every step (the round probe, :mod:`ibau.unlearn.probe`; default None: no bound).
     ``start``: continue from this δ instead of 0 (the plain SGD step keeps no state, so ``a`` steps then
     ``b`` steps from where they ended are ``a + b`` steps). ``on_step(δ, cross-entropy)`` is called after
-    every step. Across ``ranks`` each rank scores its share of every batch, the penalties count once and δ's gradient is
-    summed over the ranks.
+    every step. ``constrain``: a map applied to δ after every step, before the bound (the smooth search's
+    low-pass, :mod:`ibau.unlearn.smooth`). Across ``ranks`` each rank scores its share of every batch, the
+    penalties count once and δ's gradient is summed over the ranks.
     """
     delta = (torch.zeros_like(like) if start is None else start.detach().clone()).requires_grad_(True)
     opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
@@ -205,6 +207,9 @@ def targeted_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
         (grad,) = ranks.all_reduce_sum(*torch.autograd.grad(loss, delta))
         delta.grad = grad
         opt.step()
+        if constrain is not None:
+            with torch.no_grad():
+                delta.copy_(constrain(delta))
         project(delta, "l2", bound)
         if on_step is not None:
             on_step(delta.detach(), float(ranks.all_reduce_sum(ce)[0]))

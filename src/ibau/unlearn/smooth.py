@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
-from ..training import cycle_batches
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
-from .inner import SCREEN_SAMPLE, perturb, project
+from .inner import SCREEN_SAMPLE, perturb, targeted_delta
 
 
 def lowpass(delta: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -40,23 +39,13 @@ def smooth_delta(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Te
                  ranks: Ranks = SINGLE) -> torch.Tensor:
     """A smooth universal δ that sends clean images to ``target``: ``steps`` descent steps (the inner optimiser
     and step size) on CE(f(clamp(x + δ)), target), each followed by :func:`lowpass` at ``cfg.smooth_cutoff`` and
-    the projection into the ℓ2 ball of radius ``cfg.smooth_search``. ``like``: one image (δ's shape, dtype and
+    the projection into the ℓ2 ball of radius ``cfg.smooth_search``: the class search's
+    :func:`~ibau.unlearn.inner.targeted_delta` without its penalties. ``like``: one image (δ's shape, dtype and
     device); ``start``: continue from this δ. Across ``ranks`` each rank scores its share of every batch and
     δ's gradient is summed over the ranks."""
-    delta = (torch.zeros_like(like) if start is None else start.detach().clone()).requires_grad_(True)
-    opt_cls = torch.optim.SGD if cfg.inner_optimizer == "sgd" else torch.optim.Adam
-    opt = opt_cls([delta], lr=cfg.inner_lr)
-    for x_all, _ in cycle_batches(batches, steps):
-        x = ranks.shard(x_all)
-        wanted = torch.full((len(x),), target, device=x.device, dtype=torch.int64)
-        loss = ranks.cross_entropy(ranks.forward(model, perturb(x, delta, True)), wanted, len(x_all))
-        (grad,) = ranks.all_reduce_sum(*torch.autograd.grad(loss, delta))
-        delta.grad = grad
-        opt.step()
-        with torch.no_grad():
-            delta.copy_(lowpass(delta, cfg.smooth_cutoff))
-        project(delta, "l2", cfg.smooth_search)
-    return delta.detach()
+    search = cfg.replace(clamp=True, inner_penalty=0.0, patch_l1=0.0)
+    return targeted_delta(model, batches, like, target, search, steps, bound=cfg.smooth_search, start=start,
+                          ranks=ranks, constrain=lambda d: lowpass(d, cfg.smooth_cutoff))
 
 
 def smooth_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, delta: torch.Tensor, target: int, *,
