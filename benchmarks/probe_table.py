@@ -50,6 +50,8 @@ def rows(folders: list[Path], every: bool = False) -> list[dict]:
     for folder in folders:
         for path in sorted(folder.rglob("*.json")):
             rec = json.loads(path.read_text())
+            if "curve" not in rec:  # not a run's record: the card of a digits model cached beside them
+                continue
             shares, suspect = rates(rec)
             if not shares and not every:
                 continue
@@ -115,6 +117,8 @@ def markdown(folders: list[Path], every: bool = False) -> str:
     """The table of every record in ``folders`` and the correlation of the probe's and the ASR's changes."""
     items = rows(folders, every)
     changes = sum(len(r['asr']) - 1 for r in items if r["shares"])
+    if not changes:  # no run had a probe: no correlation to state
+        return table(items)
     return (f"{table(items)}\n\nOver the {changes} round-to-round changes above{' with a probe' * every}, "
             f"the probe's share and the held-out ASR move together with r = {correlation(items):.2f}.")
 

@@ -108,6 +108,29 @@ def test_the_stop44_table_in_presets_is_generated_from_its_records():
     assert records and all(r["config"]["smooth_search"] == 3 for r in records)
 
 
+def test_the_stop45_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's stop-45 tables (the candidate on the remaining development rows, and the digits
+    ablation) are probe_table.py --all of stop 45's records, and each record ran the configuration its name
+    says."""
+    root = Path(__file__).resolve().parents[1]
+    folder = [root / "docs" / "measurements" / "issue19" / "stop45"]
+    text = _benchmark("probe_table").markdown(folder, every=True)
+    assert "b2r2n100s3f_gtsrb_smooth_seed0" in text and "n100_dp_small_vgg_n100_split0_seed0" in text
+    assert f"<!-- table:stop45 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    summary = _benchmark("probe_table").summary(folder, every=True)
+    assert f"<!-- table:stop45_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    records = [json.loads(p.read_text()) for p in folder[0].glob("*/*.json")]
+    records = [r for r in records if "curve" in r]  # digits model cards cached beside them are no records
+    n100 = {"norm": "l2", "norm_bound": 100}
+    b2r2 = {**n100, "bounded_search": 10, "per_delta_optimizer": True, "inner_restarts": 2}
+    ran = {"d15b100": {"norm_bound": None, "smooth_search": None, "bounded_search": None},
+           "n100": {**n100, "bounded_search": None, "smooth_search": None},
+           "b2r2n100": {**b2r2, "smooth_search": None}, "b2r2n100s3f": {**b2r2, "smooth_search": 3, "smooth_rounds": "first"}}
+    assert {r["name"] for r in records} == set(ran)
+    for r in records:
+        assert {k: r["config"][k] for k in ran[r["name"]]} == ran[r["name"]], r["name"]
+
+
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
     root = Path(__file__).resolve().parents[1]
