@@ -123,9 +123,10 @@ def test_the_stop45_table_in_presets_is_generated_from_its_records():
     records = [r for r in records if "curve" in r]  # digits model cards cached beside them are no records
     n100 = {"norm": "l2", "norm_bound": 100}
     b2r2 = {**n100, "bounded_search": 10, "per_delta_optimizer": True, "inner_restarts": 2}
-    ran = {"d15b100": {"norm_bound": None, "smooth_search": None, "bounded_search": None},
+    ran = {"d15b100": {"norm_bound": None, "smooth_search": None, "bounded_search": None, "clean_distill": 0.0},
            "n100": {**n100, "bounded_search": None, "smooth_search": None},
-           "b2r2n100": {**b2r2, "smooth_search": None}, "b2r2n100s3f": {**b2r2, "smooth_search": 3, "smooth_rounds": "first"}}
+           "b2r2n100": {**b2r2, "smooth_search": None}, "b2r2n100s3f": {**b2r2, "smooth_search": 3, "smooth_rounds": "first"},
+           "d15b100d1": {"norm_bound": None, "clean_distill": 1.0}, "d15d1": {"norm_bound": None, "clean_distill": 1.0}}
     assert {r["name"] for r in records} == set(ran)
     for r in records:
         assert {k: r["config"][k] for k in ran[r["name"]]} == ran[r["name"]], r["name"]
