@@ -126,7 +126,8 @@ def test_the_stop45_table_in_presets_is_generated_from_its_records():
     ran = {"d15b100": {"norm_bound": None, "smooth_search": None, "bounded_search": None, "clean_distill": 0.0},
            "n100": {**n100, "bounded_search": None, "smooth_search": None},
            "b2r2n100": {**b2r2, "smooth_search": None}, "b2r2n100s3f": {**b2r2, "smooth_search": 3, "smooth_rounds": "first"},
-           "d15b100d1": {"norm_bound": None, "clean_distill": 1.0}, "d15d1": {"norm_bound": None, "clean_distill": 1.0}}
+           "d15b100d1": {"norm_bound": None, "clean_distill": 1.0}, "d15d1": {"norm_bound": None, "clean_distill": 1.0},
+           "d15": {"norm_bound": None, "clean_distill": 0.0}}
     assert {r["name"] for r in records} == set(ran)
     for r in records:
         assert {k: r["config"][k] for k in ran[r["name"]]} == ran[r["name"]], r["name"]
