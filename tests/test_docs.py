@@ -32,6 +32,12 @@ def _benchmark(name: str):
     return module
 
 
+def _presets_block(name: str, text: str) -> bool:
+    """Whether docs/presets.md holds ``text`` as its generated block ``name`` (between its table markers)."""
+    presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    return f"<!-- table:{name} -->\n{text}\n<!-- /table -->" in presets
+
+
 def test_issue3_tables_in_results_are_generated_from_the_records():
     """docs/results.md shows the tables its scripts make from the committed records, not hand edits."""
     results = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
@@ -58,7 +64,7 @@ def test_the_delta_probe_table_in_presets_is_generated_from_its_records():
     root = Path(__file__).resolve().parents[1]
     text = _benchmark("inner_search").table(root / "docs" / "measurements" / "issue19" / "probe")
     assert text.count("\n") >= 12  # a header, a rule and the 13 records' rows
-    assert f"<!-- table:probe -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    assert _presets_block("probe", text)
 
 
 def test_the_round_probe_table_in_presets_is_generated_from_its_records():
@@ -66,45 +72,44 @@ def test_the_round_probe_table_in_presets_is_generated_from_its_records():
     root = Path(__file__).resolve().parents[1]
     folders = [root / "docs" / "measurements" / "issue19" / f for f in ("probe_rounds", "probe_confirm")]
     text = _benchmark("probe_table").markdown(folders)
-    assert f"<!-- table:probe_rounds -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    assert _presets_block("probe_rounds", text)
+
+
+def _probe_tables(name: str, every: bool = False) -> tuple[str, str]:
+    """``probe_table.py``'s table and summary of ``docs/measurements/issue19/<name>`` (``every``: ``--all``),
+    after checking that docs/presets.md holds them as its blocks ``name`` and ``name_summary``."""
+    folders = [Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / name]
+    module = _benchmark("probe_table")
+    text, summary = module.markdown(folders, every), module.summary(folders, every=every)
+    assert _presets_block(name, text)
+    assert _presets_block(f"{name}_summary", summary)
+    return text, summary
 
 
 def test_the_accuracy_guard_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's "An accuracy guard" table is `probe_table.py` of its record folder, and its runs
     rolled back at least one round (the ↺ marks come from the records)."""
-    root = Path(__file__).resolve().parents[1]
-    text = _benchmark("probe_table").markdown([root / "docs" / "measurements" / "issue19" / "guard"])
+    text, summary = _probe_tables("guard")
     assert "↺" in text and text.count("b2cpg") >= 5
-    assert f"<!-- table:guard -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
     # the same records per configuration and model over their seeds
-    summary = _benchmark("probe_table").summary([root / "docs" / "measurements" / "issue19" / "guard"])
     assert "b2cpg_gtsrb_blend | 3 |" in summary
-    assert f"<!-- table:guard_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
 def test_the_stop43_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's "Anchoring clean accuracy" table is probe_table.py of stop 43's records."""
-    root = Path(__file__).resolve().parents[1]
-    text = _benchmark("probe_table").markdown([root / "docs" / "measurements" / "issue19" / "stop43"])
+    text, summary = _probe_tables("stop43")
     assert "b2csgr2d1" in text and "b2csgr2w17" in text
-    assert f"<!-- table:stop43 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
-    summary = _benchmark("probe_table").summary([root / "docs" / "measurements" / "issue19" / "stop43"])
     assert "b2csgr2n100_cifar_multi7 | 2 |" in summary
-    assert f"<!-- table:stop43_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
 
 
 def test_the_stop44_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's "A smooth δ" tables are probe_table.py --all of stop 44's records (runs without a probe
     included), and the smooth search ran in them."""
-    root = Path(__file__).resolve().parents[1]
-    folder = [root / "docs" / "measurements" / "issue19" / "stop44"]
-    text = _benchmark("probe_table").markdown(folder, every=True)
+    text, summary = _probe_tables("stop44", every=True)
     assert "b2r2n100s3_cifar_multi7_seed2" in text and "b2csgr2n100cs3_cifar_multi7_seed0" in text
-    assert f"<!-- table:stop44 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
-    summary = _benchmark("probe_table").summary(folder, every=True)
     assert "b2r2n100s3_cifar_multi7 | 3 |" in summary
-    assert f"<!-- table:stop44_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
-    records = [json.loads(p.read_text()) for p in folder[0].rglob("*.json")]
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop44"
+    records = [json.loads(p.read_text()) for p in folder.rglob("*.json")]
     assert records and all(r["config"]["smooth_search"] == 3 for r in records)
 
 
@@ -112,14 +117,10 @@ def test_the_stop45_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-45 tables (the candidate on the remaining development rows, and the digits
     ablation) are probe_table.py --all of stop 45's records, and each record ran the configuration its name
     says."""
-    root = Path(__file__).resolve().parents[1]
-    folder = [root / "docs" / "measurements" / "issue19" / "stop45"]
-    text = _benchmark("probe_table").markdown(folder, every=True)
+    text, _ = _probe_tables("stop45", every=True)
     assert "b2r2n100s3f_gtsrb_smooth_seed0" in text and "n100_dp_small_vgg_n100_split0_seed0" in text
-    assert f"<!-- table:stop45 -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
-    summary = _benchmark("probe_table").summary(folder, every=True)
-    assert f"<!-- table:stop45_summary -->\n{summary}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
-    records = [json.loads(p.read_text()) for p in folder[0].glob("*/*.json")]
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop45"
+    records = [json.loads(p.read_text()) for p in folder.glob("*/*.json")]
     records = [r for r in records if "curve" in r]  # digits model cards cached beside them are no records
     n100 = {"norm": "l2", "norm_bound": 100}
     b2r2 = {**n100, "bounded_search": 10, "per_delta_optimizer": True, "inner_restarts": 2}
@@ -139,7 +140,7 @@ def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     traces = list((root / "docs" / "measurements" / "issue19" / "class_screen").glob("*.json"))
     assert traces
     text = _benchmark("class_screen").markdown(traces)
-    assert f"<!-- table:class_screen -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    assert _presets_block("class_screen", text)
 
 
 def test_the_new_default_table_shows_records_of_the_default():
@@ -178,7 +179,7 @@ def test_the_batchnorm_refit_table_in_presets_is_generated_from_its_records():
     folder = root / "docs" / "measurements" / "issue19" / "bn_refit"
     text = _benchmark("bn_refit").table([folder / "gtsrb.json", folder / "cifar.json"])
     assert text.count("\n") >= 12  # a header, a rule and the 12 models' rows
-    assert f"<!-- table:bn_refit -->\n{text}\n<!-- /table -->" in (root / "docs" / "presets.md").read_text()
+    assert _presets_block("bn_refit", text)
 
 
 def test_the_anp_threshold_table_in_baselines_is_generated_from_its_sweep():
