@@ -892,6 +892,34 @@ def test_clean_distill_is_the_kl_from_the_handed_over_model_on_the_plain_rows(ti
         assert gap(far.model) < gap(plain.model)
 
 
+def test_clean_distill_size_scales_the_weight_as_one_over_the_clean_set_size(tiny_task):
+    """``clean_distill_size=n₀`` makes the weight β·n₀/n with n clean images: the arithmetic, and a run with
+    β = 2, n₀ = n/2 is the run with β = 1 (and β = 4, n₀ = n/4 too), while β = 1, n₀ = n/2 is another run."""
+    assert IBAUConfig(clean_distill=1.0, clean_distill_size=100).distill_weight(500) == pytest.approx(0.2)
+    assert IBAUConfig(clean_distill=1.0, clean_distill_size=100).distill_weight(50) == pytest.approx(2.0)
+    assert IBAUConfig(clean_distill=3.0).distill_weight(10_000) == 3.0  # None: β at every size
+    assert IBAUConfig(clean_distill=0.0, clean_distill_size=100).distill_weight(1) == 0.0
+    model, x, y = tiny_task
+    n = len(x)
+    assert n % 4 == 0
+    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
+                      perturb_fraction=0.2, seed=3)
+    one = unlearn(model, (x, y), base.replace(clean_distill=1.0), progress=False).model.state_dict()
+    for beta, size in ((2.0, n // 2), (4.0, n // 4)):
+        scaled = unlearn(model, (x, y), base.replace(clean_distill=beta, clean_distill_size=size),
+                         progress=False).model.state_dict()
+        for k, v in one.items():
+            torch.testing.assert_close(scaled[k], v, rtol=0, atol=0)
+    half = unlearn(model, (x, y), base.replace(clean_distill=1.0, clean_distill_size=n // 2),
+                   progress=False).model.state_dict()
+    assert any(not torch.equal(half[k], v) for k, v in one.items() if v.is_floating_point())
+
+
+def test_a_clean_distill_size_below_one_is_a_one_line_error():
+    with pytest.raises(ValueError, match="clean_distill_size must be a number of clean images >= 1"):
+        IBAUConfig(clean_distill=1.0, clean_distill_size=0)
+
+
 def test_a_negative_or_nan_clean_distill_is_a_one_line_error():
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="clean_distill must be a weight >= 0"):

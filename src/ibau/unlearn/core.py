@@ -219,7 +219,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
 
     # clean_distill: the handed-over model's log-probabilities on the clean set, once; the θ steps' batches then
     # carry each image's row of them (the same rows, drawn from the same generator, as without)
-    teacher = log_probabilities(net, x_all, num_classes, ranks=ranks) if cfg.clean_distill else None
+    distill_weight = cfg.distill_weight(len(x_all))
+    teacher = log_probabilities(net, x_all, num_classes, ranks=ranks) if distill_weight else None
 
     def outer_batches():
         if teacher is None:
@@ -318,7 +319,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     round_deltas = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
                     outer_loss = _outer_pass(net, params, opts, solver, outer_batches, round_deltas + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
-                                             smooth=smooth, schedules=schedules, ranks=ranks)
+                                             smooth=smooth, schedules=schedules, ranks=ranks,
+                                             distill_weight=distill_weight)
                     net.eval()
                     guard_acc, rolled_back, eligible = None, False, True
                     if cfg.acc_guard is not None:
@@ -529,13 +531,15 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 
 def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
                 cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
-                smooth: torch.Tensor | None = None, schedules=None, ranks: Ranks = SINGLE) -> float:
+                smooth: torch.Tensor | None = None, schedules=None, ranks: Ranks = SINGLE,
+                distill_weight: float = 0.0) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
     searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
     every draw are chosen on the global batch; each rank computes the losses on its share of them and the
     hypergradient is summed over the ranks. ``smooth`` (smooth_search): a smooth δ added, clamped, to
-    ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp)."""
+    ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp).
+    ``distill_weight``: the weight of the distillation term (``cfg.distill_weight`` of the clean set's size)."""
     total, done, v = 0.0, 0, None
     hyper = None
     for x_all, y_all, *distill in cycle_batches(batches, steps):  # distill: the batch's teacher rows (clean_distill)
@@ -579,7 +583,7 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
             logits = ranks.forward(net, mixed)
             loss = ranks.cross_entropy(logits, y, n)
             if teacher is not None:
-                loss = loss + cfg.clean_distill * _distillation(logits, teacher, (chosen, stamped, smoothed), n)
+                loss = loss + distill_weight * _distillation(logits, teacher, (chosen, stamped, smoothed), n)
             return loss
 
         stats.append(SolveStats())
