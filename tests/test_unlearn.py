@@ -915,6 +915,34 @@ def test_clean_distill_size_scales_the_weight_as_one_over_the_clean_set_size(tin
     assert any(not torch.equal(half[k], v) for k, v in one.items() if v.is_floating_point())
 
 
+def test_outer_lr_size_shrinks_the_step_as_the_square_root_of_the_clean_set_size(tiny_task):
+    """``outer_lr_size=n₀``: with n < n₀ clean images the θ step is outer_lr·√(n/n₀), from n₀ on outer_lr; a run
+    with it is the run with that outer_lr, and at or above n₀ the run without it."""
+    cfg = IBAUConfig(outer_lr=2e-3, outer_lr_size=5000)
+    assert cfg.step_size(100) == pytest.approx(2e-3 * (100 / 5000) ** 0.5)
+    assert cfg.step_size(5000) == cfg.step_size(50_000) == 2e-3
+    assert IBAUConfig(outer_lr=2e-3).step_size(1) == 2e-3
+    model, x, y = tiny_task
+    n = len(x)
+    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
+                      perturb_fraction=0.2, seed=3)
+
+    def weights(cfg):
+        return unlearn(model, (x, y), cfg, progress=False).model.state_dict()
+    quarter = weights(base.replace(outer_lr_size=4 * n))  # √(1/4): half the step
+    half_step = weights(base.replace(outer_lr=0.025))
+    at_size, plain = weights(base.replace(outer_lr_size=n)), weights(base)
+    for k, v in half_step.items():
+        torch.testing.assert_close(quarter[k], v, rtol=0, atol=0)
+        torch.testing.assert_close(at_size[k], plain[k], rtol=0, atol=0)
+    assert any(not torch.equal(quarter[k], plain[k]) for k in plain if plain[k].is_floating_point())
+
+
+def test_an_outer_lr_size_below_one_is_a_one_line_error():
+    with pytest.raises(ValueError, match="outer_lr_size must be a number of clean images >= 1"):
+        IBAUConfig(outer_lr_size=0)
+
+
 def test_a_clean_distill_size_below_one_is_a_one_line_error():
     with pytest.raises(ValueError, match="clean_distill_size must be a number of clean images >= 1"):
         IBAUConfig(clean_distill=1.0, clean_distill_size=0)

@@ -250,7 +250,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     # one optimiser state for all δs, or one per δ of a round (per_delta_optimizer), each on its share of steps
     states = len(_searches(cfg)) if cfg.per_delta_optimizer else 1
-    opts = [opt_cls(params, lr=cfg.outer_lr) for _ in range(states)]
+    opts = [opt_cls(params, lr=cfg.step_size(len(x_all))) for _ in range(states)]
     schedules = [_outer_schedule(o, cfg, math.ceil(cfg.rounds * outer_steps / states)) for o in opts]
     solver = cfg.make_solver()
     history: list[RoundRecord] = []
