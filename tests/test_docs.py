@@ -134,6 +134,27 @@ def test_the_stop45_table_in_presets_is_generated_from_its_records():
         assert {k: r["config"][k] for k in ran[r["name"]]} == ran[r["name"]], r["name"]
 
 
+def test_the_stop46_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's "Small clean sets" tables are probe_table.py --all of stop 46's records, and each record
+    ran the configuration its name says (the θ step, the distillation and the size rules)."""
+    text, _ = _probe_tables("stop46", every=True)
+    assert "sz_trojan_wm_c500_seed0" in text and "lr28d1_dp_small_vgg_n100_split0_seed0" in text
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop46"
+    records = [json.loads(p.read_text()) for p in folder.glob("*/*.json")]
+    records = [r for r in records if "curve" in r]
+    plain = {"outer_lr": 2e-3, "outer_steps": None, "clean_distill": 0.0, "outer_lr_size": None,
+             "clean_distill_size": None}
+    ran = {"d15": plain, "d15d1": {**plain, "clean_distill": 1.0}, "d15d3": {**plain, "clean_distill": 3.0},
+           "d15d10": {**plain, "clean_distill": 10.0}, "o5": {**plain, "outer_steps": 5},
+           "o2": {**plain, "outer_steps": 2}, "lr5": {**plain, "outer_lr": 5e-4}, "lr2": {**plain, "outer_lr": 2e-4},
+           "lr28": {**plain, "outer_lr": 2.8e-4}, "lr28d1": {**plain, "outer_lr": 2.8e-4, "clean_distill": 1.0},
+           "sz": {**plain, "outer_lr_size": 5000, "clean_distill": 1.0, "clean_distill_size": 100},
+           "szl": {**plain, "outer_lr_size": 5000}}
+    assert {r["name"] for r in records} <= set(ran) and {"d15", "sz", "lr28d1"} <= {r["name"] for r in records}
+    for r in records:
+        assert {k: r["config"].get(k) for k in ran[r["name"]]} == ran[r["name"]], r["name"]
+
+
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
     root = Path(__file__).resolve().parents[1]

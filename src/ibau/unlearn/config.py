@@ -102,8 +102,9 @@ class IBAUConfig:
         clean_distill_size: the clean-set size n₀ at which the distillation weight is ``clean_distill``; with n
             clean images (those that unlearn: the guard's slice excluded) the weight is β·n₀/n (default None: β
             whatever the size). The θ steps fit a small clean set harder, so it needs the anchor most; a large
-            one needs it least, and there the anchor pulls a dense backdoor back (GTSRB Blend, 5,000 images:
-            β = 1 left 11.1% ASR, none 0.6%).
+            one needs it least, and there the anchor pulls a dense backdoor back (GTSRB Blend, 5,000 images,
+            3 seeds: β = 1 left 11.1 / 23.4 / 12.9% ASR, none 0.6 / 5.0 / 20.7%; docs/presets.md, "Small clean
+            sets").
         per_delta_optimizer: with several δs a round (``bounded_search``, ``inner_restarts``), give the θ steps
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
