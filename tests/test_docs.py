@@ -149,7 +149,8 @@ def test_the_stop46_table_in_presets_is_generated_from_its_records():
            "o2": {**plain, "outer_steps": 2}, "lr5": {**plain, "outer_lr": 5e-4}, "lr2": {**plain, "outer_lr": 2e-4},
            "lr28": {**plain, "outer_lr": 2.8e-4}, "lr28d1": {**plain, "outer_lr": 2.8e-4, "clean_distill": 1.0},
            "sz": {**plain, "outer_lr_size": 5000, "clean_distill": 1.0, "clean_distill_size": 100},
-           "szl": {**plain, "outer_lr_size": 5000}}
+           "szl": {**plain, "outer_lr_size": 5000},
+           "sz2": {**plain, "outer_lr_size": 5000, "clean_distill": 1.0, "clean_distill_size": 200}}
     assert {r["name"] for r in records} <= set(ran) and {"d15", "sz", "lr28d1"} <= {r["name"] for r in records}
     for r in records:
         assert {k: r["config"].get(k) for k in ran[r["name"]]} == ran[r["name"]], r["name"]
