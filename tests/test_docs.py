@@ -75,6 +75,14 @@ def test_the_round_probe_table_in_presets_is_generated_from_its_records():
     assert _presets_block("probe_rounds", text)
 
 
+def _records(name: str) -> list[dict]:
+    """The run records of ``docs/measurements/issue19/<name>/*/`` (the digits model cards cached beside them
+    are no records: they have no curve)."""
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / name
+    records = [json.loads(p.read_text()) for p in folder.glob("*/*.json")]
+    return [r for r in records if "curve" in r]
+
+
 def _probe_tables(name: str, every: bool = False) -> tuple[str, str]:
     """``probe_table.py``'s table and summary of ``docs/measurements/issue19/<name>`` (``every``: ``--all``),
     after checking that docs/presets.md holds them as its blocks ``name`` and ``name_summary``."""
@@ -108,8 +116,7 @@ def test_the_stop44_table_in_presets_is_generated_from_its_records():
     text, summary = _probe_tables("stop44", every=True)
     assert "b2r2n100s3_cifar_multi7_seed2" in text and "b2csgr2n100cs3_cifar_multi7_seed0" in text
     assert "b2r2n100s3_cifar_multi7 | 3 |" in summary
-    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop44"
-    records = [json.loads(p.read_text()) for p in folder.rglob("*.json")]
+    records = _records("stop44")
     assert records and all(r["config"]["smooth_search"] == 3 for r in records)
 
 
@@ -119,9 +126,7 @@ def test_the_stop45_table_in_presets_is_generated_from_its_records():
     says."""
     text, _ = _probe_tables("stop45", every=True)
     assert "b2r2n100s3f_gtsrb_smooth_seed0" in text and "n100_dp_small_vgg_n100_split0_seed0" in text
-    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop45"
-    records = [json.loads(p.read_text()) for p in folder.glob("*/*.json")]
-    records = [r for r in records if "curve" in r]  # digits model cards cached beside them are no records
+    records = _records("stop45")
     n100 = {"norm": "l2", "norm_bound": 100}
     b2r2 = {**n100, "bounded_search": 10, "per_delta_optimizer": True, "inner_restarts": 2}
     ran = {"d15b100": {"norm_bound": None, "smooth_search": None, "bounded_search": None, "clean_distill": 0.0},
@@ -139,9 +144,7 @@ def test_the_stop46_table_in_presets_is_generated_from_its_records():
     ran the configuration its name says (the θ step, the distillation and the size rules)."""
     text, _ = _probe_tables("stop46", every=True)
     assert "sz_trojan_wm_c500_seed0" in text and "lr28d1_dp_small_vgg_n100_split0_seed0" in text
-    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop46"
-    records = [json.loads(p.read_text()) for p in folder.glob("*/*.json")]
-    records = [r for r in records if "curve" in r]
+    records = _records("stop46")
     plain = {"outer_lr": 2e-3, "outer_steps": None, "clean_distill": 0.0, "outer_lr_size": None,
              "clean_distill_size": None}
     ran = {"d15": plain, "d15d1": {**plain, "clean_distill": 1.0}, "d15d3": {**plain, "clean_distill": 3.0},

@@ -435,7 +435,7 @@ class IBAUConfig:
 
     def distill_weight(self, clean_images: int) -> float:
         """The distillation term's weight with ``clean_images`` images: β, or β·n₀/n with ``clean_distill_size``."""
-        if self.clean_distill_size is None or not self.clean_distill:
+        if self.clean_distill_size is None:
             return self.clean_distill
         return self.clean_distill * self.clean_distill_size / max(clean_images, 1)
 
