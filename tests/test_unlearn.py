@@ -938,6 +938,38 @@ def test_outer_lr_size_shrinks_the_step_as_the_square_root_of_the_clean_set_size
     assert any(not torch.equal(quarter[k], plain[k]) for k in plain if plain[k].is_floating_point())
 
 
+def test_outer_lr_size_cap_caps_the_step_and_leaves_a_small_one_alone(tiny_task):
+    """``outer_lr_size_cap=c``: the step is min(outer_lr, c·√(n/n₀)); with c = outer_lr it is the scale rule below
+    n₀, a step under the cap (the demo's 2e-4 on 400 images) is left as given, and a run whose step the cap
+    lowers is the run with that step."""
+    cap = IBAUConfig(outer_lr=2e-3, outer_lr_size=5000, outer_lr_size_cap=2e-3)
+    assert cap.step_size(100) == IBAUConfig(outer_lr=2e-3, outer_lr_size=5000).step_size(100)
+    assert cap.replace(outer_lr=2e-4).step_size(400) == 2e-4  # 2e-3·√(400/5000) = 5.7e-4 > 2e-4
+    assert cap.replace(outer_lr=2e-4).step_size(100) == 2e-4  # 2.8e-4 > 2e-4
+    assert cap.replace(outer_lr=2e-4).step_size(20) == pytest.approx(2e-3 * (20 / 5000) ** 0.5)
+    assert cap.step_size(5000) == cap.step_size(50_000) == cap.outer_lr
+    assert cap.replace(outer_lr=1e-2).step_size(20_000) == pytest.approx(4e-3)  # a cap at every size: 2e-3·√4
+    model, x, y = tiny_task
+    n = len(x)
+    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
+                      perturb_fraction=0.2, seed=3)
+
+    def weights(cfg):
+        return unlearn(model, (x, y), cfg, progress=False).model.state_dict()
+    capped = weights(base.replace(outer_lr_size=4 * n, outer_lr_size_cap=0.05))  # 0.05·√(1/4)
+    under_cap = weights(base.replace(outer_lr_size=4 * n, outer_lr_size_cap=1.0))  # 0.5 > 0.05: left alone
+    half_step, plain = weights(base.replace(outer_lr=0.025)), weights(base)
+    for k, v in half_step.items():
+        torch.testing.assert_close(capped[k], v, rtol=0, atol=0)
+        torch.testing.assert_close(under_cap[k], plain[k], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options", [{"outer_lr_size_cap": 2e-3}, {"outer_lr_size": 5000, "outer_lr_size_cap": 0.0}])
+def test_an_outer_lr_size_cap_without_a_size_or_not_positive_is_a_one_line_error(options):
+    with pytest.raises(ValueError, match="outer_lr_size_cap must be a step size > 0 given with outer_lr_size"):
+        IBAUConfig(**options)
+
+
 def test_an_outer_lr_size_below_one_is_a_one_line_error():
     with pytest.raises(ValueError, match="outer_lr_size must be a number of clean images >= 1"):
         IBAUConfig(outer_lr_size=0)

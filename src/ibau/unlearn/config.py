@@ -181,7 +181,12 @@ class IBAUConfig:
             with 100 clean images two θ steps a round still took 9 points of clean accuracy (71.3 → 62.3),
             and the step of 2e-4 kept it at 68.8 with the backdoor gone (docs/presets.md, "Small clean sets").
             It scales whatever step it is given: on the digits demo (400 images, its Adam 2e-4) the shrunk step
-            left 15.8% ASR where the demo's own removes the backdoor, so n₀ = 5000 suits the default's 2e-3 only.
+            left 15.8% ASR where the demo's own removes the backdoor, so n₀ = 5000 suits the default's 2e-3 only;
+            ``outer_lr_size_cap`` makes the rule a cap that leaves a step already small enough alone.
+        outer_lr_size_cap: with ``outer_lr_size``, the rule caps the step instead of scaling it: with n images the
+            step is min(outer_lr, outer_lr_size_cap·√(n/n₀)) (default None: the scale above). With the
+            default's 2e-3 and a cap of 2e-3 the two rules are the same run; the demo's 2e-4 on 400 images stays
+            2e-4 under the cap (2e-3·√(400/5000) = 5.7e-4), where the scale took it to 5.7e-5.
         outer_lr_schedule: ``"constant"`` (the authors') or ``"cosine"``: the step size falls from
             ``outer_lr`` to 0 along a half cosine over all the θ steps of all rounds, so the first round
             unlearns with the full step and the last ones let clean accuracy settle (default "cosine").
@@ -284,6 +289,7 @@ class IBAUConfig:
     outer_optimizer: str = "adam"
     outer_lr: float = 2e-3
     outer_lr_size: int | None = None
+    outer_lr_size_cap: float | None = None
     outer_lr_schedule: str = "cosine"
     outer_lr_warmup: int = 0
     outer_steps: int | None = None
@@ -333,6 +339,10 @@ class IBAUConfig:
         if self.outer_lr_size is not None and self.outer_lr_size < 1:
             raise ValueError(f"outer_lr_size must be a number of clean images >= 1 (below it the θ step shrinks as "
                              f"the square root of the clean-set size) or None, got {self.outer_lr_size}")
+        if self.outer_lr_size_cap is not None and not (self.outer_lr_size_cap > 0 and self.outer_lr_size is not None):
+            raise ValueError(f"outer_lr_size_cap must be a step size > 0 given with outer_lr_size (the clean-set size "
+                             f"n₀ at which the cap is reached), got {self.outer_lr_size_cap} with outer_lr_size "
+                             f"{self.outer_lr_size}")
         if self.clean_distill_size is not None and self.clean_distill_size < 1:
             raise ValueError(f"clean_distill_size must be a number of clean images >= 1 (the size at which the "
                              f"weight is clean_distill) or None, got {self.clean_distill_size}")
@@ -440,10 +450,14 @@ class IBAUConfig:
         return self.clean_distill * self.clean_distill_size / max(clean_images, 1)
 
     def step_size(self, clean_images: int) -> float:
-        """The θ step size with ``clean_images`` images: outer_lr, or outer_lr·√(n/n₀) below ``outer_lr_size``."""
-        if self.outer_lr_size is None or clean_images >= self.outer_lr_size:
+        """The θ step size with ``clean_images`` images: outer_lr, or below ``outer_lr_size`` outer_lr·√(n/n₀)
+        (with ``outer_lr_size_cap`` c: min(outer_lr, c·√(n/n₀)))."""
+        if self.outer_lr_size is None:
             return self.outer_lr
-        return self.outer_lr * math.sqrt(max(clean_images, 1) / self.outer_lr_size)
+        shrink = math.sqrt(max(clean_images, 1) / self.outer_lr_size)
+        if self.outer_lr_size_cap is not None:  # a cap at every size, so the step never jumps at n₀
+            return min(self.outer_lr, self.outer_lr_size_cap * shrink)
+        return self.outer_lr * min(shrink, 1.0)
 
     def make_solver(self):
         kwargs = {"iters": self.solver_iters}
