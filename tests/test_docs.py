@@ -162,6 +162,30 @@ def test_the_stop46_table_in_presets_is_generated_from_its_records():
         assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
 
 
+def test_the_stop47_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's stop-47 tables (the step cap, the faded anchor, the models the rule was not chosen on) are
+    probe_table.py --all of stop 47's records, and each record ran the configuration its name says."""
+    text, _ = _probe_tables("stop47", every=True)
+    assert "authors_ss_c100_seed0" in text and "ss_blend_c100_seed0" in text
+    plain = {"outer_lr": 2e-3, "clean_distill": 0.0, "outer_lr_size": None, "outer_lr_size_cap": None,
+             "clean_distill_size": None, "clean_distill_until": None, "bounded_search": None, "smooth_search": None}
+    cap = {"outer_lr_size": 5000, "outer_lr_size_cap": 2e-3}
+    faded = {"clean_distill": 1.0, "clean_distill_size": 100, "clean_distill_until": 5000}
+    szc = {**plain, **cap, "clean_distill": 1.0, "clean_distill_size": 100}
+    b2 = {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "per_delta_optimizer": True, "inner_restarts": 2,
+          "smooth_search": 3, "smooth_rounds": "first"}
+    ran = {"d15": plain, "ss": {**plain, **cap, **faded}, "szc": szc, "b2sz": {**szc, **b2},
+           "b2szb100": {**szc, **b2, "batch_size": 100}, "szcl": {**plain, **cap}, "d1f": {**plain, **faded},
+           "lr5d1f": {**plain, **faded, "outer_lr": 5e-4}, "lr1d1f": {**plain, **faded, "outer_lr": 1e-3}}
+    records = _records("stop47")
+    assert {r["name"] for r in records} == set(ran)
+    for r in records:
+        expected = dict(ran[r["name"]])
+        if r["task"] == "digits":  # compare_presets' digits base: the demo's Adam 2e-4
+            expected["outer_lr"] = 2e-4
+        assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
+
+
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     """docs/presets.md's "A screen for the class search" table is `class_screen.py --summary` of its traces."""
     root = Path(__file__).resolve().parents[1]

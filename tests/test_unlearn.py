@@ -915,6 +915,39 @@ def test_clean_distill_size_scales_the_weight_as_one_over_the_clean_set_size(tin
     assert any(not torch.equal(half[k], v) for k, v in one.items() if v.is_floating_point())
 
 
+def test_clean_distill_until_fades_the_anchor_out_and_is_the_plain_run_from_there(tiny_task):
+    """``clean_distill_until=n_s``: the weight is β at n₀, β·(n_s/n − 1)/(n_s/n₀ − 1) between, 0 from n_s on, where the
+    run is bit for bit the run without the term; below n_s a run with it is the run with that weight."""
+    cfg = IBAUConfig(clean_distill=1.0, clean_distill_size=100, clean_distill_until=5000)
+    assert cfg.distill_weight(100) == 1.0
+    assert cfg.distill_weight(500) == pytest.approx(9 / 49)
+    assert cfg.distill_weight(2500) == pytest.approx(1 / 49)
+    assert cfg.distill_weight(50) == pytest.approx(99 / 49)
+    assert cfg.distill_weight(5000) == cfg.distill_weight(50_000) == 0.0
+    model, x, y = tiny_task
+    n = len(x)
+    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
+                      perturb_fraction=0.2, seed=3)
+
+    def weights(cfg):
+        return unlearn(model, (x, y), cfg, progress=False).model.state_dict()
+    off = weights(base.replace(clean_distill=1.0, clean_distill_size=n // 4, clean_distill_until=n))
+    plain = weights(base)
+    faded = weights(base.replace(clean_distill=3.0, clean_distill_size=n // 4, clean_distill_until=2 * n))  # 3·1/7
+    same = weights(base.replace(clean_distill=3.0 / 7))
+    for k, v in plain.items():
+        torch.testing.assert_close(off[k], v, rtol=0, atol=0)
+        torch.testing.assert_close(faded[k], same[k], rtol=0, atol=0)
+    assert any(not torch.equal(faded[k], v) for k, v in plain.items() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("options", [{"clean_distill_until": 5000},
+                                     {"clean_distill_size": 100, "clean_distill_until": 100}])
+def test_a_clean_distill_until_without_a_smaller_size_is_a_one_line_error(options):
+    with pytest.raises(ValueError, match="clean_distill_until must be a clean-set size above clean_distill_size"):
+        IBAUConfig(clean_distill=1.0, **options)
+
+
 def test_outer_lr_size_shrinks_the_step_as_the_square_root_of_the_clean_set_size(tiny_task):
     """``outer_lr_size=n₀``: with n < n₀ clean images the θ step is outer_lr·√(n/n₀), from n₀ on outer_lr; a run
     with it is the run with that outer_lr, and at or above n₀ the run without it."""
@@ -939,8 +972,8 @@ def test_outer_lr_size_shrinks_the_step_as_the_square_root_of_the_clean_set_size
 
 
 def test_outer_lr_size_cap_caps_the_step_and_leaves_a_small_one_alone(tiny_task):
-    """``outer_lr_size_cap=c``: the step is min(outer_lr, c·√(n/n₀)); with c = outer_lr it is the scale rule below
-    n₀, a step under the cap (the demo's 2e-4 on 400 images) is left as given, and a run whose step the cap
+    """``outer_lr_size_cap=c``: below n₀ the step is min(outer_lr, c·√(n/n₀)); with c = outer_lr it is the scale
+    rule, a step under the cap (the demo's 2e-4 on 400 images) is left as given, and a run whose step the cap
     lowers is the run with that step."""
     cap = IBAUConfig(outer_lr=2e-3, outer_lr_size=5000, outer_lr_size_cap=2e-3)
     assert cap.step_size(100) == IBAUConfig(outer_lr=2e-3, outer_lr_size=5000).step_size(100)
@@ -948,7 +981,7 @@ def test_outer_lr_size_cap_caps_the_step_and_leaves_a_small_one_alone(tiny_task)
     assert cap.replace(outer_lr=2e-4).step_size(100) == 2e-4  # 2.8e-4 > 2e-4
     assert cap.replace(outer_lr=2e-4).step_size(20) == pytest.approx(2e-3 * (20 / 5000) ** 0.5)
     assert cap.step_size(5000) == cap.step_size(50_000) == cap.outer_lr
-    assert cap.replace(outer_lr=1e-2).step_size(20_000) == pytest.approx(4e-3)  # a cap at every size: 2e-3·√4
+    assert cap.replace(outer_lr=1e-2).step_size(5000) == 1e-2  # from n₀ on: outer_lr as given
     model, x, y = tiny_task
     n = len(x)
     base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,

@@ -105,6 +105,10 @@ class IBAUConfig:
             one needs it least, and there the anchor pulls a dense backdoor back (GTSRB Blend, 5,000 images,
             3 seeds: β = 1 left 11.1 / 23.4 / 12.9% ASR, none 0.6 / 5.0 / 20.7%; docs/presets.md, "Small clean
             sets").
+        clean_distill_until: with ``clean_distill_size`` n₀, the size n_s > n₀ from which the anchor is off: below
+            it the weight is β·(n_s/n − 1)/(n_s/n₀ − 1), β at n₀ and falling to 0 at n_s (default None: β·n₀/n at
+            every size). Close to β·n₀/n well below n_s, and from n_s on the run is exactly the run without the
+            term, so a clean set of n_s or more is unlearned as if the option were not there.
         per_delta_optimizer: with several δs a round (``bounded_search``, ``inner_restarts``), give the θ steps
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
@@ -183,8 +187,8 @@ class IBAUConfig:
             It scales whatever step it is given: on the digits demo (400 images, its Adam 2e-4) the shrunk step
             left 15.8% ASR where the demo's own removes the backdoor, so n₀ = 5000 suits the default's 2e-3 only;
             ``outer_lr_size_cap`` makes the rule a cap that leaves a step already small enough alone.
-        outer_lr_size_cap: with ``outer_lr_size``, the rule caps the step instead of scaling it: with n images the
-            step is min(outer_lr, outer_lr_size_cap·√(n/n₀)) (default None: the scale above). With the
+        outer_lr_size_cap: with ``outer_lr_size``, the rule caps the step instead of scaling it: below n₀ images
+            the step is min(outer_lr, outer_lr_size_cap·√(n/n₀)) (default None: the scale above). With the
             default's 2e-3 and a cap of 2e-3 the two rules are the same run; the demo's 2e-4 on 400 images stays
             2e-4 under the cap (2e-3·√(400/5000) = 5.7e-4), where the scale took it to 5.7e-5.
         outer_lr_schedule: ``"constant"`` (the authors') or ``"cosine"``: the step size falls from
@@ -261,6 +265,7 @@ class IBAUConfig:
     delta_memory: int = 0
     clean_distill: float = 0.0
     clean_distill_size: int | None = None
+    clean_distill_until: int | None = None
     bounded_search: float | None = None
     per_delta_optimizer: bool = False
     patch_threshold: float = 0.995
@@ -346,6 +351,11 @@ class IBAUConfig:
         if self.clean_distill_size is not None and self.clean_distill_size < 1:
             raise ValueError(f"clean_distill_size must be a number of clean images >= 1 (the size at which the "
                              f"weight is clean_distill) or None, got {self.clean_distill_size}")
+        if self.clean_distill_until is not None and not (self.clean_distill_size is not None
+                                                         and self.clean_distill_until > self.clean_distill_size):
+            raise ValueError(f"clean_distill_until must be a clean-set size above clean_distill_size (the anchor "
+                             f"falls from clean_distill there to 0 here), got {self.clean_distill_until} with "
+                             f"clean_distill_size {self.clean_distill_size}")
         if self.delta_memory < 0:
             raise ValueError(f"delta_memory must be >= 0 rounds (0: only the round's own δs), got {self.delta_memory}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:
@@ -444,20 +454,27 @@ class IBAUConfig:
         return asdict(self)
 
     def distill_weight(self, clean_images: int) -> float:
-        """The distillation term's weight with ``clean_images`` images: β, or β·n₀/n with ``clean_distill_size``."""
+        """The distillation term's weight with ``clean_images`` images: β, or β·n₀/n with ``clean_distill_size``,
+        or with ``clean_distill_until`` n_s too β·(n_s/n − 1)/(n_s/n₀ − 1) below n_s and 0 from n_s on."""
+        n = max(clean_images, 1)
         if self.clean_distill_size is None:
             return self.clean_distill
-        return self.clean_distill * self.clean_distill_size / max(clean_images, 1)
+        if self.clean_distill_until is None:
+            return self.clean_distill * self.clean_distill_size / n
+        if n >= self.clean_distill_until:
+            return 0.0
+        until, size = self.clean_distill_until, self.clean_distill_size
+        return self.clean_distill * (until / n - 1) / (until / size - 1)
 
     def step_size(self, clean_images: int) -> float:
         """The θ step size with ``clean_images`` images: outer_lr, or below ``outer_lr_size`` outer_lr·√(n/n₀)
         (with ``outer_lr_size_cap`` c: min(outer_lr, c·√(n/n₀)))."""
-        if self.outer_lr_size is None:
-            return self.outer_lr
+        if self.outer_lr_size is None or clean_images >= self.outer_lr_size:
+            return self.outer_lr  # from n₀ on the run is exactly the run without the rule
         shrink = math.sqrt(max(clean_images, 1) / self.outer_lr_size)
-        if self.outer_lr_size_cap is not None:  # a cap at every size, so the step never jumps at n₀
+        if self.outer_lr_size_cap is not None:
             return min(self.outer_lr, self.outer_lr_size_cap * shrink)
-        return self.outer_lr * min(shrink, 1.0)
+        return self.outer_lr * shrink
 
     def make_solver(self):
         kwargs = {"iters": self.solver_iters}
