@@ -204,6 +204,7 @@ def main() -> None:
                 curve.append({**m, "delta_norm": r.delta_norm, "fooling": r.fooling, "trigger_share": trigger_share(d, trigger),
                               "solver_residual": r.solver_residual, "solver_breakdowns": r.solver_breakdowns,
                               "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
+                              "patch_fooling_after": r.patch_fooling_after,
                               "smooth_class": r.smooth_class, "smooth_fooling": r.smooth_fooling,
                               "probe_rate": r.probe_rate, "guard_acc": r.guard_acc, "rolled_back": r.rolled_back,
                               "seconds": r.seconds})

@@ -367,7 +367,8 @@ def test_smoke_one_trigger_report_has_every_cell(smoke_one_trigger):
     for r in ibau_runs:
         assert [row["round"] for row in r["rounds"]] == list(range(1, r["config"]["rounds"] + 1))
         for row in r["rounds"]:
-            assert {"acc", "asr", "patch_pixels", "patch_class", "inner_seconds", "fooling"} <= set(row)
+            assert {"acc", "asr", "patch_pixels", "patch_class", "patch_fooling_after", "inner_seconds", "fooling"} <= set(row)
+            assert (row["patch_fooling_after"] is None) == (row["patch_pixels"] is None)
             assert 0 < row["inner_seconds"] <= row["seconds"]
     assert any(row["patch_pixels"] for r in ibau_runs for row in r["rounds"])  # some round found a stamp
     md = (report / "one_trigger.md").read_text()

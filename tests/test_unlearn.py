@@ -610,6 +610,40 @@ def test_the_class_screen_keeps_the_backdoor_class_and_finds_the_same_stamp_for_
         IBAUConfig(patch_candidates=0)
 
 
+def test_stamp_rate_says_whether_a_stamp_still_works_on_a_model():
+    """``stamp_rate``: the corner stamp sends every image of the other classes to the backdoor class (1.0); a stamp
+    elsewhere sends none there, and its rate is what it sends to its own best class; no early stop (threshold 0)."""
+    from ibau.unlearn.inner import stamp_rate
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(120, 3, 8, 8, generator=g) * 0.9
+    model = _CornerBackdoor()
+    corner, elsewhere, white = torch.zeros(1, 8, 8), torch.zeros(1, 8, 8), torch.ones(3, 8, 8)
+    corner[0, 0, 0] = 1
+    elsewhere[0, 5, 5] = 1
+    assert stamp_rate(model, x, corner, white) == 1.0
+    stamped = (1 - elsewhere) * x + elsewhere * white
+    before, after = model(x).argmax(1), model(stamped).argmax(1)
+    best = max(float(((before != c) & (after == c)).sum() / (before != c).sum()) for c in range(3) if (before != c).any())
+    assert stamp_rate(model, x, elsewhere, white) == pytest.approx(best) and best < 0.5
+
+
+def test_a_round_with_a_stamp_records_whether_it_still_works_after_the_round(tiny_task, monkeypatch):
+    """``patch_fooling_after``: the stamp's rate on the model after the round's θ steps, where the round had a stamp
+    (None where it had none)."""
+    from ibau.unlearn import core
+    from ibau.unlearn.inner import stamp_rate
+    model, x, y = tiny_task
+    mask = torch.zeros(1, 8, 8)
+    mask[0, 0, 0] = 1
+    pattern = torch.ones(3, 8, 8)
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: (mask, pattern, 1.0))
+    cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=0, patch_search="delta")
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert res.history[0].patch_fooling_after == stamp_rate(res.model, x[:core.FOOLING_SAMPLE], mask, pattern)
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
+    assert unlearn(model, (x, y), cfg, progress=False).history[0].patch_fooling_after is None
+
+
 def test_a_targeted_search_continued_from_its_delta_is_the_longer_search():
     """The screen's kept classes go on from their δ: a steps, then b more from there, are a + b steps (the
     plain SGD step keeps no state), in float64 to the last bit."""

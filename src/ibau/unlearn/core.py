@@ -23,7 +23,7 @@ from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
 from .guard import guard_split, restore_optimizers, scale_step
 from .hypergrad import implicit_hypergradient
-from .inner import class_patch, delta_patch, objective, perturb, solve_delta
+from .inner import class_patch, delta_patch, objective, perturb, solve_delta, stamp_rate
 from .probe import probe_rate, suspect_class
 from .smooth import smooth_trigger
 from .solvers import SolveStats
@@ -51,6 +51,7 @@ class RoundRecord:
     solver_breakdowns: int = 0             # solves that met negative curvature (CG on an indefinite system)
     patch_pixels: int | None = None        # pixels of δ's stamp (patch_threshold), None: none found or off
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
+    patch_fooling_after: float | None = None  # the same share on the model after the round: does the stamp still work?
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
     smooth_class: int | None = None        # smooth_search: the class the round's smooth δ is aimed at
     smooth_fooling: float | None = None    # smooth_search: share of other-class clean images it sends there
@@ -341,6 +342,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
+                                         patch_fooling_after=None if patch is None else stamp_rate(
+                                             net, x_all[:FOOLING_SAMPLE], patch[0], patch[1], ranks=ranks),
                                          smooth_class=smooth_class,
                                          smooth_fooling=smooth_fooling,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)

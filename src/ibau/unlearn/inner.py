@@ -121,6 +121,15 @@ def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshol
     return None
 
 
+def stamp_rate(model: nn.Module, x: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor, chunk: int = 50, *,
+               ranks: Ranks = SINGLE) -> float:
+    """How well a stamp (mask, pattern) still works on ``model``: for the class it sends most other-class images of
+    ``x`` to, the share of them it sends there (:func:`delta_patch`'s rate, every image scored). Clean data only."""
+    with torch.no_grad():
+        before = ranks.forward(model, ranks.shard(x)).argmax(1)
+        return float(_stamp_rate(model, x, before, mask, pattern, 0.0, chunk, ranks) or 0.0)
+
+
 def _stamp_parts(delta: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """δ's pixels, strongest first (‖δ‖² over channels), and the stamp's pattern: each channel's extreme,
     1 where δ > 0 and 0 elsewhere, so that a stamp is a valid image, as a trigger is."""
