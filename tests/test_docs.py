@@ -184,6 +184,10 @@ def test_the_stop47_table_in_presets_is_generated_from_its_records():
         if r["task"] == "digits":  # compare_presets' digits base: the demo's Adam 2e-4
             expected["outer_lr"] = 2e-4
         assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
+    # "Not the stamp": after ss's round 1 on the authors' checkpoint its stamp no longer works, the backdoor does
+    signal = {r["name"]: r["curve"][0] for r in _records("stop47_signal")}
+    assert signal["ss"]["patch_pixels"] == 9 and signal["ss"]["patch_fooling_after"] < 0.05 < 0.9 < signal["ss"]["asr"]
+    assert signal["d15"]["patch_fooling_after"] < 0.05 and signal["d15"]["asr"] < 0.05
 
 
 def test_the_class_screen_table_in_presets_is_generated_from_its_traces():

@@ -2,6 +2,7 @@
 # Issue 19 part 3, stop 47: does the stamp found in round 1 still work after the round (patch_fooling_after, on clean
 # images only) where the backdoor survived, and not where it was removed? The runs of run_confirm.sh again, with the
 # new diagnostic, into stop47_signal/ (3 rounds, seed 0, one thread, beside the lanes: seconds are no timings).
+# Stopped after the authors' checkpoint at 100 images, which answered the question (docs/presets.md).
 cd /work/main
 export OMP_NUM_THREADS=1
 . docs/measurements/issue19/stop47/configs.sh
