@@ -644,6 +644,42 @@ def test_a_round_with_a_stamp_records_whether_it_still_works_after_the_round(tin
     assert unlearn(model, (x, y), cfg, progress=False).history[0].patch_fooling_after is None
 
 
+@pytest.mark.parametrize("pattern", ["delta", "random"])
+def test_patch_pattern_puts_the_stamp_or_noise_in_the_mask_of_the_stamped_images(tiny_task, monkeypatch, pattern):
+    """The θ steps' batches carry, on their last ``patch_fraction`` rows, the stamp's pattern in its mask
+    (``"delta"``) or uniform noise drawn per image and pixel (``"random"``); outside the mask the images are the
+    clean ones either way."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    mask = torch.zeros(1, 8, 8)
+    mask[0, :2, :2] = 1
+    stamp = torch.ones(3, 8, 8)
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: (mask, stamp, 1.0))
+    seen = []
+    handle = model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()) if m.training else None)
+    cfg = IBAUConfig(rounds=1, batch_size=20, min_steps=0, outer_steps=2, patch_search="delta", patch_pattern=pattern,
+                     model_mode="train", shuffle=False)
+    try:
+        unlearn(model, (x, y), cfg, progress=False)
+    finally:
+        handle.remove()
+    batches = [b for b in seen if len(b) == 20]
+    assert batches
+    for b in batches:
+        rows = b[-4:]  # patch_fraction 0.2 of 20
+        inside = rows[:, :, :2, :2]
+        outside = (rows * (1 - mask)).flatten(1)  # each stamped row is a clean image there (δ may land on one)
+        clean = (x * (1 - mask)).flatten(1)
+        assert sum(bool((clean == r).all(1).any()) for r in outside) >= 3
+        if pattern == "delta":
+            assert torch.all(inside == 1)
+        else:
+            assert inside.min() >= 0 and inside.max() <= 1 and inside.std() > 0.2  # noise, not one pattern
+            assert not torch.all(inside == 1)
+    with pytest.raises(ValueError, match="patch_pattern must be 'delta'"):
+        IBAUConfig(patch_pattern="noise")
+
+
 def test_a_targeted_search_continued_from_its_delta_is_the_longer_search():
     """The screen's kept classes go on from their δ: a steps, then b more from there, are a + b steps (the
     plain SGD step keeps no state), in float64 to the last bit."""

@@ -120,6 +120,11 @@ class IBAUConfig:
             back at a trigger's scale.
         patch_fraction: fraction of each outer batch stamped with δ's patch (default 0.2, as Neural Cleanse
             unlearns its reversed trigger).
+        patch_pattern: what the stamped images carry inside the stamp's mask: ``"delta"``, the stamp's own pattern
+            (δ's signs at the extremes of [0, 1]), or ``"random"``, uniform noise drawn per image and pixel, so
+            that the θ steps learn to ignore whatever those pixels hold, not one pattern (default "delta"). On
+            the authors' checkpoint with 100 clean images and a small step, the stamp's own pattern was
+            unlearned while the trigger in the same pixels kept working (docs/presets.md, stop 47).
         patch_search: where the stamp is read from: ``"delta"``, the round's δ only; ``"classes"``: when
             δ gives none, also one sparse targeted δ per class (:func:`ibau.unlearn.inner.class_patch`,
             ``patch_steps`` steps each, ℓ1 weight ``patch_l1``), the smallest stamp found winning;
@@ -273,6 +278,7 @@ class IBAUConfig:
     per_delta_optimizer: bool = False
     patch_threshold: float = 0.995
     patch_fraction: float = 0.2
+    patch_pattern: str = "delta"
     patch_search: str = "classes_first_round"
     patch_steps: int = 40
     patch_screen: int = 0
@@ -397,6 +403,9 @@ class IBAUConfig:
             raise ValueError(f"smooth_screen must be >= 1 step per class, got {self.smooth_screen}")
         if self.patch_candidates < 1:
             raise ValueError(f"patch_candidates must be >= 1, got {self.patch_candidates}")
+        if self.patch_pattern not in ("delta", "random"):
+            raise ValueError(f"patch_pattern must be 'delta' (the stamp's own pattern) or 'random' (noise in its "
+                             f"mask), got {self.patch_pattern!r}")
         if not 0 < self.patch_fraction < 1:
             raise ValueError(f"patch_fraction must be in (0, 1), got {self.patch_fraction}")
         if not 0 < self.perturb_fraction <= 1:

@@ -566,6 +566,9 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         smoothed_rows = None if smoothed is None else ranks.local_rows(smoothed, n, x_all.device)
         x, y = ranks.shard(x_all), ranks.shard(y_all)
         teacher = ranks.shard(distill[0]) if distill else None
+        # patch_pattern "random": noise in the stamp's mask, drawn for the global batch so N ranks draw what one does
+        noise = ranks.shard(torch.rand(x_all.shape, generator=gen).to(x_all)) \
+            if stamped is not None and cfg.patch_pattern == "random" else None
 
         def inner_loss(d, xh=xh, yh=yh, n_hyper=n_hyper):  # L_in = −H with true labels
             # δ maximised H of the eval-mode model, so the implicit function theorem holds for that H: in
@@ -575,10 +578,10 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
                 return -objective(net, xh, yh, d, cfg, ranks=ranks, total=n_hyper)
 
         def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows, smoothed=smoothed_rows,
-                       teacher=teacher):
+                       teacher=teacher, noise=noise):
             mixed = x.clone()  # CE with δ on the chosen images (and the stamp on the stamped ones)
             if stamped is not None:
-                mask, pattern = patch[0], patch[1]
+                mask, pattern = patch[0], (patch[1] if noise is None else noise[stamped])
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
             if smoothed is not None:
                 mixed[smoothed] = perturb(x[smoothed], smooth, True)
