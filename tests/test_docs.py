@@ -184,6 +184,11 @@ def test_the_stop47_table_in_presets_is_generated_from_its_records():
         if r["task"] == "digits":  # compare_presets' digits base: the demo's Adam 2e-4
             expected["outer_lr"] = 2e-4
         assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
+    pattern = _probe_tables("stop47_pattern", every=True)[0]  # noise in the stamp's mask (patch_pattern "random")
+    assert "ssr_c100_seed0" in pattern
+    assert all(r["name"] == "ssr" and r["config"]["patch_pattern"] == "random"
+               and {k: r["config"][k] for k in ran["ss"] if k != "outer_lr"} == {k: v for k, v in ran["ss"].items() if k != "outer_lr"}
+               for r in _records("stop47_pattern"))
     # "Not the stamp": after ss's round 1 on the authors' checkpoint its stamp no longer works, the backdoor does
     signal = {r["name"]: r["curve"][0] for r in _records("stop47_signal")}
     assert signal["ss"]["patch_pixels"] == 9 and signal["ss"]["patch_fooling_after"] < 0.05 < 0.9 < signal["ss"]["asr"]
