@@ -962,6 +962,18 @@ def test_clean_distill_is_the_kl_from_the_handed_over_model_on_the_plain_rows(ti
         assert gap(far.model) < gap(plain.model)
 
 
+def _size_rule_runs(tiny_task):
+    """The clean-set-size rules' tests: the tiny task's n and ``weights(**changes)``, the weights after a short run
+    (2 rounds of 3 θ steps, a large step so that step sizes show) with ``changes`` to its config."""
+    model, x, y = tiny_task
+    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
+                      perturb_fraction=0.2, seed=3)
+
+    def weights(**changes):
+        return unlearn(model, (x, y), base.replace(**changes), progress=False).model.state_dict()
+    return len(x), weights
+
+
 def test_clean_distill_size_scales_the_weight_as_one_over_the_clean_set_size(tiny_task):
     """``clean_distill_size=n₀`` makes the weight β·n₀/n with n clean images: the arithmetic, and a run with
     β = 2, n₀ = n/2 is the run with β = 1 (and β = 4, n₀ = n/4 too), while β = 1, n₀ = n/2 is another run."""
@@ -969,19 +981,14 @@ def test_clean_distill_size_scales_the_weight_as_one_over_the_clean_set_size(tin
     assert IBAUConfig(clean_distill=1.0, clean_distill_size=100).distill_weight(50) == pytest.approx(2.0)
     assert IBAUConfig(clean_distill=3.0).distill_weight(10_000) == 3.0  # None: β at every size
     assert IBAUConfig(clean_distill=0.0, clean_distill_size=100).distill_weight(1) == 0.0
-    model, x, y = tiny_task
-    n = len(x)
+    n, weights = _size_rule_runs(tiny_task)
     assert n % 4 == 0
-    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
-                      perturb_fraction=0.2, seed=3)
-    one = unlearn(model, (x, y), base.replace(clean_distill=1.0), progress=False).model.state_dict()
+    one = weights(clean_distill=1.0)
     for beta, size in ((2.0, n // 2), (4.0, n // 4)):
-        scaled = unlearn(model, (x, y), base.replace(clean_distill=beta, clean_distill_size=size),
-                         progress=False).model.state_dict()
+        scaled = weights(clean_distill=beta, clean_distill_size=size)
         for k, v in one.items():
             torch.testing.assert_close(scaled[k], v, rtol=0, atol=0)
-    half = unlearn(model, (x, y), base.replace(clean_distill=1.0, clean_distill_size=n // 2),
-                   progress=False).model.state_dict()
+    half = weights(clean_distill=1.0, clean_distill_size=n // 2)
     assert any(not torch.equal(half[k], v) for k, v in one.items() if v.is_floating_point())
 
 
@@ -994,17 +1001,11 @@ def test_clean_distill_until_fades_the_anchor_out_and_is_the_plain_run_from_ther
     assert cfg.distill_weight(2500) == pytest.approx(1 / 49)
     assert cfg.distill_weight(50) == pytest.approx(99 / 49)
     assert cfg.distill_weight(5000) == cfg.distill_weight(50_000) == 0.0
-    model, x, y = tiny_task
-    n = len(x)
-    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
-                      perturb_fraction=0.2, seed=3)
-
-    def weights(cfg):
-        return unlearn(model, (x, y), cfg, progress=False).model.state_dict()
-    off = weights(base.replace(clean_distill=1.0, clean_distill_size=n // 4, clean_distill_until=n))
-    plain = weights(base)
-    faded = weights(base.replace(clean_distill=3.0, clean_distill_size=n // 4, clean_distill_until=2 * n))  # 3·1/7
-    same = weights(base.replace(clean_distill=3.0 / 7))
+    n, weights = _size_rule_runs(tiny_task)
+    off = weights(clean_distill=1.0, clean_distill_size=n // 4, clean_distill_until=n)
+    plain = weights()
+    faded = weights(clean_distill=3.0, clean_distill_size=n // 4, clean_distill_until=2 * n)  # 3·1/7
+    same = weights(clean_distill=3.0 / 7)
     for k, v in plain.items():
         torch.testing.assert_close(off[k], v, rtol=0, atol=0)
         torch.testing.assert_close(faded[k], same[k], rtol=0, atol=0)
@@ -1025,16 +1026,10 @@ def test_outer_lr_size_shrinks_the_step_as_the_square_root_of_the_clean_set_size
     assert cfg.step_size(100) == pytest.approx(2e-3 * (100 / 5000) ** 0.5)
     assert cfg.step_size(5000) == cfg.step_size(50_000) == 2e-3
     assert IBAUConfig(outer_lr=2e-3).step_size(1) == 2e-3
-    model, x, y = tiny_task
-    n = len(x)
-    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
-                      perturb_fraction=0.2, seed=3)
-
-    def weights(cfg):
-        return unlearn(model, (x, y), cfg, progress=False).model.state_dict()
-    quarter = weights(base.replace(outer_lr_size=4 * n))  # √(1/4): half the step
-    half_step = weights(base.replace(outer_lr=0.025))
-    at_size, plain = weights(base.replace(outer_lr_size=n)), weights(base)
+    n, weights = _size_rule_runs(tiny_task)
+    quarter = weights(outer_lr_size=4 * n)  # √(1/4): half the step
+    half_step = weights(outer_lr=0.025)
+    at_size, plain = weights(outer_lr_size=n), weights()
     for k, v in half_step.items():
         torch.testing.assert_close(quarter[k], v, rtol=0, atol=0)
         torch.testing.assert_close(at_size[k], plain[k], rtol=0, atol=0)
@@ -1052,16 +1047,10 @@ def test_outer_lr_size_cap_caps_the_step_and_leaves_a_small_one_alone(tiny_task)
     assert cap.replace(outer_lr=2e-4).step_size(20) == pytest.approx(2e-3 * (20 / 5000) ** 0.5)
     assert cap.step_size(5000) == cap.step_size(50_000) == cap.outer_lr
     assert cap.replace(outer_lr=1e-2).step_size(5000) == 1e-2  # from n₀ on: outer_lr as given
-    model, x, y = tiny_task
-    n = len(x)
-    base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
-                      perturb_fraction=0.2, seed=3)
-
-    def weights(cfg):
-        return unlearn(model, (x, y), cfg, progress=False).model.state_dict()
-    capped = weights(base.replace(outer_lr_size=4 * n, outer_lr_size_cap=0.05))  # 0.05·√(1/4)
-    under_cap = weights(base.replace(outer_lr_size=4 * n, outer_lr_size_cap=1.0))  # 0.5 > 0.05: left alone
-    half_step, plain = weights(base.replace(outer_lr=0.025)), weights(base)
+    n, weights = _size_rule_runs(tiny_task)
+    capped = weights(outer_lr_size=4 * n, outer_lr_size_cap=0.05)  # 0.05·√(1/4)
+    under_cap = weights(outer_lr_size=4 * n, outer_lr_size_cap=1.0)  # 0.5 > 0.05: left alone
+    half_step, plain = weights(outer_lr=0.025), weights()
     for k, v in half_step.items():
         torch.testing.assert_close(capped[k], v, rtol=0, atol=0)
         torch.testing.assert_close(under_cap[k], plain[k], rtol=0, atol=0)
