@@ -189,6 +189,11 @@ def test_the_stop47_table_in_presets_is_generated_from_its_records():
     assert all(r["name"] == "ssr" and r["config"]["patch_pattern"] == "random"
                and {k: r["config"][k] for k in ran["ss"] if k != "outer_lr"} == {k: v for k, v in ran["ss"].items() if k != "outer_lr"}
                for r in _records("stop47_pattern"))
+    rounds = {r["tag"]: r for r in _records("stop47_rounds")}  # the default with 5 and 10 rounds
+    assert "authors_d15_c500_r10_seed0" in _probe_tables("stop47_rounds", every=True)[0]
+    assert {t: (r["name"], len(r["curve"]), r["clean_size"]) for t, r in rounds.items()} == \
+        {"c500_r5": ("d15", 5, 500), "c500_r10": ("d15", 10, 500)}
+    assert all(r["curve"][-1]["asr"] > 0.2 for r in rounds.values())
     # "Not the stamp": after ss's round 1 on the authors' checkpoint its stamp no longer works, the backdoor does
     signal = {r["name"]: r["curve"][0] for r in _records("stop47_signal")}
     assert signal["ss"]["patch_pixels"] == 9 and signal["ss"]["patch_fooling_after"] < 0.05 < 0.9 < signal["ss"]["asr"]
