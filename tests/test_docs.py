@@ -83,6 +83,14 @@ def _records(name: str) -> list[dict]:
     return [r for r in records if "curve" in r]
 
 
+def _ran_as_named(records: list[dict], ran: dict[str, dict], demo_step) -> None:
+    """Each record ran the settings its name maps to in ``ran``; where ``demo_step(record)``, with the digits demo's
+    Adam 2e-4 (compare_presets' digits base) for ``outer_lr``."""
+    for r in records:
+        expected = {**ran[r["name"]], **({"outer_lr": 2e-4} if demo_step(r) else {})}
+        assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
+
+
 def _probe_tables(name: str, every: bool = False) -> tuple[str, str]:
     """``probe_table.py``'s table and summary of ``docs/measurements/issue19/<name>`` (``every``: ``--all``),
     after checking that docs/presets.md holds them as its blocks ``name`` and ``name_summary``."""
@@ -155,11 +163,8 @@ def test_the_stop46_table_in_presets_is_generated_from_its_records():
            "szl": {**plain, "outer_lr_size": 5000},
            "sz2": {**plain, "outer_lr_size": 5000, "clean_distill": 1.0, "clean_distill_size": 200}}
     assert {r["name"] for r in records} <= set(ran) and {"d15", "sz", "lr28d1"} <= {r["name"] for r in records}
-    for r in records:
-        expected = dict(ran[r["name"]])
-        if r["config"]["batch_size"] == 25:  # run_digits_demo.sh: the demo's batch and step (compare_presets' digits base)
-            expected["outer_lr"] = 2e-4
-        assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
+    # run_digits_demo.sh: the demo's batch and step (compare_presets' digits base)
+    _ran_as_named(records, ran, demo_step=lambda r: r["config"]["batch_size"] == 25)
 
 
 def test_the_stop47_table_in_presets_is_generated_from_its_records():
@@ -179,16 +184,12 @@ def test_the_stop47_table_in_presets_is_generated_from_its_records():
            "lr5d1f": {**plain, **faded, "outer_lr": 5e-4}, "lr1d1f": {**plain, **faded, "outer_lr": 1e-3}}
     records = _records("stop47")
     assert {r["name"] for r in records} == set(ran)
-    for r in records:
-        expected = dict(ran[r["name"]])
-        if r["task"] == "digits":  # compare_presets' digits base: the demo's Adam 2e-4
-            expected["outer_lr"] = 2e-4
-        assert {k: r["config"].get(k) for k in expected} == expected, r["name"]
+    _ran_as_named(records, ran, demo_step=lambda r: r["task"] == "digits")  # compare_presets' digits base
     pattern = _probe_tables("stop47_pattern", every=True)[0]  # noise in the stamp's mask (patch_pattern "random")
     assert "ssr_c100_seed0" in pattern
-    assert all(r["name"] == "ssr" and r["config"]["patch_pattern"] == "random"
-               and {k: r["config"][k] for k in ran["ss"] if k != "outer_lr"} == {k: v for k, v in ran["ss"].items() if k != "outer_lr"}
-               for r in _records("stop47_pattern"))
+    pattern_records = _records("stop47_pattern")
+    assert {r["name"] for r in pattern_records} == {"ssr"}
+    _ran_as_named(pattern_records, {"ssr": {**ran["ss"], "patch_pattern": "random"}}, demo_step=lambda r: False)
     rounds = {r["tag"]: r for r in _records("stop47_rounds")}  # the default with 5 and 10 rounds
     assert "authors_d15_c500_r10_seed0" in _probe_tables("stop47_rounds", every=True)[0]
     assert {t: (r["name"], len(r["curve"]), r["clean_size"]) for t, r in rounds.items()} == \
