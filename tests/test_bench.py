@@ -53,6 +53,13 @@ def test_builtin_suites_expand_with_shared_models():
     more, three = plans["multi_trigger_rounds"], plans["multi_trigger"]
     assert {t.id for t in more.trains} == {t.id for t in three.trains if t.attack == "multi7"}
     assert [dict(c.job.options)["rounds"] for c in more.cells] == [10, 10, 10]
+    # Tables 1/2 with the rounds a row needs: one_trigger's models and rows, I-BAU alone for 10 rounds
+    more, three = plans["one_trigger_rounds"], plans["one_trigger"]
+    assert {t.id for t in more.trains} == {t.id for t in three.trains}
+    assert [c.attack_label for c in more.cells if c.seed == 0] == [c.attack_label for c in three.cells
+                                                                   if c.method == "ibau" and c.seed == 0]
+    assert {dict(c.job.options)["rounds"] for c in more.cells} == {10} and len(more.cells) == 8 * 3
+    assert not {c.job.id for c in more.cells} & {c.job.id for c in three.cells}
 
 
 def test_a_variant_can_name_ibaus_preset_and_its_default_shares_one_triggers_jobs():

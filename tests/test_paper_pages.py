@@ -57,6 +57,34 @@ def test_comparable_and_never_failing_on_every_row():
     assert status([good, gtsrb(bad)], "never_fails").status == cl.NOT_REPRODUCED
 
 
+def rounds_run(asr: float | None, rounds: int = 10) -> dict:
+    """one_trigger_rounds on one_trigger's Smooth model: I-BAU alone for ``rounds`` (None: its seeds not run yet)."""
+    cells = [cell("ibau", None if asr is None else rec(BADNETS, {"acc": 0.84, "asr": asr}, config={"rounds": rounds}),
+                  s, "Smooth") for s in range(2)]
+    r = run(cells, ["ibau"], paper_key="table1", name="one_trigger_rounds")
+    r["suite"]["attacks"] = [{"attack": "smooth", "label": "Smooth", "defense_options": {"ibau": {"rounds": rounds}}}]
+    return r
+
+
+def test_a_row_run_for_more_rounds_is_judged_at_them():
+    bad = one_trigger(smooth={"acc": 0.84, "asr": 0.30})  # 3 rounds leave 30% ASR: worse than NAD, and failed
+    assert status([bad], "never_fails").status == cl.NOT_REPRODUCED
+    # the rounds run has started but no seed has finished: the row waits for it instead of failing
+    assert status([bad, rounds_run(None)], "never_fails").status == cl.NOT_RUN
+    assert status([bad, rounds_run(None)], "comparable").status == cl.NOT_RUN
+    # 10 rounds take Smooth to 8%: within 4 points of NAD's 9%, and under 20%
+    found = status([bad, rounds_run(0.08)], "comparable")
+    assert found.status == cl.REPRODUCED and "all 2 rows" in found.evidence
+    assert status([bad, rounds_run(0.08)], "never_fails").status == cl.REPRODUCED
+    # the most rounds decide, not the best result: 10 rounds that leave more ASR than 3 fail the row
+    worse = status([one_trigger(smooth={"acc": 0.84, "asr": 0.08}), rounds_run(0.25)], "never_fails")
+    assert worse.status == cl.NOT_REPRODUCED and "one_trigger_rounds (cpu, cifar10) Smooth: ACC 84.0" in worse.evidence
+    found = status([one_trigger(smooth={"acc": 0.84, "asr": 0.08}), rounds_run(0.25)], "comparable")
+    assert found.status == cl.NOT_REPRODUCED and "Smooth (I-BAU at 10 rounds) (best nad" in found.evidence
+    # another dataset's rounds run is another row
+    assert status([bad, gtsrb(rounds_run(0.08))], "never_fails").status == cl.NOT_REPRODUCED
+
+
 def clean_size_run(small: dict | None) -> dict:
     cells = [cell("ibau", rec(WM, {"acc": 0.84, "asr": 0.03}), s, "Trojan WM", clean_size=5000) for s in range(2)]
     cells += [cell("ibau", None if small is None else rec(WM, small), s, "Trojan WM", clean_size=100) for s in range(2)]
@@ -136,8 +164,8 @@ def _folders(tmp_path: Path) -> tuple[Path, Path]:
     gt = gtsrb(run([cell("ibau", three_rounds), cell("nad", failed)], ["ibau", "nad"],
                    paper_key="table1", name="one_trigger"))
     out = _folder(tmp_path / "gtsrb", [gt, bound_run({"Cδ=10": 0.84, "Cδ=none": 0.83})])
-    records.write_record(out / "records" / "train-x.json", {"id": "train-x", "status": "ok", "kind": "train",
-                                                           "num_classes": 43, "trigger_l2": 8.7})
+    records.write_record(out / "records" / "train-Trojan WM.json", {"id": "train-Trojan WM", "status": "ok",
+                                                                   "kind": "train", "num_classes": 43, "trigger_l2": 8.7})
     return cifar, out
 
 

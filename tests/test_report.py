@@ -37,7 +37,7 @@ def rec(before: dict, after: dict | None = None, status: str = "ok", **extra) ->
 def cell(method: str, record: dict | None, seed: int = 0, label: str = "BadNets", variant: str = "",
          clean_size: int = 5000, poison_ratio: float = 0.2) -> dict:
     return {"attack_label": label, "poison_ratio": poison_ratio, "clean_size": clean_size, "variant": variant,
-            "method": method, "seed": seed, "job": f"defend-{method}-{label}-{variant}-{seed}", "train": "train-x",
+            "method": method, "seed": seed, "job": f"defend-{method}-{label}-{variant}-{seed}", "train": f"train-{label}",
             "record": record}
 
 

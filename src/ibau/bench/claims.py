@@ -119,18 +119,71 @@ def _over_runs(runs: list[Run], key: str, judge: Callable[[Run], Judgement]) -> 
     return Judgement(REPRODUCED, evidence)
 
 
+# --- each row at the most rounds a run gave it -------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One row with I-BAU of a one- or multi-trigger run: its cells by method and the rounds I-BAU ran."""
+
+    run: Run
+    label: str
+    by_method: dict[str, agg.Cells]
+    rounds: int
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """The poisoned model and the defender's data: rows of two runs with one key are one row of the paper's."""
+        c = self.by_method["ibau"][0]
+        return agg.paper_dataset(self.run), c.get("train"), c["clean_size"], c["poison_ratio"]
+
+    @property
+    def name(self) -> str:
+        return f"{run_name(self.run)} {self.label}"
+
+
+def _rounds(run: Run, cells: agg.Cells) -> int:
+    """I-BAU's rounds in one row: from its finished records, else the suite's rounds for that row (0: unknown)."""
+    recorded = [r["config"]["rounds"] for r in agg.finished(cells)
+                if isinstance(r.get("config"), dict) and "rounds" in r["config"]]
+    if recorded:
+        return max(recorded)
+    label = cells[0]["attack_label"]
+    entry: dict[str, Any] = next((a for a in run["suite"].get("attacks", []) if a.get("label", a.get("attack")) == label), {})
+    return int(entry.get("defense_options", {}).get("ibau", {}).get("rounds", 0))
+
+
+def trigger_rows(runs: list[Run]) -> list[tuple[Row, Row | None]]:
+    """Every row with I-BAU of the one- and multi-trigger runs (Tables 1-3), each with the row of another run
+    that ran I-BAU for more rounds on the same model and clean set (the most rounds; None if no run did): a
+    rounds suite (``one_trigger_rounds``, ``multi_trigger_rounds``) gives a row the rounds it needs (issue 17;
+    the paper's Table 2 ran 100), and the claims judge the row at those rounds."""
+    rows = [Row(r, label, by_method, _rounds(r, by_method["ibau"]))
+            for r in _runs(runs, "table1") + _runs(runs, "table3")
+            for label, by_method in agg.groups(r["cells"], agg.row_keys(r["cells"])).items() if "ibau" in by_method]
+
+    def more(row: Row) -> Row | None:
+        others = [o for o in rows if o.run is not row.run and o.key == row.key and o.rounds > row.rounds]
+        return max(others, key=lambda o: o.rounds, default=None)
+
+    return [(row, more(row)) for row in rows]
+
+
 # --- the six claims -------------------------------------------------------------------------------------
 def comparable_everywhere(runs: list[Run]) -> Judgement:
     """On every row of the one- and multi-trigger runs (Tables 1-3), the paper's verdict (the tables' "I-BAU vs
-    best baseline" column) says I-BAU is comparable to or better than the best baseline. Not reproduced as soon
-    as one complete row is worse; not run yet while a row misses a record."""
-    rows = [(run_name(r), label, v) for r in _runs(runs, "table1") + _runs(runs, "table3") if agg.judged(r["suite"])
-            for label, v in ((row.label, row.verdict) for row in agg.acc_asr_rows(r)) if v is not None]
+    best baseline" column) says I-BAU is comparable to or better than the best baseline. A row that a rounds
+    suite ran for more rounds sets that I-BAU beside the row's baselines. Not reproduced as soon as one
+    complete row is worse; not run yet while a row misses a record."""
+    rows = []
+    for row, longer in trigger_rows(runs):
+        if not agg.judged(row.run["suite"]):
+            continue
+        by_method = row.by_method if longer is None else {**row.by_method, "ibau": longer.by_method["ibau"]}
+        rows.append((row.name + ("" if longer is None else f" (I-BAU at {longer.rounds} rounds)"), agg.verdict(by_method)))
     if not rows:
         return Judgement(NOT_RUN, "no one_trigger or multi_trigger run with I-BAU and a baseline yet")
-    worse = [f"{name} {label} (best {v.best} {_pct(v.best_acc or 0)} / {_pct(v.best_asr or 0)})"
-             for name, label, v in rows if v.kind == "worse"]
-    done = [v for _, _, v in rows if v.kind in ("comparable", "better", "worse")]
+    worse = [f"{name} (best {v.best} {_pct(v.best_acc or 0)} / {_pct(v.best_asr or 0)})"
+             for name, v in rows if v.kind == "worse"]
+    done = [v for _, v in rows if v.kind in ("comparable", "better", "worse")]
     if worse:
         return Judgement(NOT_REPRODUCED, f"worse than the best baseline on {len(worse)} of {len(done)} judged rows: "
                                          + _some(worse))
@@ -143,11 +196,13 @@ def comparable_everywhere(runs: list[Run]) -> Judgement:
 
 def fails_nowhere(runs: list[Run]) -> Judgement:
     """On every row of the one- and multi-trigger runs (Tables 1-3), I-BAU's mean over seeds does not fail by
-    the paper's rule: mean ASR < 20% and mean ACC drop ≤ 10 points."""
-    rows = [(run_name(r), label, o) for r in _runs(runs, "table1") + _runs(runs, "table3") for label, o in _ibau_rows(r)]
-    if not rows:
+    the paper's rule: mean ASR < 20% and mean ACC drop ≤ 10 points. A row that a rounds suite ran for more
+    rounds is judged there alone."""
+    judged = [row for row, longer in trigger_rows(runs) if longer is None]
+    if not judged:
         return Judgement(NOT_RUN, "no one_trigger or multi_trigger run with I-BAU yet")
-    done = [(name, o) for name, _, o in rows if o is not None]
+    rows = [(run_name(row.run), outcome(row.by_method["ibau"], row.label)) for row in judged]
+    done = [(name, o) for name, o in rows if o is not None]
     bad = [f"{name} {o.text()}" for name, o in done if o.failed]
     if bad:
         return Judgement(NOT_REPRODUCED, f"I-BAU fails on {len(bad)} of {len(done)} finished rows: " + _some(bad))
@@ -303,6 +358,9 @@ def claims(runs: list[Run]) -> list[Claim]:
        the one- and multi-trigger runs (Tables 1-3). The paper itself has one exception (Smooth on CIFAR-10).
     2. never fails (:func:`fails_nowhere`): I-BAU's mean ASR < 20% and mean ACC drop ≤ 10 points on every row
        of those runs.
+
+    In both, a row that a rounds suite ran for more rounds on the same model is judged with that I-BAU
+    (:func:`trigger_rows`): the most rounds decide, whichever way they went.
     3. 100 clean images (:func:`small_clean_set`): the same at the smallest clean set of the clean_size run.
     4. poison ratio (:func:`poison_ratio_insensitive`): the same at every ratio of the poison_ratio run, and
        I-BAU's mean ASR varies by at most 10 points across the ratios.
