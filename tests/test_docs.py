@@ -167,6 +167,23 @@ def test_the_stop46_table_in_presets_is_generated_from_its_records():
     _ran_as_named(records, ran, demo_step=lambda r: r["config"]["batch_size"] == 25)
 
 
+def test_the_stop48_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's stop-48 tables (the candidate on GTSRB's failing rows with the other defense seeds) are
+    probe_table.py --all of stop 48's records, each ran the candidate on the seed its name says, and the one miss
+    the text names is there."""
+    text, summary = _probe_tables("stop48", every=True)
+    assert "b2r2n100s3f_gtsrb_blend | 2 |" in summary and "b2r2n100s3f_gtsrb_l2inv | 3 |" in summary
+    records = _records("stop48")
+    candidate = {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "per_delta_optimizer": True,
+                 "inner_restarts": 2, "smooth_search": 3, "smooth_rounds": "first", "clean_distill": 0.0}
+    _ran_as_named(records, {"b2r2n100s3f": candidate}, demo_step=lambda r: False)
+    assert sorted((r["tag"], r["seed"]) for r in records) == [
+        ("gtsrb_blend", 1), ("gtsrb_blend", 2), ("gtsrb_l2inv", 0), ("gtsrb_l2inv", 1), ("gtsrb_l2inv", 2),
+        ("gtsrb_trojan_wm", 0), ("gtsrb_trojan_wm", 1)]
+    over = [(r["tag"], r["seed"]) for r in records if r["curve"][-1]["asr"] > 0.10]
+    assert over == [("gtsrb_blend", 1)] and all(r["clean_size"] == 5000 and len(r["curve"]) == 5 for r in records)
+
+
 def test_the_stop47_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-47 tables (the step cap, the faded anchor, the models the rule was not chosen on) are
     probe_table.py --all of stop 47's records, and each record ran the configuration its name says."""
