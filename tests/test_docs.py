@@ -176,12 +176,16 @@ def test_the_stop48_table_in_presets_is_generated_from_its_records():
     records = _records("stop48")
     candidate = {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "per_delta_optimizer": True,
                  "inner_restarts": 2, "smooth_search": 3, "smooth_rounds": "first", "clean_distill": 0.0}
-    _ran_as_named(records, {"b2r2n100s3f": candidate}, demo_step=lambda r: False)
-    assert sorted((r["tag"], r["seed"]) for r in records) == [
-        ("gtsrb_blend", 1), ("gtsrb_blend", 2), ("gtsrb_l2inv", 0), ("gtsrb_l2inv", 1), ("gtsrb_l2inv", 2),
-        ("gtsrb_trojan_wm", 0), ("gtsrb_trojan_wm", 1)]
-    over = [(r["tag"], r["seed"]) for r in records if r["curve"][-1]["asr"] > 0.10]
-    assert over == [("gtsrb_blend", 1)] and all(r["clean_size"] == 5000 and len(r["curve"]) == 5 for r in records)
+    no_smooth = {**candidate, "smooth_search": None, "smooth_rounds": "every"}  # run_no_smooth.sh: the candidate without its smooth δ
+    _ran_as_named(records, {"b2r2n100s3f": candidate, "b2r2n100": no_smooth}, demo_step=lambda r: False)
+    assert sorted((r["name"], r["tag"], r["seed"]) for r in records) == [
+        ("b2r2n100", "gtsrb_blend", 2), ("b2r2n100", "gtsrb_trojan_wm", 1),
+        ("b2r2n100s3f", "gtsrb_blend", 1), ("b2r2n100s3f", "gtsrb_blend", 2), ("b2r2n100s3f", "gtsrb_l2inv", 0),
+        ("b2r2n100s3f", "gtsrb_l2inv", 1), ("b2r2n100s3f", "gtsrb_l2inv", 2), ("b2r2n100s3f", "gtsrb_trojan_wm", 0),
+        ("b2r2n100s3f", "gtsrb_trojan_wm", 1)]
+    over = [(r["name"], r["tag"], r["seed"]) for r in records if r["curve"][-1]["asr"] > 0.10]
+    assert sorted(over) == [("b2r2n100", "gtsrb_trojan_wm", 1), ("b2r2n100s3f", "gtsrb_blend", 1)]
+    assert all(r["clean_size"] == 5000 and len(r["curve"]) == 5 for r in records)
 
 
 def test_the_stop47_table_in_presets_is_generated_from_its_records():
