@@ -176,7 +176,8 @@ def test_the_stop48_table_in_presets_is_generated_from_its_records():
     records = _records("stop48")
     candidate = {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "per_delta_optimizer": True,
                  "inner_restarts": 2, "smooth_search": 3, "smooth_rounds": "first", "clean_distill": 0.0}
-    no_smooth = {**candidate, "smooth_search": None, "smooth_rounds": "every"}  # run_no_smooth.sh: the candidate without its smooth δ
+    # run_candidate_seeds.sh no_smooth: the candidate without its smooth δ
+    no_smooth = {**candidate, "smooth_search": None, "smooth_rounds": "every"}
     _ran_as_named(records, {"b2r2n100s3f": candidate, "b2r2n100": no_smooth}, demo_step=lambda r: False)
     assert sorted((r["name"], r["tag"], r["seed"]) for r in records) == [
         ("b2r2n100", "gtsrb_blend", 2), ("b2r2n100", "gtsrb_trojan_wm", 1),

@@ -80,6 +80,12 @@ def finished(cells: Cells) -> list[dict[str, Any]]:
     return [c["record"] for c in cells if rec.is_ok(c["record"])]
 
 
+def recorded_rounds(cells: Cells) -> list[int]:
+    """The distinct rounds in the config of the cells' finished records (I-BAU's), in order."""
+    return sorted({r["config"]["rounds"] for r in finished(cells)
+                   if isinstance(r.get("config"), dict) and "rounds" in r["config"]})
+
+
 def of_method(cells: Cells, method: str) -> Cells:
     return [c for c in cells if c["method"] == method]
 

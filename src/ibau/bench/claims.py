@@ -142,12 +142,13 @@ class Row:
 
 def _rounds(run: Run, cells: agg.Cells) -> int:
     """I-BAU's rounds in one row: from its finished records, else the suite's rounds for that row (0: unknown)."""
-    recorded = [r["config"]["rounds"] for r in agg.finished(cells)
-                if isinstance(r.get("config"), dict) and "rounds" in r["config"]]
+    from .suites import Suite
+
+    recorded = agg.recorded_rounds(cells)
     if recorded:
-        return max(recorded)
+        return recorded[-1]
     label = cells[0]["attack_label"]
-    entry: dict[str, Any] = next((a for a in run["suite"].get("attacks", []) if a.get("label", a.get("attack")) == label), {})
+    entry: dict[str, Any] = next((a for a in run["suite"].get("attacks", []) if Suite.label(a) == label), {})
     return int(entry.get("defense_options", {}).get("ibau", {}).get("rounds", 0))
 
 
@@ -358,9 +359,6 @@ def claims(runs: list[Run]) -> list[Claim]:
        the one- and multi-trigger runs (Tables 1-3). The paper itself has one exception (Smooth on CIFAR-10).
     2. never fails (:func:`fails_nowhere`): I-BAU's mean ASR < 20% and mean ACC drop ≤ 10 points on every row
        of those runs.
-
-    In both, a row that a rounds suite ran for more rounds on the same model is judged with that I-BAU
-    (:func:`trigger_rows`): the most rounds decide, whichever way they went.
     3. 100 clean images (:func:`small_clean_set`): the same at the smallest clean set of the clean_size run.
     4. poison ratio (:func:`poison_ratio_insensitive`): the same at every ratio of the poison_ratio run, and
        I-BAU's mean ASR varies by at most 10 points across the ratios.
@@ -368,6 +366,9 @@ def claims(runs: list[Run]) -> list[Claim]:
        largest ASR rebound are no larger than UAP-AT's, one of them smaller.
     6. norm bound (:func:`large_bound_keeps_acc`): with every Cδ ≥ the trigger's ℓ2 norm, I-BAU's mean ACC is
        at most 3 points below the poisoned model's, and those ACCs are within 2 points of each other.
+
+    In 1 and 2, a row that a rounds suite ran for more rounds on the same model is judged with that I-BAU
+    (:func:`trigger_rows`): the most rounds decide, whichever way they went.
     """
     out = []
     for spec in CLAIMS:

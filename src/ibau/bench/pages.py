@@ -236,8 +236,7 @@ def differences(run: Run, dataset: str) -> list[str]:
 def _rounds_line(run: Run) -> list[str]:
     """I-BAU's rounds in this run's records against the paper's, where the paper states its count."""
     theirs = PAPER_IBAU_ROUNDS.get(agg.paper_table(run) or "")
-    ours = sorted({r["config"]["rounds"] for r in agg.finished(agg.of_method(run["cells"], "ibau"))
-                   if isinstance(r.get("config"), dict) and "rounds" in r["config"]})
+    ours = agg.recorded_rounds(agg.of_method(run["cells"], "ibau"))
     if theirs is None or not ours or ours == [theirs]:
         return []
     return [f"- Rounds: our I-BAU ran {' or '.join(map(str, ours))} rounds, the paper's "
