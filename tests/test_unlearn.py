@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_net
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.inner import solve_delta
 
@@ -1076,3 +1077,52 @@ def test_a_negative_or_nan_clean_distill_is_a_one_line_error():
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="clean_distill must be a weight >= 0"):
             IBAUConfig(clean_distill=bad)
+
+
+def test_outer_augment_changes_the_theta_steps_only_and_is_the_plain_run_from_its_size_on(tiny_task):
+    """``outer_augment``: the θ steps see cropped clean images, drawn from a generator of their own, so the δ found
+    before the first θ step is the plain run's and ``"none"`` (or a clean set of ``outer_augment_until`` images
+    or more) gives the plain run bit for bit; below that size the weights differ."""
+    n, weights = _size_rule_runs(tiny_task)
+    plain = weights()
+    for off in (weights(outer_augment="none"), weights(outer_augment="crop", outer_augment_until=n)):
+        for k, v in plain.items():
+            torch.testing.assert_close(off[k], v, rtol=0, atol=0)
+    cropped = weights(outer_augment="crop", outer_augment_until=n + 1)
+    assert any(not torch.equal(cropped[k], v) for k, v in plain.items() if v.is_floating_point())
+    model, x, y = tiny_task
+    one = IBAUConfig(rounds=1, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05, seed=3)
+    deltas = [unlearn(model, (x, y), one.replace(outer_augment=a), progress=False).delta for a in ("none", "flip_crop")]
+    torch.testing.assert_close(deltas[0], deltas[1], rtol=0, atol=0)
+    assert IBAUConfig(outer_augment="crop").augments(100) and not IBAUConfig().augments(100)
+    assert not IBAUConfig(outer_augment="crop", outer_augment_until=5000).augments(5000)
+
+
+@pytest.mark.parametrize("options, message", [({"outer_augment": "mixup"}, "outer_augment must be one of"),
+                                              ({"outer_augment": "crop", "outer_augment_until": 0},
+                                               "outer_augment_until must be a clean-set size > 0")])
+def test_an_impossible_outer_augment_is_a_one_line_error(options, message):
+    with pytest.raises(ValueError, match=message):
+        IBAUConfig(**options)
+
+
+def test_outer_augment_crops_the_clean_images_and_puts_delta_on_after():
+    """The mechanism: with constant clean images, every image a θ step sees is a crop (0.5 inside, the padding's
+    zeros at a shifted border) and the rows that carry δ are such a crop plus δ where δ was found, not a shifted δ."""
+    torch.manual_seed(0)
+    model = tiny_net(4).eval()
+    x, y = torch.full((40, 3, 8, 8), 0.5), torch.arange(40) % 4
+    seen: list[torch.Tensor] = []
+    model.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].detach().clone()))
+    cfg = IBAUConfig(rounds=1, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, perturb_fraction=0.2,
+                     outer_augment="crop", seed=1)
+    delta = unlearn(model, (x, y), cfg, progress=False).delta
+
+    def a_crop(rows: torch.Tensor) -> torch.Tensor:  # per row: every pixel 0 or 0.5
+        return ((rows - 0.5).abs() < 1e-6).logical_or(rows.abs() < 1e-6).flatten(1).all(1)
+    rows = torch.cat(seen[-6:])  # the 3 θ steps' forward passes: the outer batch and L_in's hyper batch each
+    plain, carrying = a_crop(rows), a_crop(rows - delta)
+    assert torch.all(plain | carrying)
+    shifted = (rows.abs() < 1e-6).flatten(1).any(1)
+    assert shifted.sum() > 30  # the θ steps' images were cropped (L_in's 60 rows are not)
+    assert ((rows - delta).abs() < 1e-6).flatten(1).any(1)[carrying & ~plain].any()  # δ on a cropped image

@@ -52,7 +52,7 @@ def check_augment(name: str) -> None:
     _check_choice("augment", name, AUGMENTATIONS)
 
 
-def flip_crop(x: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
+def flip_crop(x: torch.Tensor, generator: torch.Generator | None, padding: int | None = None) -> torch.Tensor:
     """The standard CIFAR augmentation, drawn per image from ``generator``: zero-pad by ``padding``
     (default: an eighth of the height, at least 1, i.e. 4 pixels at 32x32), crop back to the original size
     at a random offset, and mirror left-right with probability 1/2. ``x``: N×C×H×W; returns a new tensor."""
@@ -66,6 +66,28 @@ def flip_crop(x: torch.Tensor, generator: torch.Generator, padding: int | None =
     flips = flips.to(x.device)
     out[flips] = TF.horizontal_flip(out[flips])
     return out
+
+
+def random_crop(x: torch.Tensor, generator: torch.Generator | None, padding: int | None = None) -> torch.Tensor:
+    """Zero-pad N×C×H×W images by ``padding`` (default: an eighth of the height, at least 1) and crop each back
+    to H×W at an offset drawn from ``generator``; returns a new tensor."""
+    n, _, h, w = x.shape
+    padding = max(1, h // 8) if padding is None else padding
+    padded = F.pad(x, [padding] * 4)
+    tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
+    lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
+    return torch.stack([padded[i, :, t:t + h, s:s + w] for i, (t, s) in enumerate(zip(tops, lefts))])
+
+
+def augment_images(x: torch.Tensor, name: str, generator: torch.Generator | None) -> torch.Tensor:
+    """``x`` augmented by ``name``: ``"crop"`` (:func:`random_crop`), ``"flip_crop"`` (:func:`flip_crop`) or ``"none"``."""
+    if name == "crop":
+        return random_crop(x, generator)
+    if name == "flip_crop":
+        return flip_crop(x, generator)
+    if name == "none":
+        return x
+    raise ValueError(f"unknown augmentation {name!r}; choose one of none, crop, flip_crop")
 
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,

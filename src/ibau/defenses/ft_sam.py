@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
-from ..training import flip_crop, iterate_rows
+from ..training import flip_crop, iterate_rows, random_crop
 from ..utils import cuda_devices
 from .base import Defense, DefenseResult
 from .config import DefenseConfig, setting
@@ -108,15 +107,6 @@ def smooth_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: 
     target = torch.full_like(logits, smoothing / (classes - 1))
     target.scatter_(1, labels[:, None], 1 - smoothing)
     return -(target * logits.log_softmax(1)).sum(1).mean()
-
-
-def random_crop(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Zero-pad N×C×H×W images by ``padding`` and crop each back to H×W at an offset drawn from ``generator``."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, [padding] * 4)
-    tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
-    lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
-    return torch.stack([padded[i, :, t:t + h, s:s + w] for i, (t, s) in enumerate(zip(tops, lefts))])
 
 
 def sam_perturbation(params: list[nn.Parameter], rho: float, adaptive: bool) -> list[torch.Tensor]:
@@ -215,7 +205,7 @@ class FTSAM(Defense):
                     if c.augment == "flip_crop":
                         x = flip_crop(x, gen, padding=4)
                     elif c.augment == "crop":
-                        x = random_crop(x, gen)
+                        x = random_crop(x, gen, padding=4)
                     x, y = x.to(dev), y.to(dev)
                     loss_fn = functools.partial(smooth_cross_entropy, labels=y, smoothing=c.label_smoothing)
                     loss, eps = sam_step(model, loss_fn, x, opt, c.rho, c.adaptive, c.same_dropout)

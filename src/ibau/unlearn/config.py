@@ -23,6 +23,7 @@ _CHOICES = {
     "guard_mode": ("rollback", "select"),
     "guard_fallback": ("handed_over", "closest"),
     "smooth_rounds": ("every", "first"),
+    "outer_augment": ("none", "crop", "flip_crop"),
 }
 
 
@@ -109,6 +110,15 @@ class IBAUConfig:
             it the weight is β·(n_s/n − 1)/(n_s/n₀ − 1), β at n₀ and falling to 0 at n_s (default None: β·n₀/n at
             every size). Close to β·n₀/n well below n_s, and from n_s on the run is exactly the run without the
             term, so a clean set of n_s or more is unlearned as if the option were not there.
+        outer_augment: ``"none"``, ``"crop"`` (each θ step's clean images zero-padded by an eighth of their
+            height and cropped back at a random offset) or ``"flip_crop"`` (and mirrored left-right with
+            probability 1/2), drawn before δ, its stamp or the smooth δ go on them, so those stay where they
+            were found; L_in's hyper batch stays un-augmented, as δ was searched (default "none"). The θ steps
+            fit a small clean set hard; augmented images are the standard remedy of fine-tuning defenses.
+            Not for signs or digits whose meaning a mirror changes: ``"crop"`` there. Its draws come from a
+            generator of their own, so ``"none"`` is the run without the option.
+        outer_augment_until: augment only while the clean set (the images that unlearn) has fewer than this
+            many images (default None: at every size). From that size on the run is the run without it.
         per_delta_optimizer: with several δs a round (``bounded_search``, ``inner_restarts``), give the θ steps
             of each δ an optimiser state (Adam's moments, the schedule) of its own (default False: one state).
             Adam scales every step by the running size of past gradients: an unbounded δ's gradients, orders
@@ -307,6 +317,8 @@ class IBAUConfig:
     outer_lr_schedule: str = "cosine"
     outer_lr_warmup: int = 0
     outer_steps: int | None = None
+    outer_augment: str = "none"
+    outer_augment_until: int | None = None
     model_mode: str = "eval"
     shuffle: bool = True
     seed: int = 0
@@ -365,6 +377,9 @@ class IBAUConfig:
             raise ValueError(f"clean_distill_until must be a clean-set size above clean_distill_size (the anchor "
                              f"falls from clean_distill there to 0 here), got {self.clean_distill_until} with "
                              f"clean_distill_size {self.clean_distill_size}")
+        if self.outer_augment_until is not None and not self.outer_augment_until > 0:
+            raise ValueError(f"outer_augment_until must be a clean-set size > 0 (or None: augment at every size), "
+                             f"got {self.outer_augment_until}")
         if self.delta_memory < 0:
             raise ValueError(f"delta_memory must be >= 0 rounds (0: only the round's own δs), got {self.delta_memory}")
         if self.hyper_batch_size is not None and self.hyper_batch_size < 1:
@@ -477,6 +492,11 @@ class IBAUConfig:
             return 0.0
         until, size = self.clean_distill_until, self.clean_distill_size
         return self.clean_distill * (until / n - 1) / (until / size - 1)
+
+    def augments(self, clean_images: int) -> bool:
+        """Whether the θ steps augment a clean set of ``clean_images`` images (``outer_augment``, ``outer_augment_until``)."""
+        return self.outer_augment != "none" and (self.outer_augment_until is None
+                                                 or clean_images < self.outer_augment_until)
 
     def step_size(self, clean_images: int) -> float:
         """The θ step size with ``clean_images`` images: outer_lr, or below ``outer_lr_size`` outer_lr·√(n/n₀)

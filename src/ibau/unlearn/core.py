@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import check_images, check_labels
-from ..training import cycle_batches, iterate_batches
+from ..training import augment_images, cycle_batches, iterate_batches
 from ..utils import eval_mode, resolve_device
 from . import distributed
 from .config import IBAUConfig
@@ -247,6 +247,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     def smooth_batches():
         return iterate_batches(x_all, y_all, bs, smooth_gen, shuffle=cfg.shuffle)
 
+    # outer_augment: the θ steps' images augmented, drawn from a generator of their own (without it: the same run)
+    augment = (cfg.outer_augment if cfg.augments(len(x_all)) else "none", torch.Generator().manual_seed(cfg.seed + 4))
+
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     # one optimiser state for all δs, or one per δ of a round (per_delta_optimizer), each on its share of steps
@@ -321,7 +324,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     outer_loss = _outer_pass(net, params, opts, solver, outer_batches, round_deltas + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
                                              smooth=smooth, schedules=schedules, ranks=ranks,
-                                             distill_weight=distill_weight)
+                                             distill_weight=distill_weight, augment=augment)
                     net.eval()
                     guard_acc, rolled_back, eligible = None, False, True
                     if cfg.acc_guard is not None:
@@ -535,20 +538,23 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
                 cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
                 smooth: torch.Tensor | None = None, schedules=None, ranks: Ranks = SINGLE,
-                distill_weight: float = 0.0) -> float:
+                distill_weight: float = 0.0, augment: tuple[str, torch.Generator | None] = ("none", None)) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
     searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
     every draw are chosen on the global batch; each rank computes the losses on its share of them and the
     hypergradient is summed over the ranks. ``smooth`` (smooth_search): a smooth δ added, clamped, to
     ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp).
-    ``distill_weight``: the weight of the distillation term (``cfg.distill_weight`` of the clean set's size)."""
+    ``distill_weight``: the weight of the distillation term (``cfg.distill_weight`` of the clean set's size).
+    ``augment``: ``(name, generator)``, the augmentation of each batch's clean images (``outer_augment``) before
+    δ, its stamp or the smooth δ go on them; the hyper batch is taken before it."""
     total, done, v = 0.0, 0, None
     hyper = None
     for x_all, y_all, *distill in cycle_batches(batches, steps):  # distill: the batch's teacher rows (clean_distill)
         if hyper is None or cfg.hyper_batch == "current":
             hyper = (x_all, y_all)
         xh, yh = hyper
+        x_all = augment_images(x_all, *augment)  # for the global batch, so N ranks draw what one does
         if cfg.hyper_batch_size is not None:
             xh, yh = xh[:cfg.hyper_batch_size], yh[:cfg.hyper_batch_size]
         n, n_hyper = len(x_all), len(xh)
