@@ -285,3 +285,17 @@ def test_the_anp_threshold_table_in_baselines_is_generated_from_its_sweep():
     text = _benchmark("anp_thresholds").table(authors)
     assert authors["search"] is None and authors["oracle"] is None and "the search" not in text
     assert f"<!-- table:anp_thresholds_authors -->\n{text}\n<!-- /table -->" in (root / "docs" / "baselines.md").read_text()
+
+
+def test_the_stop49_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's stop-49 tables (small clean sets: augmentation, SGD, the fine-tuning control) are
+    probe_table.py --all of stop 49's records, each ran what its name says with 100 clean images."""
+    _, summary = _probe_tables("stop49", every=True)
+    assert "authors_ftc_c100 | 1 |" in summary and "ftc_blend_c100 | 1 | 28.20" in summary
+    records = _records("stop49")
+    _ran_as_named(records, {"d15": {"outer_augment": "none", "solver_iters": 2},
+                            "cr": {"outer_augment": "crop", "outer_augment_until": 5000},
+                            "fc": {"outer_augment": "flip_crop", "outer_augment_until": 5000},
+                            "sgd1": {"outer_optimizer": "sgd", "outer_lr": 0.01},
+                            "ftc": {"solver_iters": 0, "patch_threshold": 0}}, demo_step=lambda r: False)
+    assert {r["clean_size"] for r in records} == {100}
