@@ -132,6 +132,43 @@ def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
     assert grid.changed_defaults("ibau", "default") == {"patch_screen": 0, "patch_l1": 0.003}
 
 
+def test_a_default_for_small_clean_sets_changes_only_the_ids_of_the_jobs_it_changes(monkeypatch):
+    """A changed default that acts only through the clean set's size (``IBAUConfig.SIZE_FIELDS``) enters the spec
+    of the jobs whose size it changes and leaves the others' ids (and their records' drift) as they were."""
+    import json
+
+    from ibau.bench import grid
+    from ibau.unlearn import IBAUConfig
+    rule = {"outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill": 1.0, "clean_distill_size": 100,
+            "clean_distill_until": 400}
+    assert IBAUConfig(**rule).size_rules(5000) == IBAUConfig().size_rules(5000) == IBAUConfig(**rule).size_rules(500)
+    assert IBAUConfig(**rule).size_rules(100) == {"step_size": pytest.approx(1e-3, rel=1e-3), "distill_weight": 1.0,
+                                                  "augment": "none"}
+    plan = expand(SUITES["clean_size"], PRESETS["cpu"])
+    jobs = {c.job.clean_size: c.job for c in plan.cells if c.method == "ibau" and c.seed == 0}
+    before = {n: job.id for n, job in jobs.items()}
+    # as if the records had run with the rule and today's default had none
+    edited = json.loads(json.dumps(grid._recorded_defaults()))
+    edited["ibau"]["default"].update(rule)
+    monkeypatch.setattr(grid, "_recorded_defaults", lambda: edited)
+    assert grid.changed_defaults("ibau", "default", clean_size=5000) == {}
+    assert grid.changed_defaults("ibau", "default", clean_size=100) == {
+        "outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0, "clean_distill_size": None,
+        "clean_distill_until": None}
+    assert grid.changed_defaults("ibau", "default") == grid.changed_defaults("ibau", "default", clean_size=100)
+    assert {n: job.id == before[n] for n, job in jobs.items()} == {5000: True, 2500: True, 500: True, 100: False}
+    ran = {**IBAUConfig().to_dict(), **rule}
+    def record(n):
+        return {"spec": {"method": "ibau", "ibau_preset": "default", "options": {}, "clean_size": n}, "config": ran}
+    assert grid.config_drift(record(5000)) == {}
+    assert grid.config_drift(record(100))["clean_distill"] == (1.0, 0.0)
+    # a guard's slice does not unlearn: the rule is judged at the size that does
+    guarded, plain = IBAUConfig(acc_guard=0.02, **rule), IBAUConfig(acc_guard=0.02)
+    assert guarded.size_rules(450) == plain.size_rules(450)  # 405 images unlearn
+    assert guarded.size_rules(440) != plain.size_rules(440)  # 396 do
+    assert IBAUConfig(**rule).size_rules(440) == IBAUConfig().size_rules(440)
+
+
 def _seeds(plan) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for c in plan.cells:

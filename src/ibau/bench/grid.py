@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 RECORDED_DEFAULTS = Path(__file__).with_name("recorded_defaults.json")
 
 
-def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = None,
+                     clean_size: int | None = None) -> dict[str, Any]:
     """The settings of ``method``'s ``preset`` whose default differs from the one in
     :data:`RECORDED_DEFAULTS`, with their values now (a setting not listed there counts as changed), leaving
     out those that ``options`` set.
@@ -48,12 +49,40 @@ def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = 
     Empty while the defaults stand, so the ids of every job stay what they were. When a default changes (I-BAU's
     class search screened, say), the jobs that run it get these settings in their spec, hence new ids: a record
     made with the old default is kept as the evidence it is but no longer fills their cells. A new setting
-    whose default runs what ran before is added to the file with that value.
+    whose default runs what ran before is added to the file with that value. With ``clean_size``, a changed
+    setting that acts only through the clean set's size (a config's ``SIZE_FIELDS``) is left out where the size
+    rules come to the same at that size: a rule for small clean sets leaves the jobs with large ones as they were.
     """
     name, now = _resolved_config(method, preset)
     recorded = _recorded_defaults().get(method, {}).get(name, {})
-    return {k: v for k, v in now.items()
-            if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
+    changed = {k: v for k, v in now.items()
+               if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
+    if clean_size is not None and _same_at_size(method, {**now, **recorded}, now, options, clean_size):
+        changed = {k: v for k, v in changed.items() if k not in _size_fields(method)}
+    return changed
+
+
+def _size_fields(method: str) -> tuple[str, ...]:
+    from ..defenses import defense_class
+    return getattr(defense_class(method).config_class, "SIZE_FIELDS", ())
+
+
+def _same_at_size(method: str, before: dict[str, Any], after: dict[str, Any], options: dict[str, Any] | None,
+                  clean_size: int) -> bool:
+    """Whether the configs ``before`` and ``after`` (plain values, with ``options`` over them) resolve their size
+    rules alike at ``clean_size`` clean images; False for a config without size rules."""
+    from ..defenses import defense_class
+
+    cls = defense_class(method).config_class
+    if not _size_fields(method):
+        return False
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        rules = [cls(**{k: v for k, v in {**config, **(options or {})}.items() if k in names}).size_rules(clean_size)
+                 for config in (before, after)]
+    except (TypeError, ValueError):  # a recorded combination the config refuses now: not the same run
+        return False
+    return rules[0] == rules[1]
 
 
 def _resolved_config(method: str, preset: str, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -73,7 +102,8 @@ def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     only reused for the settings it ran, unless that file listed a default that the record's run did not have
     (the class search's ``classes_until_found``, before ``classes_first_round`` became the default: the same run
     wherever round 1 found a stamp, as its per-round rows show; without them, it cannot be told). Settings the
-    record does not list did not exist when it ran: their defaults are the behaviour before them. Empty for a
+    record does not list did not exist when it ran: their defaults are the behaviour before them. Settings that act
+    only through the clean set's size do not count where they come to the same at the record's size. Empty for a
     record without a spec or config (not a grid record) and for one that ran what its job runs now.
     """
     record = record or {}
@@ -82,6 +112,9 @@ def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
         return {}
     _, now = _resolved_config(spec["method"], spec.get("ibau_preset", "default"), spec.get("options"))
     drift = {k: (v, now[k]) for k, v in ran.items() if k not in ("seed", "device") and k in now and v != now[k]}
+    size = spec.get("clean_size")
+    if drift and size is not None and _same_at_size(spec["method"], {**now, **ran}, now, None, size):
+        drift = {k: v for k, v in drift.items() if k not in _size_fields(spec["method"])}  # a rule inert at this size
     rounds = record.get("rounds") or []
     if drift.get("patch_search") == ("classes_until_found", "classes_first_round") and rounds \
             and rounds[0].get("patch_pixels") is not None:
@@ -160,7 +193,7 @@ class DefendJob:
     def spec(self) -> dict[str, Any]:
         spec = {"train": self.train.id, "method": self.method, "clean_size": self.clean_size, "seed": self.seed,
                 "options": dict(self.options), "ibau_preset": self.ibau_preset}
-        changed = changed_defaults(self.method, self.ibau_preset, dict(self.options))
+        changed = changed_defaults(self.method, self.ibau_preset, dict(self.options), self.clean_size)
         return spec | ({"timed": True} if self.timed else {}) | ({"defaults": changed} if changed else {})
 
     @property

@@ -5,7 +5,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from .solvers import SOLVERS
 
@@ -493,6 +493,19 @@ class IBAUConfig:
             return 0.0
         until, size = self.clean_distill_until, self.clean_distill_size
         return self.clean_distill * (until / n - 1) / (until / size - 1)
+
+    #: The settings that act only through :meth:`size_rules`: two configs equal but for these, whose size rules
+    #: agree at a clean-set size, run alike at that size.
+    SIZE_FIELDS: ClassVar[tuple[str, ...]] = ("outer_lr", "outer_lr_size", "outer_lr_size_cap", "clean_distill",
+                                              "clean_distill_size", "clean_distill_until", "outer_augment",
+                                              "outer_augment_until")
+
+    def size_rules(self, clean_size: int) -> dict[str, Any]:
+        """What :attr:`SIZE_FIELDS` come to with ``clean_size`` clean images (less the guard's slice, which does not
+        unlearn): the θ step size, the anchor's weight and the augmentation the run uses."""
+        n = clean_size - (max(1, round(self.guard_fraction * clean_size)) if self.acc_guard is not None else 0)
+        return {"step_size": self.step_size(n), "distill_weight": self.distill_weight(n),
+                "augment": self.outer_augment if self.augments(n) else "none"}
 
     def augments(self, clean_images: int) -> bool:
         """Whether the θ steps augment a clean set of ``clean_images`` images (``outer_augment``, ``outer_augment_until``)."""
