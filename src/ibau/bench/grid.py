@@ -57,7 +57,7 @@ def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = 
     recorded = _recorded_defaults().get(method, {}).get(name, {})
     changed = {k: v for k, v in now.items()
                if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
-    if clean_size is not None and _same_at_size(method, {**now, **recorded}, now, options, clean_size):
+    if changed and clean_size is not None and _same_at_size(method, {**now, **recorded}, now, options, clean_size):
         changed = {k: v for k, v in changed.items() if k not in _size_fields(method)}
     return changed
 
