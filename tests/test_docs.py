@@ -297,5 +297,8 @@ def test_the_stop49_table_in_presets_is_generated_from_its_records():
                             "cr": {"outer_augment": "crop", "outer_augment_until": 5000},
                             "fc": {"outer_augment": "flip_crop", "outer_augment_until": 5000},
                             "sgd1": {"outer_optimizer": "sgd", "outer_lr": 0.01},
-                            "ftc": {"solver_iters": 0, "patch_threshold": 0}}, demo_step=lambda r: False)
+                            "ftc": {"solver_iters": 0, "patch_threshold": 0},
+                            "mid": {"outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill": 1.0,
+                                    "clean_distill_size": 100, "clean_distill_until": 5000}}, demo_step=lambda r: False)
+    assert "mid_blend_c100 | 3 | 11.24" in summary and "mid_trojan_wm_c100 | 3 |" in summary
     assert {r["clean_size"] for r in records} == {100}
