@@ -301,4 +301,5 @@ def test_the_stop49_table_in_presets_is_generated_from_its_records():
                             "mid": {"outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill": 1.0,
                                     "clean_distill_size": 100, "clean_distill_until": 5000}}, demo_step=lambda r: False)
     assert "mid_blend_c100 | 3 | 11.24" in summary and "mid_trojan_wm_c100 | 3 |" in summary
+    assert "mid_blend_s1_c100 | 3 | 12.66" in summary and "d15_trojan_wm_s1_c100 | 1 |" in summary  # fresh models
     assert {r["clean_size"] for r in records} == {100}

@@ -10,6 +10,8 @@
 #   mid:     stop 47's lr1d1f as a size rule (the step 1e-3 at 100 images, the default's from about 400 on; the
 #            anchor faded out at 5,000) on the other models with 100 images.
 #   mid_seeds: mid on the authors' checkpoint (seeds 0-2) and with defense seeds 1 and 2 on the other three models.
+#   confirm: mid (seeds 0-2) and the default (seed 0) on models trained afterwards: confirm/'s CIFAR-10 Blend and
+#            Trojan WM trained with seed 1.
 cd /work/main
 export OMP_NUM_THREADS=1
 P=".venv/bin/python benchmarks/compare_presets.py"
@@ -44,5 +46,9 @@ case $1 in
              for m in "$TROJAN_WM cifar10 trojan_wm" "$BLEND cifar10 blend" "$GTSRB_BADNETS gtsrb gtsrb_badnets"; do
                SEEDS="1 2" cifar $m "$MID"
              done ;;
-  *) echo "usage: $0 augment|sgd|control|mid|mid_seeds" >&2; exit 2 ;;
+  confirm) F=docs/measurements/issue19/confirm/cifar/models
+           for m in "$F/train-trojan_wm-r0.2-s1-e2494deb cifar10 trojan_wm_s1" "$F/train-blend-r0.2-s1-8147e97b cifar10 blend_s1"; do
+             SEEDS="0 1 2" cifar $m "$MID"; cifar $m "d15=default"
+           done ;;
+  *) echo "usage: $0 augment|sgd|control|mid|mid_seeds|confirm" >&2; exit 2 ;;
 esac
