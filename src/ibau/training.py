@@ -37,6 +37,8 @@ def recipe(name: str, **overrides: Any) -> dict[str, Any]:
 LR_SCHEDULES = ("constant", "cosine")
 #: Training-time augmentations of :func:`train_classifier`.
 AUGMENTATIONS = ("none", "flip_crop")
+#: The augmentations :func:`augment_images` applies (FT-SAM's ``augment``, I-BAU's ``outer_augment``).
+CROPS = ("none", "crop", "flip_crop")
 
 
 def _check_choice(option: str, name: str, choices: tuple[str, ...]) -> None:
@@ -53,17 +55,11 @@ def check_augment(name: str) -> None:
 
 
 def flip_crop(x: torch.Tensor, generator: torch.Generator | None, padding: int | None = None) -> torch.Tensor:
-    """The standard CIFAR augmentation, drawn per image from ``generator``: zero-pad by ``padding``
-    (default: an eighth of the height, at least 1, i.e. 4 pixels at 32x32), crop back to the original size
-    at a random offset, and mirror left-right with probability 1/2. ``x``: N×C×H×W; returns a new tensor."""
-    n, _, h, w = x.shape
-    padding = max(1, h // 8) if padding is None else padding
-    padded = TF.pad(x, [padding] * 4)
-    tops = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
-    lefts = torch.randint(0, 2 * padding + 1, (n,), generator=generator).tolist()
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.stack([TF.crop(padded[i], top, left, h, w) for i, (top, left) in enumerate(zip(tops, lefts))])
-    flips = flips.to(x.device)
+    """The standard CIFAR augmentation, drawn per image from ``generator``: :func:`random_crop` (zero-pad by
+    ``padding``, default an eighth of the height, at least 1, i.e. 4 pixels at 32x32, and crop back to the original
+    size at a random offset), then mirror left-right with probability 1/2. ``x``: N×C×H×W; returns a new tensor."""
+    out = random_crop(x, generator, padding)
+    flips = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
     out[flips] = TF.horizontal_flip(out[flips])
     return out
 
@@ -79,15 +75,14 @@ def random_crop(x: torch.Tensor, generator: torch.Generator | None, padding: int
     return torch.stack([padded[i, :, t:t + h, s:s + w] for i, (t, s) in enumerate(zip(tops, lefts))])
 
 
-def augment_images(x: torch.Tensor, name: str, generator: torch.Generator | None) -> torch.Tensor:
-    """``x`` augmented by ``name``: ``"crop"`` (:func:`random_crop`), ``"flip_crop"`` (:func:`flip_crop`) or ``"none"``."""
-    if name == "crop":
-        return random_crop(x, generator)
-    if name == "flip_crop":
-        return flip_crop(x, generator)
+def augment_images(x: torch.Tensor, name: str, generator: torch.Generator | None,
+                   padding: int | None = None) -> torch.Tensor:
+    """``x`` augmented by ``name``, one of :data:`CROPS`: ``"crop"`` (:func:`random_crop`), ``"flip_crop"``
+    (:func:`flip_crop`) or ``"none"`` (``x`` itself)."""
+    _check_choice("augmentation", name, CROPS)
     if name == "none":
         return x
-    raise ValueError(f"unknown augmentation {name!r}; choose one of none, crop, flip_crop")
+    return (random_crop if name == "crop" else flip_crop)(x, generator, padding)
 
 
 def iterate_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,

@@ -57,32 +57,28 @@ def changed_defaults(method: str, preset: str, options: dict[str, Any] | None = 
     recorded = _recorded_defaults().get(method, {}).get(name, {})
     changed = {k: v for k, v in now.items()
                if k not in ("seed", "device") and k not in (options or {}) and (k not in recorded or recorded[k] != v)}
-    if changed and clean_size is not None and _same_at_size(method, {**now, **recorded}, now, options, clean_size):
-        changed = {k: v for k, v in changed.items() if k not in _size_fields(method)}
-    return changed
+    inert = _inert_at_size(method, {**now, **recorded}, now, options, clean_size) if changed else ()
+    return {k: v for k, v in changed.items() if k not in inert}
 
 
-def _size_fields(method: str) -> tuple[str, ...]:
-    from ..defenses import defense_class
-    return getattr(defense_class(method).config_class, "SIZE_FIELDS", ())
-
-
-def _same_at_size(method: str, before: dict[str, Any], after: dict[str, Any], options: dict[str, Any] | None,
-                  clean_size: int) -> bool:
-    """Whether the configs ``before`` and ``after`` (plain values, with ``options`` over them) resolve their size
-    rules alike at ``clean_size`` clean images; False for a config without size rules."""
+def _inert_at_size(method: str, before: dict[str, Any], after: dict[str, Any], options: dict[str, Any] | None,
+                   clean_size: int | None) -> tuple[str, ...]:
+    """The settings that act only through the clean set's size (the config's ``SIZE_FIELDS``) when the configs
+    ``before`` and ``after`` (plain values, with ``options`` over them) resolve their size rules alike at
+    ``clean_size`` clean images; none otherwise (no size given, or a config without size rules)."""
     from ..defenses import defense_class
 
     cls = defense_class(method).config_class
-    if not _size_fields(method):
-        return False
+    fields = getattr(cls, "SIZE_FIELDS", ())
+    if clean_size is None or not fields:
+        return ()
     names = {f.name for f in dataclasses.fields(cls)}
     try:
         rules = [cls(**{k: v for k, v in {**config, **(options or {})}.items() if k in names}).size_rules(clean_size)
                  for config in (before, after)]
     except (TypeError, ValueError):  # a recorded combination the config refuses now: not the same run
-        return False
-    return rules[0] == rules[1]
+        return ()
+    return fields if rules[0] == rules[1] else ()
 
 
 def _resolved_config(method: str, preset: str, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -112,9 +108,8 @@ def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
         return {}
     _, now = _resolved_config(spec["method"], spec.get("ibau_preset", "default"), spec.get("options"))
     drift = {k: (v, now[k]) for k, v in ran.items() if k not in ("seed", "device") and k in now and v != now[k]}
-    size = spec.get("clean_size")
-    if drift and size is not None and _same_at_size(spec["method"], {**now, **ran}, now, None, size):
-        drift = {k: v for k, v in drift.items() if k not in _size_fields(spec["method"])}  # a rule inert at this size
+    inert = _inert_at_size(spec["method"], {**now, **ran}, now, None, spec.get("clean_size")) if drift else ()
+    drift = {k: v for k, v in drift.items() if k not in inert}  # a size rule that comes to the same at this size
     rounds = record.get("rounds") or []
     if drift.get("patch_search") == ("classes_until_found", "classes_first_round") and rounds \
             and rounds[0].get("patch_pixels") is not None:

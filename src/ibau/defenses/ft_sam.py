@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
-from ..training import flip_crop, iterate_rows, random_crop
+from ..training import CROPS, augment_images, iterate_rows
 from ..utils import cuda_devices
 from .base import Defense, DefenseResult
 from .config import DefenseConfig, setting
@@ -73,7 +73,7 @@ class FTSAMConfig(DefenseConfig):
     rho: float = setting(2.0, ge=0, hint="the paper uses 2 with the adaptive radius")
     adaptive: bool = _flag(True)
     label_smoothing: float = setting(0.1, ge=0, lt=1, hint="e.g. 0.1; 0 is plain cross-entropy")
-    augment: str = setting("crop", choices=("none", "crop", "flip_crop"))
+    augment: str = setting("crop", choices=CROPS)
     same_dropout: bool = _flag(True)
 
     @classmethod
@@ -202,10 +202,7 @@ class FTSAM(Defense):
                     for group in opt.param_groups:
                         group["lr"] = learning_rate(c, step, total)
                     x, y = clean.images[rows], clean.labels[rows]
-                    if c.augment == "flip_crop":
-                        x = flip_crop(x, gen, padding=4)
-                    elif c.augment == "crop":
-                        x = random_crop(x, gen, padding=4)
+                    x = augment_images(x, c.augment, gen, padding=4)
                     x, y = x.to(dev), y.to(dev)
                     loss_fn = functools.partial(smooth_cross_entropy, labels=y, smoothing=c.label_smoothing)
                     loss, eps = sam_step(model, loss_fn, x, opt, c.rho, c.adaptive, c.same_dropout)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
+from ..training import CROPS
 from .solvers import SOLVERS
 
 _CHOICES = {
@@ -23,7 +24,7 @@ _CHOICES = {
     "guard_mode": ("rollback", "select"),
     "guard_fallback": ("handed_over", "closest"),
     "smooth_rounds": ("every", "first"),
-    "outer_augment": ("none", "crop", "flip_crop"),
+    "outer_augment": CROPS,
 }
 
 
@@ -503,9 +504,13 @@ class IBAUConfig:
     def size_rules(self, clean_size: int) -> dict[str, Any]:
         """What :attr:`SIZE_FIELDS` come to with ``clean_size`` clean images (less the guard's slice, which does not
         unlearn): the θ step size, the anchor's weight and the augmentation the run uses."""
-        n = clean_size - (max(1, round(self.guard_fraction * clean_size)) if self.acc_guard is not None else 0)
+        n = clean_size - (self.guard_size(clean_size) if self.acc_guard is not None else 0)
         return {"step_size": self.step_size(n), "distill_weight": self.distill_weight(n),
                 "augment": self.outer_augment if self.augments(n) else "none"}
+
+    def guard_size(self, clean_size: int) -> int:
+        """How many of ``clean_size`` clean images ``acc_guard`` holds back: ``guard_fraction`` of them, at least one."""
+        return max(1, round(self.guard_fraction * clean_size))
 
     def augments(self, clean_images: int) -> bool:
         """Whether the θ steps augment a clean set of ``clean_images`` images (``outer_augment``, ``outer_augment_until``)."""

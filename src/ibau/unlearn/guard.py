@@ -23,7 +23,7 @@ from .config import IBAUConfig
 def guard_split(n: int, cfg: IBAUConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """``(kept, held_back)`` indices of a clean set of ``n`` images: ``guard_fraction`` of them (at least one)
     held back for the guard, drawn with a generator of their own (``seed + 3``), the rest in their order."""
-    held = max(1, round(cfg.guard_fraction * n))
+    held = cfg.guard_size(n)
     if n - held < 1:
         raise ValueError(f"acc_guard holds back {held} of the {n} clean images and leaves none to unlearn with; "
                          f"give more clean images or a smaller guard_fraction")
