@@ -95,6 +95,11 @@ def test_job_ids_are_stable_and_change_with_the_recipe():
         assert dataclasses.replace(c.job, timed=False).id == twin.id and "timed" not in twin.spec
 
 
+#: The default's rules below 400 clean images (stop 50, docs/presets.md), absent from the records before them.
+SMALL_CLEAN_RULES = {"outer_lr_size": 400, "outer_lr_size_cap": 2e-3, "clean_distill": 1.0, "clean_distill_size": 100,
+                     "clean_distill_until": 400}
+
+
 def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
     """Job ids hold no defaults while they stand (every preset of every defense is listed as the records ran
     it), so no committed record changes id; a changed default enters the spec of the jobs that run it, so the
@@ -110,12 +115,15 @@ def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
         ("anp", "default"): {"prune_by": "search"},
         # FT-SAM as BackdoorBench runs it (a cosine of 100 batches, restarted), one dropout mask per SAM step
         ("ft_sam", "default"): {"lr_schedule": "cycle", "same_dropout": True},
+        # I-BAU below 400 clean images (stop 50): a step shrunk as √(n/400) and an anchor faded out at 400; from 400
+        # images on the same run, so only the jobs with fewer change id (the next test)
+        ("ibau", "default"): SMALL_CLEAN_RULES, ("ibau", "fast"): SMALL_CLEAN_RULES,
     }
     for method in DEFENSES:
         for preset in defense_class(method).preset_names():
             assert grid.changed_defaults(method, preset) == changed.get((method, preset), {}), (method, preset)
             assert preset in recorded[method], (method, preset)
-    plan = expand(SUITES["efficiency"], PRESETS["smoke"])
+    plan = expand(SUITES["efficiency"], PRESETS["cpu"])  # 5,000 clean images: the small-set rules are inert
     ibau = next(c.job for c in plan.cells if c.method == "ibau")
     nad = next(c.job for c in plan.cells if c.method == "nad")
     before = (ibau.id, nad.id)
@@ -124,49 +132,54 @@ def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
     edited = json.loads(json.dumps(recorded))
     edited["ibau"]["default"]["patch_screen"] = 5
     monkeypatch.setattr(grid, "_recorded_defaults", lambda: edited)
-    assert grid.changed_defaults("ibau", "default") == {"patch_screen": 0}
+    assert grid.changed_defaults("ibau", "default", clean_size=5000) == {"patch_screen": 0}
     assert ibau.spec["defaults"] == {"patch_screen": 0} and ibau.id != before[0] and nad.id == before[1]
     assert dataclasses.replace(ibau, options=(("patch_screen", 5),)).spec.get("defaults") is None
     # a setting the file does not list counts as changed: a new option is a decision, not a silent reuse
     del edited["ibau"]["default"]["patch_l1"]
-    assert grid.changed_defaults("ibau", "default") == {"patch_screen": 0, "patch_l1": 0.003}
+    assert grid.changed_defaults("ibau", "default", clean_size=5000) == {"patch_screen": 0, "patch_l1": 0.003}
 
 
 def test_a_default_for_small_clean_sets_changes_only_the_ids_of_the_jobs_it_changes(monkeypatch):
     """A changed default that acts only through the clean set's size (``IBAUConfig.SIZE_FIELDS``) enters the spec
-    of the jobs whose size it changes and leaves the others' ids (and their records' drift) as they were."""
+    of the jobs whose size it changes and leaves the others' ids (and their records' drift) as they were: the
+    default's rules below 400 clean images (stop 50) rerun Table 5's 100-image row and nothing else of it."""
     import json
 
     from ibau.bench import grid
     from ibau.unlearn import IBAUConfig
-    rule = {"outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill": 1.0, "clean_distill_size": 100,
-            "clean_distill_until": 400}
-    assert IBAUConfig(**rule).size_rules(5000) == IBAUConfig().size_rules(5000) == IBAUConfig(**rule).size_rules(500)
-    assert IBAUConfig(**rule).size_rules(100) == {"step_size": pytest.approx(1e-3, rel=1e-3), "distill_weight": 1.0,
-                                                  "augment": "none"}
+    rule = SMALL_CLEAN_RULES
+    none = {"outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0, "clean_distill_size": None,
+            "clean_distill_until": None}
+    assert {k: grid._recorded_defaults()["ibau"]["default"][k] for k in rule} == none  # what the records ran
+    assert IBAUConfig(**none).size_rules(5000) == IBAUConfig().size_rules(5000) == IBAUConfig(**none).size_rules(400)
+    assert IBAUConfig().size_rules(100) == {"step_size": pytest.approx(1e-3), "distill_weight": 1.0, "augment": "none"}
+    assert IBAUConfig(**none).size_rules(100) == {"step_size": 2e-3, "distill_weight": 0.0, "augment": "none"}
     plan = expand(SUITES["clean_size"], PRESETS["cpu"])
     jobs = {c.job.clean_size: c.job for c in plan.cells if c.method == "ibau" and c.seed == 0}
+    assert grid.changed_defaults("ibau", "default", clean_size=5000) == {}
+    assert grid.changed_defaults("ibau", "default", clean_size=400) == {}
+    assert grid.changed_defaults("ibau", "default", clean_size=100) == rule
+    assert grid.changed_defaults("ibau", "default") == grid.changed_defaults("ibau", "default", clean_size=100)
+    assert {n: "defaults" in job.spec for n, job in jobs.items()} == {5000: False, 2500: False, 500: False, 100: True}
+    # as if the records had run with the rule: then the 100-image job is the one whose id goes back
     before = {n: job.id for n, job in jobs.items()}
-    # as if the records had run with the rule and today's default had none
     edited = json.loads(json.dumps(grid._recorded_defaults()))
     edited["ibau"]["default"].update(rule)
     monkeypatch.setattr(grid, "_recorded_defaults", lambda: edited)
-    assert grid.changed_defaults("ibau", "default", clean_size=5000) == {}
-    assert grid.changed_defaults("ibau", "default", clean_size=100) == {
-        "outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0, "clean_distill_size": None,
-        "clean_distill_until": None}
-    assert grid.changed_defaults("ibau", "default") == grid.changed_defaults("ibau", "default", clean_size=100)
+    assert grid.changed_defaults("ibau", "default", clean_size=100) == {}
     assert {n: job.id == before[n] for n, job in jobs.items()} == {5000: True, 2500: True, 500: True, 100: False}
-    ran = {**IBAUConfig().to_dict(), **rule}
+    monkeypatch.undo()
+    ran = {**IBAUConfig().to_dict(), **none}
     def record(n):
         return {"spec": {"method": "ibau", "ibau_preset": "default", "options": {}, "clean_size": n}, "config": ran}
-    assert grid.config_drift(record(5000)) == {}
-    assert grid.config_drift(record(100))["clean_distill"] == (1.0, 0.0)
+    assert grid.config_drift(record(5000)) == grid.config_drift(record(400)) == {}
+    assert grid.config_drift(record(100))["clean_distill"] == (0.0, 1.0)
     # a guard's slice does not unlearn: the rule is judged at the size that does
-    guarded, plain = IBAUConfig(acc_guard=0.02, **rule), IBAUConfig(acc_guard=0.02)
+    guarded, plain = IBAUConfig(acc_guard=0.02), IBAUConfig(acc_guard=0.02, **none)
     assert guarded.size_rules(450) == plain.size_rules(450)  # 405 images unlearn
     assert guarded.size_rules(440) != plain.size_rules(440)  # 396 do
-    assert IBAUConfig(**rule).size_rules(440) == IBAUConfig().size_rules(440)
+    assert IBAUConfig(**none).size_rules(440) == IBAUConfig().size_rules(440)
 
 
 def _seeds(plan) -> dict[str, set[int]]:

@@ -232,34 +232,52 @@ def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     assert _presets_block("class_screen", text)
 
 
+#: The default's size-rule settings before stop 50 (no rule below 400 clean images): what the verdict's records
+#: with fewer images ran.
+BEFORE_SMALL_CLEAN_RULES = {"outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0,
+                            "clean_distill_size": None, "clean_distill_until": None}
+
+
 def test_the_new_default_table_shows_records_of_the_default():
     """The verdict's records ran ``IBAUConfig()`` itself: only each task's seed, rounds and (digits: the
     demo's) outer step differ, and the batch size where the name says so (`d15`: the digits task's 25), so
     the table cannot drift from the code's default. Options added since a record was written count at the
     value that runs what it ran (`LATER_FIELDS`), and a search mode changed since counts where the record shows
-    the same run (``classes_until_found`` with a stamp in round 1)."""
+    the same run (``classes_until_found`` with a stamp in round 1). Records with fewer than 400 clean images ran
+    the default before its small-set rules (stop 50), and only those."""
     from ibau import IBAUConfig
     from ibau.demo import demo_config
     module = _benchmark("presets_table")
     own = {"seed", "rounds", "batch_size", "device", "outer_lr"}
     seen = {name: 0 for name in module.DEFAULT_NAMES}
+    before_rules = dict(seen)
     for path in sorted(module.FOLDER.rglob("*.json")):
         rec = json.loads(path.read_text())
         if rec.get("name") not in seen:
             continue
         cfg, expected = {**module.LATER_FIELDS, **rec["config"]}, IBAUConfig().to_dict()
+        n, step, skip = rec["clean_size"], {"outer_lr": cfg["outer_lr"]}, set(own)
+        if IBAUConfig(**step).size_rules(n) != IBAUConfig(**step, **BEFORE_SMALL_CLEAN_RULES).size_rules(n):
+            # fewer than 400 clean images: the default before its small-set rules (stop 50), as the verdict says
+            expected.update(BEFORE_SMALL_CLEAN_RULES)
+            before_rules[rec["name"]] += 1
+        else:  # from 400 images on the rules are inert: the run is the default's whatever they were set to
+            ran = IBAUConfig(**{k: cfg[k] for k in IBAUConfig.SIZE_FIELDS})
+            assert ran.size_rules(n) == IBAUConfig(**step).size_rules(n), path.name
+            skip |= set(IBAUConfig.SIZE_FIELDS)
         if cfg["patch_search"] == "classes_until_found" and expected["patch_search"] == "classes_first_round":
             # the default's search before issue 19: the same run wherever round 1 found a stamp (neither
             # searches again), which each of these records shows
             rounds = [p for p in rec["curve"] if "patch_pixels" in p]
             assert rounds and rounds[0]["patch_pixels"] is not None, path.name
             cfg["patch_search"] = expected["patch_search"]
-        assert {k: v for k, v in cfg.items() if k not in own} == {k: v for k, v in expected.items() if k not in own}, path.name
+        assert {k: v for k, v in cfg.items() if k not in skip} == {k: v for k, v in expected.items() if k not in skip}, path.name
         assert cfg["outer_lr"] == (demo_config().outer_lr if rec["task"] == "digits" else expected["outer_lr"]), path.name
         if rec["name"] == "d15b100" or rec["task"] != "digits":
             assert cfg["batch_size"] == expected["batch_size"], path.name
         seen[rec["name"]] += 1
     assert seen["d15"] >= 40 and seen["d15b100"] >= 25  # 8 cases × 5 seeds; the 5 digits cases at batch 100
+    assert before_rules == {"d15": 15, "d15b100": 15}  # digits with 100 (BatchNorm, GroupNorm) and 300 images
 
 
 def test_the_batchnorm_refit_table_in_presets_is_generated_from_its_records():

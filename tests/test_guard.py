@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import held_metrics, one_line, tiny_net
+from conftest import NO_SIZE_RULES, held_metrics, one_line, tiny_net
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.guard import guard_split, scale_step
 
@@ -13,7 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**options) -> IBAUConfig:
-    return IBAUConfig(rounds=3, batch_size=20, patch_threshold=0, min_steps=0, **options)
+    # the size rules off: these tests need a step large enough to harm the model on a few dozen images
+    return IBAUConfig(rounds=3, batch_size=20, patch_threshold=0, min_steps=0, **{**NO_SIZE_RULES, **options})
 
 
 def test_a_guard_that_never_fires_unlearns_exactly_as_a_run_on_the_images_it_does_not_hold_back(tiny_task):
@@ -159,7 +160,7 @@ def test_a_harmful_first_round_does_not_stop_a_selecting_guard(digits_backdoor):
     d = digits_backdoor
     x, y = d["clean"].images, d["clean"].labels
     cfg = IBAUConfig(rounds=5, batch_size=25, outer_lr=0.003, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
-                     guard_mode="select")
+                     guard_mode="select", **NO_SIZE_RULES)  # 360 images unlearn: the rules off, so round 1 harms
     kept, held_back = guard_split(len(x), cfg)
     with torch.no_grad():
         before = float((d["model"](x[held_back]).argmax(1) == y[held_back]).float().mean())
@@ -175,7 +176,7 @@ def test_a_selecting_guard_returns_the_model_as_handed_over_when_every_round_har
     d = digits_backdoor
     x, y = d["clean"].images, d["clean"].labels
     cfg = IBAUConfig(rounds=3, batch_size=25, outer_lr=0.02, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
-                     guard_mode="select")
+                     guard_mode="select", **NO_SIZE_RULES)  # 360 images unlearn: the rules off, so round 1 harms
     res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, progress=False)
     assert len(res.history) == 3 and res.selected_round == 0
     for k, v in d["model"].state_dict().items():
@@ -209,7 +210,7 @@ def test_a_selecting_guard_can_fall_back_to_the_round_closest_to_the_start(digit
     def keep(record, model, delta):
         kept.append({k: v.clone() for k, v in model.state_dict().items()})
     cfg = IBAUConfig(rounds=3, batch_size=25, outer_lr=0.02, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
-                     guard_mode="select", guard_fallback="closest")
+                     guard_mode="select", guard_fallback="closest", **NO_SIZE_RULES)
     res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, callback=keep, progress=False)
     accs = [h.guard_acc for h in res.history]
     assert len(accs) == 3 and all(a is not None for a in accs)

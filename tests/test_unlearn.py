@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import tiny_net
+from conftest import NO_SIZE_RULES, tiny_net
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.inner import solve_delta
 
@@ -528,13 +528,18 @@ def test_cosine_outer_schedule_falls_from_outer_lr_to_zero_over_all_rounds(tiny_
         return real(net, params, opts, *args, **kw)
 
     monkeypatch.setattr(core, "_outer_pass", spy)
-    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_lr=0.01, outer_lr_schedule="cosine")
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_lr=0.01, outer_lr_schedule="cosine", **NO_SIZE_RULES)
     unlearn(model, (x, y), cfg, progress=False)
     total = 2 * 3  # 60 images at batch 20: 3 θ steps a round, 2 rounds
     assert seen == pytest.approx([0.005 * (1 + math.cos(math.pi * t / total)) for t in range(total)])
     seen.clear()
     unlearn(model, (x, y), cfg.replace(outer_lr_schedule="constant"), progress=False)
     assert seen == [0.01] * total
+    # the default's rule below 400 images: the schedule starts from the shrunk step, 2e-3·√(60/400)
+    seen.clear()
+    unlearn(model, (x, y), IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_lr=0.01), progress=False)
+    peak = 2e-3 * (len(x) / 400) ** 0.5
+    assert seen == pytest.approx([peak / 2 * (1 + math.cos(math.pi * t / total)) for t in range(total)])
     with pytest.raises(ValueError, match="outer_lr_schedule"):
         IBAUConfig(outer_lr_schedule="linear")
     # a warm-up of w steps multiplies step t by (t + 1)/(w + 1) until it reaches 1, on either schedule
@@ -769,7 +774,7 @@ def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(ti
 
     monkeypatch.setattr(core, "_outer_pass", spy)
     cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=4, patch_threshold=0, bounded_search=0.5,
-                     outer_lr=0.01, per_delta_optimizer=True)
+                     outer_lr=0.01, per_delta_optimizer=True, **NO_SIZE_RULES)
     unlearn(model, (x, y), cfg, progress=False)
     assert seen_opts == [2, 2] and [i for i, _ in steps] == [0, 1] * 4
     each = 4  # 8 θ steps over 2 rounds, half on each state
@@ -861,7 +866,7 @@ def test_bfloat16_runs_the_round_under_autocast_but_not_the_callback(tiny_task):
         seen.append("callback")
         net(x[:2])
 
-    res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=0, precision="bfloat16"),
+    res = unlearn(model, (x, y), IBAUConfig(rounds=1, batch_size=20, min_steps=0, precision="bfloat16", **NO_SIZE_RULES),
                   callback=callback, progress=False)
     cut = seen.index("callback")
     assert seen[0] == torch.float32  # the clean set's check, before the run
@@ -936,7 +941,7 @@ def test_clean_distill_is_the_kl_from_the_handed_over_model_on_the_plain_rows(ti
     model = model.double()
     x = x.double()
     base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
-                      perturb_fraction=0.2, seed=3)
+                      perturb_fraction=0.2, seed=3, **NO_SIZE_RULES)
     plain = unlearn(model, (x, y), base, progress=False)
     tiny = unlearn(model, (x, y), base.replace(clean_distill=1e-9), progress=False)
     for k, v in plain.model.state_dict().items():
@@ -968,7 +973,7 @@ def _size_rule_runs(tiny_task):
     (2 rounds of 3 θ steps, a large step so that step sizes show) with ``changes`` to its config."""
     model, x, y = tiny_task
     base = IBAUConfig(rounds=2, batch_size=20, patch_threshold=0, min_steps=0, outer_steps=3, outer_lr=0.05,
-                      perturb_fraction=0.2, seed=3)
+                      perturb_fraction=0.2, seed=3, **NO_SIZE_RULES)
 
     def weights(**changes):
         return unlearn(model, (x, y), base.replace(**changes), progress=False).model.state_dict()
@@ -978,9 +983,11 @@ def _size_rule_runs(tiny_task):
 def test_clean_distill_size_scales_the_weight_as_one_over_the_clean_set_size(tiny_task):
     """``clean_distill_size=n₀`` makes the weight β·n₀/n with n clean images: the arithmetic, and a run with
     β = 2, n₀ = n/2 is the run with β = 1 (and β = 4, n₀ = n/4 too), while β = 1, n₀ = n/2 is another run."""
-    assert IBAUConfig(clean_distill=1.0, clean_distill_size=100).distill_weight(500) == pytest.approx(0.2)
-    assert IBAUConfig(clean_distill=1.0, clean_distill_size=100).distill_weight(50) == pytest.approx(2.0)
-    assert IBAUConfig(clean_distill=3.0).distill_weight(10_000) == 3.0  # None: β at every size
+    assert IBAUConfig(clean_distill=1.0, clean_distill_size=100, clean_distill_until=None).distill_weight(500) == \
+        pytest.approx(0.2)
+    assert IBAUConfig(clean_distill=1.0, clean_distill_size=100, clean_distill_until=None).distill_weight(50) == \
+        pytest.approx(2.0)
+    assert IBAUConfig(**NO_SIZE_RULES).replace(clean_distill=3.0).distill_weight(10_000) == 3.0  # None: β at every size
     assert IBAUConfig(clean_distill=0.0, clean_distill_size=100).distill_weight(1) == 0.0
     n, weights = _size_rule_runs(tiny_task)
     assert n % 4 == 0
@@ -1017,16 +1024,37 @@ def test_clean_distill_until_fades_the_anchor_out_and_is_the_plain_run_from_ther
                                      {"clean_distill_size": 100, "clean_distill_until": 100}])
 def test_a_clean_distill_until_without_a_smaller_size_is_a_one_line_error(options):
     with pytest.raises(ValueError, match="clean_distill_until must be a clean-set size above clean_distill_size"):
-        IBAUConfig(clean_distill=1.0, **options)
+        IBAUConfig(clean_distill=1.0, **{"clean_distill_size": None, **options})
+
+
+def test_the_default_shrinks_the_step_and_anchors_the_model_below_400_clean_images_only(tiny_task):
+    """The default's small-set rules (stop 50): the step 2e-3·√(n/400) (1e-3 at 100 images) and the anchor's weight
+    (400/n − 1)/3 (1 at 100, 0 from 400); from 400 images on the run is the one without them, and below it a run is
+    the run with the step and the anchor's weight it comes to."""
+    default = IBAUConfig()
+    assert default.size_rules(100) == {"step_size": pytest.approx(1e-3), "distill_weight": 1.0, "augment": "none"}
+    assert default.size_rules(200) == {"step_size": pytest.approx(2e-3 / 2 ** 0.5),
+                                       "distill_weight": pytest.approx(1 / 3), "augment": "none"}
+    for n in (400, 5000):
+        assert default.size_rules(n) == IBAUConfig(**NO_SIZE_RULES).size_rules(n) == \
+            {"step_size": 2e-3, "distill_weight": 0.0, "augment": "none"}
+    model, x, y = tiny_task
+    short = {"rounds": 1, "batch_size": 20, "patch_threshold": 0, "min_steps": 0, "outer_steps": 3, "seed": 3}
+    by_default = unlearn(model, (x, y), IBAUConfig(**short), progress=False).model.state_dict()
+    n = len(x)
+    by_hand = unlearn(model, (x, y), IBAUConfig(**short, **NO_SIZE_RULES).replace(
+        outer_lr=2e-3 * (n / 400) ** 0.5, clean_distill=400 / n / 3 - 1 / 3), progress=False).model.state_dict()
+    for k, v in by_hand.items():
+        torch.testing.assert_close(by_default[k], v, rtol=1e-6, atol=1e-7)
 
 
 def test_outer_lr_size_shrinks_the_step_as_the_square_root_of_the_clean_set_size(tiny_task):
     """``outer_lr_size=n₀``: with n < n₀ clean images the θ step is outer_lr·√(n/n₀), from n₀ on outer_lr; a run
     with it is the run with that outer_lr, and at or above n₀ the run without it."""
-    cfg = IBAUConfig(outer_lr=2e-3, outer_lr_size=5000)
+    cfg = IBAUConfig(outer_lr=2e-3, outer_lr_size=5000, outer_lr_size_cap=None)
     assert cfg.step_size(100) == pytest.approx(2e-3 * (100 / 5000) ** 0.5)
     assert cfg.step_size(5000) == cfg.step_size(50_000) == 2e-3
-    assert IBAUConfig(outer_lr=2e-3).step_size(1) == 2e-3
+    assert IBAUConfig(outer_lr=2e-3, outer_lr_size=None, outer_lr_size_cap=None).step_size(1) == 2e-3
     n, weights = _size_rule_runs(tiny_task)
     quarter = weights(outer_lr_size=4 * n)  # √(1/4): half the step
     half_step = weights(outer_lr=0.025)
@@ -1042,7 +1070,7 @@ def test_outer_lr_size_cap_caps_the_step_and_leaves_a_small_one_alone(tiny_task)
     rule, a step under the cap (the demo's 2e-4 on 400 images) is left as given, and a run whose step the cap
     lowers is the run with that step."""
     cap = IBAUConfig(outer_lr=2e-3, outer_lr_size=5000, outer_lr_size_cap=2e-3)
-    assert cap.step_size(100) == IBAUConfig(outer_lr=2e-3, outer_lr_size=5000).step_size(100)
+    assert cap.step_size(100) == IBAUConfig(outer_lr=2e-3, outer_lr_size=5000, outer_lr_size_cap=None).step_size(100)
     assert cap.replace(outer_lr=2e-4).step_size(400) == 2e-4  # 2e-3·√(400/5000) = 5.7e-4 > 2e-4
     assert cap.replace(outer_lr=2e-4).step_size(100) == 2e-4  # 2.8e-4 > 2e-4
     assert cap.replace(outer_lr=2e-4).step_size(20) == pytest.approx(2e-3 * (20 / 5000) ** 0.5)
@@ -1060,7 +1088,7 @@ def test_outer_lr_size_cap_caps_the_step_and_leaves_a_small_one_alone(tiny_task)
 @pytest.mark.parametrize("options", [{"outer_lr_size_cap": 2e-3}, {"outer_lr_size": 5000, "outer_lr_size_cap": 0.0}])
 def test_an_outer_lr_size_cap_without_a_size_or_not_positive_is_a_one_line_error(options):
     with pytest.raises(ValueError, match="outer_lr_size_cap must be a step size > 0 given with outer_lr_size"):
-        IBAUConfig(**options)
+        IBAUConfig(**{"outer_lr_size": None, **options})
 
 
 def test_an_outer_lr_size_below_one_is_a_one_line_error():
