@@ -305,6 +305,19 @@ def test_the_anp_threshold_table_in_baselines_is_generated_from_its_sweep():
     assert f"<!-- table:anp_thresholds_authors -->\n{text}\n<!-- /table -->" in (root / "docs" / "baselines.md").read_text()
 
 
+def test_the_stop50_table_in_presets_is_generated_from_its_records():
+    """docs/presets.md's stop-50 tables (three changes of the default's small-set rules screened on Blend) are
+    probe_table.py --all of stop 50's records, each ran what its name says with 100 clean images."""
+    _, summary = _probe_tables("stop50", every=True)
+    assert "lr14_blend_c100 | 3 | 6.85" in summary and "d05_blend_c100 | 3 | 12.41" in summary
+    records = _records("stop50")
+    rules = {"outer_lr_size": 400, "outer_lr_size_cap": 2e-3, "clean_distill": 1.0, "clean_distill_size": 100,
+             "clean_distill_until": 400, "perturb_fraction": 0.01}
+    _ran_as_named(records, {"pf10": {**rules, "perturb_fraction": 0.1}, "lr14": {**rules, "outer_lr_size_cap": 2.83e-3},
+                            "d05": {**rules, "clean_distill": 0.5}}, demo_step=lambda r: False)
+    assert {r["clean_size"] for r in records} == {100} and {r["tag"] for r in records} == {"blend_c100"}
+
+
 def test_the_stop49_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-49 tables (small clean sets: augmentation, SGD, the fine-tuning control) are
     probe_table.py --all of stop 49's records, each ran what its name says with 100 clean images."""

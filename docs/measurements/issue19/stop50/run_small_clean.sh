@@ -1,0 +1,25 @@
+#!/bin/bash
+# Issue 19 part 3, stop 50: can the step between (stop 49's `mid`, the step 1e-3 and the anchor at 100 images) keep
+# CIFAR-10 Blend's backdoor below 10% with 100 clean images? Development model: issue 17's Blend (seed 0); defense
+# seeds 0-2, 3 rounds, one thread, one run at a time (the GTSRB lane SIGSTOPped, the CIFAR-10 lane beside it).
+# Usage: run_small_clean.sh STREAM
+#   screen: mid400 (mid with its rules ending at 400 images: at 100 images the same run as mid) with
+#           more δ images in each θ step (pf10: perturb_fraction 0.1, ten of each batch of 100 instead of one),
+#           a step between mid's and the default's (lr14: 1.41e-3 at 100 images) and a lighter anchor (d05: 0.5).
+cd /work/main
+export OMP_NUM_THREADS=1
+P=".venv/bin/python benchmarks/compare_presets.py"
+R="--rounds 3 --threads 1 --out docs/measurements/issue19/stop50"
+cifar() {  # MODEL_DIR NPZ TAG CONFIGS... (100 clean images)
+  for c in "${@:4}"; do
+    $P "$c" --task cifar --npz ../shared/data/$2.npz --model $1/model.safetensors --trigger $1/trigger.json \
+        --clean-size 100 --tag $3_c100 --seeds ${SEEDS:-0 1 2} $R
+  done
+}
+C=docs/measurements/issue17/cifar/models
+BLEND=$C/train-blend-r0.2-s0-f0da0bc7
+M="default,outer_lr_size=400,outer_lr_size_cap=2e-3,clean_distill=1,clean_distill_size=100,clean_distill_until=400"
+case $1 in
+  screen) cifar $BLEND cifar10 blend "pf10=$M,perturb_fraction=0.1" "lr14=default,outer_lr_size=400,outer_lr_size_cap=2.83e-3,clean_distill=1,clean_distill_size=100,clean_distill_until=400" "d05=default,outer_lr_size=400,outer_lr_size_cap=2e-3,clean_distill=0.5,clean_distill_size=100,clean_distill_until=400" ;;
+  *) echo "usage: $0 screen" >&2; exit 2 ;;
+esac
