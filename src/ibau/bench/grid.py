@@ -98,7 +98,8 @@ def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     only reused for the settings it ran, unless that file listed a default that the record's run did not have
     (the class search's ``classes_until_found``, before ``classes_first_round`` became the default: the same run
     wherever round 1 found a stamp, as its per-round rows show; without them, it cannot be told). Settings the
-    record does not list did not exist when it ran: their defaults are the behaviour before them. Settings that act
+    record does not list did not exist when it ran: they ran as that file lists them (the behaviour before them),
+    so a default changed since counts for them too. Settings that act
     only through the clean set's size do not count where they come to the same at the record's size. Empty for a
     record without a spec or config (not a grid record) and for one that ran what its job runs now.
     """
@@ -106,7 +107,10 @@ def config_drift(record: dict[str, Any] | None) -> dict[str, tuple[Any, Any]]:
     spec, ran = record.get("spec"), record.get("config")
     if not spec or not ran:
         return {}
-    _, now = _resolved_config(spec["method"], spec.get("ibau_preset", "default"), spec.get("options"))
+    name, now = _resolved_config(spec["method"], spec.get("ibau_preset", "default"), spec.get("options"))
+    # a setting the record lacks ran as the file lists it (the behaviour before the setting existed), not as now
+    listed = {k: v for k, v in _recorded_defaults().get(spec["method"], {}).get(name, {}).items() if k not in ran}
+    ran = {**listed, **ran}
     drift = {k: (v, now[k]) for k, v in ran.items() if k not in ("seed", "device") and k in now and v != now[k]}
     inert = _inert_at_size(spec["method"], {**now, **ran}, now, None, spec.get("clean_size")) if drift else ()
     drift = {k: v for k, v in drift.items() if k not in inert}  # a size rule that comes to the same at this size
