@@ -6,6 +6,8 @@
 #   screen: mid400 (mid with its rules ending at 400 images: at 100 images the same run as mid) with
 #           more δ images in each θ step (pf10: perturb_fraction 0.1, ten of each batch of 100 instead of one),
 #           a step between mid's and the default's (lr14: 1.41e-3 at 100 images) and a lighter anchor (d05: 0.5).
+#   candidate: issue 19's candidate b2r2n100s3f on top of the default's small-set rules (since stop 50 in
+#           IBAUConfig(): cand) with 100 clean images, seed 0, on the authors' checkpoint, Blend and Trojan WM.
 cd /work/main
 export OMP_NUM_THREADS=1
 P=".venv/bin/python benchmarks/compare_presets.py"
@@ -21,5 +23,10 @@ BLEND=$C/train-blend-r0.2-s0-f0da0bc7
 M="default,outer_lr_size=400,outer_lr_size_cap=2e-3,clean_distill=1,clean_distill_size=100,clean_distill_until=400"
 case $1 in
   screen) cifar $BLEND cifar10 blend "pf10=$M,perturb_fraction=0.1" "lr14=default,outer_lr_size=400,outer_lr_size_cap=2.83e-3,clean_distill=1,clean_distill_size=100,clean_distill_until=400" "d05=default,outer_lr_size=400,outer_lr_size_cap=2e-3,clean_distill=0.5,clean_distill_size=100,clean_distill_until=400" ;;
-  *) echo "usage: $0 screen" >&2; exit 2 ;;
+  candidate) CAND="cand=default,norm=l2,norm_bound=100,bounded_search=10,per_delta_optimizer=true,inner_restarts=2,smooth_search=3,smooth_rounds=first"
+             $P "$CAND" --task authors --npz ../shared/data/cifar10.npz --model ../shared/models/badnets_8_02_ckpt.pth \
+                 --clean-size 100 --tag c100 --seeds ${SEEDS:-0} $R
+             SEEDS=${SEEDS:-0} cifar $BLEND cifar10 blend "$CAND"
+             SEEDS=${SEEDS:-0} cifar $C/train-trojan_wm-r0.2-s0-858c1b02 cifar10 trojan_wm "$CAND" ;;
+  *) echo "usage: $0 screen|candidate" >&2; exit 2 ;;
 esac
