@@ -109,15 +109,15 @@ class IBAUConfig:
             points gained, but 16.6% ASR left against 9.0%: pulling towards the handed-over model's outputs
             pulls back some of its backdoor too (docs/presets.md, "Anchoring clean accuracy").
         clean_distill_size: the clean-set size n₀ at which the distillation weight is ``clean_distill``; with n
-            clean images (those that unlearn: the guard's slice excluded) the weight is β·n₀/n (default None: β
-            whatever the size; the default 100). The θ steps fit a small clean set harder, so it needs the anchor most; a large
+            clean images (those that unlearn: the guard's slice excluded) the weight is β·n₀/n (default 100; None:
+            β whatever the size). The θ steps fit a small clean set harder, so it needs the anchor most; a large
             one needs it least, and there the anchor pulls a dense backdoor back (GTSRB Blend, 5,000 images,
             3 seeds: β = 1 left 11.1 / 23.4 / 12.9% ASR, none 0.6 / 5.0 / 20.7%; docs/presets.md, "Small clean
             sets").
         clean_distill_until: with ``clean_distill_size`` n₀, the size n_s > n₀ from which the anchor is off: below
             it the weight is β·(n_s/n − 1)/(n_s/n₀ − 1), β at n₀ and falling to 0 at n_s (default 400; None:
-            β·n₀/n at every size). Close to β·n₀/n well below n_s, and from n_s on the run is exactly the run without the
-            term, so a clean set of n_s or more is unlearned as if the option were not there.
+            β·n₀/n at every size). Close to β·n₀/n well below n_s, and from n_s on the run is exactly the run
+            without the term, so a clean set of n_s or more is unlearned as if the option were not there.
         outer_augment: ``"none"``, ``"crop"`` (each θ step's clean images zero-padded by an eighth of their
             height and cropped back at a random offset) or ``"flip_crop"`` (and mirrored left-right with
             probability 1/2), drawn before δ, its stamp or the smooth δ go on them, so those stay where they
@@ -205,21 +205,20 @@ class IBAUConfig:
             the authors' 1e-3 left 6-50% ASR on their model depending on the data order).
         outer_lr_size: the clean-set size n₀ below which the θ step shrinks: with n < n₀ clean images (those
             that unlearn) the step is outer_lr·√(n/n₀) (default 400, with the cap below; None: outer_lr at every
-            size). A round takes at
-            least ``min_steps`` θ steps, so a small clean set is fitted for many passes; on CIFAR-10 Trojan WM
-            with 100 clean images two θ steps a round still took 9 points of clean accuracy (71.3 → 62.3),
-            and the step of 2e-4 kept it at 68.8 with the backdoor gone (docs/presets.md, "Small clean sets").
-            It scales whatever step it is given: on the digits demo (400 images, its Adam 2e-4) the shrunk step
-            left 15.8% ASR where the demo's own removes the backdoor, so n₀ = 5000 suits the default's 2e-3 only;
-            ``outer_lr_size_cap`` makes the rule a cap that leaves a step already small enough alone.
+            size). A round takes at least ``min_steps`` θ steps, so a small clean set is fitted for many passes:
+            on CIFAR-10 Trojan WM with 100 clean images two θ steps a round still took 9 points of clean accuracy
+            (71.3 → 62.3), and the step of 2e-4 kept it at 68.8 with the backdoor gone (docs/presets.md, "Small
+            clean sets"). Alone it scales whatever step it is given: on the digits demo (400 images, its Adam
+            2e-4) n₀ = 5000 shrank the step to 5.7e-5 and left 15.8% ASR where the demo's own step removes the
+            backdoor; ``outer_lr_size_cap`` makes the rule a cap that leaves a step already small enough alone.
         outer_lr_size_cap: with ``outer_lr_size``, the rule caps the step instead of scaling it: below n₀ images
-            the step is min(outer_lr, outer_lr_size_cap·√(n/n₀)) (default 2e-3: 1e-3 at 100 images with
-            n₀ = 400; None: the scale above). With the
-            default's 2e-3 and a cap of 2e-3 the two rules are the same run; the demo's 2e-4 on 400 images stays
-            2e-4 under the cap (2e-3·√(400/5000) = 5.7e-4), where the scale took it to 5.7e-5. With the faded
-            anchor below (stop 47) it kept CIFAR-10 CPU-scale models within 1.5-3.3 points with the backdoor gone,
-            but left it on the authors' checkpoint (100 and 500 images) and GTSRB BadNets (500): the step that
-            keeps one model's accuracy is too small to unlearn another's backdoor (docs/presets.md).
+            the step is min(outer_lr, outer_lr_size_cap·√(n/n₀)) (default 2e-3: with n₀ = 400, 1e-3 at 100
+            images; None: the scale above). With the default's 2e-3 and a cap of 2e-3 the two rules are the same
+            run; the demo's 2e-4 stays 2e-4 under the cap. With n₀ = 5000 and the anchor faded out at 5000
+            (stop 47) it kept CIFAR-10 CPU-scale models within 1.5-3.3 points with the backdoor gone, but left it
+            on the authors' checkpoint (100 and 500 images) and GTSRB BadNets (500): the step that keeps one
+            model's accuracy is too small to unlearn another's backdoor (docs/presets.md); hence the default's
+            n₀ = 400 (stop 50, "The default below 400 clean images").
         outer_lr_schedule: ``"constant"`` (the authors') or ``"cosine"``: the step size falls from
             ``outer_lr`` to 0 along a half cosine over all the θ steps of all rounds, so the first round
             unlearns with the full step and the last ones let clean accuracy settle (default "cosine").
