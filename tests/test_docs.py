@@ -315,12 +315,16 @@ def test_the_stop50_table_in_presets_is_generated_from_its_records():
              "clean_distill_until": 400, "perturb_fraction": 0.01}
     candidate = {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "per_delta_optimizer": True,
                  "inner_restarts": 2, "smooth_search": 3, "smooth_rounds": "first"}
-    _ran_as_named(records, {"pf10": {**rules, "perturb_fraction": 0.1}, "lr14": {**rules, "outer_lr_size_cap": 2.83e-3},
-                            "d05": {**rules, "clean_distill": 0.5}, "cand": {**rules, **candidate}},
-                  demo_step=lambda r: False)
-    assert {r["clean_size"] for r in records} == {100}
-    assert {(r["name"], r["tag"]) for r in records if r["name"] != "cand"} <= {(n, "blend_c100") for n in ("pf10", "lr14", "d05")}
+    at_100 = {"pf10": {**rules, "perturb_fraction": 0.1}, "lr14": {**rules, "outer_lr_size_cap": 2.83e-3},
+              "d05": {**rules, "clean_distill": 0.5}, "cand": {**rules, **candidate}}
+    _ran_as_named([r for r in records if r["clean_size"] == 100], at_100, demo_step=lambda r: False)
+    mid = {**rules, "outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill_until": 5000}
+    _ran_as_named([r for r in records if r["clean_size"] == 500], {"d15": {}, "mid": mid}, demo_step=lambda r: False)
+    assert {(r["name"], r["tag"], r["clean_size"]) for r in records if r["name"] not in ("cand", "d15", "mid")} <= \
+        {(n, "blend_c100", 100) for n in ("pf10", "lr14", "d05")}
+    assert {r["clean_size"] for r in records if r["name"] in ("d15", "mid")} == {500}
     assert "authors_cand_c100 | 1 | 35.08" in summary  # the candidate leaves the authors' backdoor with 100 images
+    assert "authors_mid_c500 | 3 | 13.13" in summary  # seed 0's draw keeps it with 500 images
 
 
 def test_the_stop49_table_in_presets_is_generated_from_its_records():

@@ -8,6 +8,9 @@
 #           a step between mid's and the default's (lr14: 1.41e-3 at 100 images) and a lighter anchor (d05: 0.5).
 #   candidate: issue 19's candidate b2r2n100s3f on top of the default's small-set rules (since stop 50 in
 #           IBAUConfig(): cand) with 100 clean images, seed 0, on the authors' checkpoint, Blend and Trojan WM.
+#   authors500: the authors' checkpoint with 500 clean images, where stop 47's default left 30.7% (seed 0): the
+#           default (d15, the same run as before stop 50 at this size) with seeds 1-2, and stop 49's mid (the
+#           anchor faded out at 5,000: weight 9/49 at 500, the step 2e-3) with seeds 0-2.
 cd /work/main
 export OMP_NUM_THREADS=1
 P=".venv/bin/python benchmarks/compare_presets.py"
@@ -28,5 +31,9 @@ case $1 in
                  --clean-size 100 --tag c100 --seeds ${SEEDS:-0} $R
              SEEDS=${SEEDS:-0} cifar $BLEND cifar10 blend "$CAND"
              SEEDS=${SEEDS:-0} cifar $C/train-trojan_wm-r0.2-s0-858c1b02 cifar10 trojan_wm "$CAND" ;;
-  *) echo "usage: $0 screen|candidate" >&2; exit 2 ;;
+  authors500) a500() { $P "$1" --task authors --npz ../shared/data/cifar10.npz --model ../shared/models/badnets_8_02_ckpt.pth \
+                           --clean-size 500 --tag c500 --seeds $2 $R; }
+              a500 "d15=default" "1 2"
+              a500 "mid=default,outer_lr_size=5000,outer_lr_size_cap=7.07e-3,clean_distill=1,clean_distill_size=100,clean_distill_until=5000" "0 1 2" ;;
+  *) echo "usage: $0 screen|candidate|authors500" >&2; exit 2 ;;
 esac
