@@ -101,8 +101,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
-#: The default's rules below 400 clean images off (stop 50): tests that pin another mechanism on a few dozen images
-#: (a step's arithmetic, a round that harms the model), where the shrunk step and the anchor would act, run the
-#: default without them.
+#: The default's rules below 400 clean images (stop 50, docs/presets.md): the θ step shrunk as √(n/400) and the
+#: anchor faded out at 400.
+SMALL_CLEAN_RULES = {"outer_lr_size": 400, "outer_lr_size_cap": 2e-3, "clean_distill": 1.0, "clean_distill_size": 100,
+                     "clean_distill_until": 400}
+#: The same settings with the rules off, as the default ran before stop 50 (what recorded_defaults.json lists): tests
+#: that pin another mechanism on a few dozen images (a step's arithmetic, a round that harms the model), where the
+#: shrunk step and the anchor would act, run the default without them.
 NO_SIZE_RULES = {"outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0, "clean_distill_size": None,
                  "clean_distill_until": None}

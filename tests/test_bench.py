@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import NO_SIZE_RULES, SMALL_CLEAN_RULES
 from ibau.bench import PRESETS, SUITES, Suite, build_report, expand, load_suite, run_bench, run_plan
 from ibau.bench.grid import plan_status, record_path, resume_dir
 from ibau.cli import main
@@ -95,11 +96,6 @@ def test_job_ids_are_stable_and_change_with_the_recipe():
         assert dataclasses.replace(c.job, timed=False).id == twin.id and "timed" not in twin.spec
 
 
-#: The default's rules below 400 clean images (stop 50, docs/presets.md), absent from the records before them.
-SMALL_CLEAN_RULES = {"outer_lr_size": 400, "outer_lr_size_cap": 2e-3, "clean_distill": 1.0, "clean_distill_size": 100,
-                     "clean_distill_until": 400}
-
-
 def test_a_changed_default_changes_the_ids_of_the_jobs_that_run_it(monkeypatch):
     """Job ids hold no defaults while they stand (every preset of every defense is listed as the records ran
     it), so no committed record changes id; a changed default enters the spec of the jobs that run it, so the
@@ -148,9 +144,7 @@ def test_a_default_for_small_clean_sets_changes_only_the_ids_of_the_jobs_it_chan
 
     from ibau.bench import grid
     from ibau.unlearn import IBAUConfig
-    rule = SMALL_CLEAN_RULES
-    none = {"outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0, "clean_distill_size": None,
-            "clean_distill_until": None}
+    rule, none = SMALL_CLEAN_RULES, NO_SIZE_RULES
     assert {k: grid._recorded_defaults()["ibau"]["default"][k] for k in rule} == none  # what the records ran
     assert IBAUConfig(**none).size_rules(5000) == IBAUConfig().size_rules(5000) == IBAUConfig(**none).size_rules(400)
     assert IBAUConfig().size_rules(100) == {"step_size": pytest.approx(1e-3), "distill_weight": 1.0, "augment": "none"}

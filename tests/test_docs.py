@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from conftest import NO_SIZE_RULES, SMALL_CLEAN_RULES
 from ibau.cli import app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -232,12 +233,6 @@ def test_the_class_screen_table_in_presets_is_generated_from_its_traces():
     assert _presets_block("class_screen", text)
 
 
-#: The default's size-rule settings before stop 50 (no rule below 400 clean images): what the verdict's records
-#: with fewer images ran.
-BEFORE_SMALL_CLEAN_RULES = {"outer_lr_size": None, "outer_lr_size_cap": None, "clean_distill": 0.0,
-                            "clean_distill_size": None, "clean_distill_until": None}
-
-
 def test_the_new_default_table_shows_records_of_the_default():
     """The verdict's records ran ``IBAUConfig()`` itself: only each task's seed, rounds and (digits: the
     demo's) outer step differ, and the batch size where the name says so (`d15`: the digits task's 25), so
@@ -257,9 +252,9 @@ def test_the_new_default_table_shows_records_of_the_default():
             continue
         cfg, expected = {**module.LATER_FIELDS, **rec["config"]}, IBAUConfig().to_dict()
         n, step, skip = rec["clean_size"], {"outer_lr": cfg["outer_lr"]}, set(own)
-        if IBAUConfig(**step).size_rules(n) != IBAUConfig(**step, **BEFORE_SMALL_CLEAN_RULES).size_rules(n):
+        if IBAUConfig(**step).size_rules(n) != IBAUConfig(**step, **NO_SIZE_RULES).size_rules(n):
             # fewer than 400 clean images: the default before its small-set rules (stop 50), as the verdict says
-            expected.update(BEFORE_SMALL_CLEAN_RULES)
+            expected.update(NO_SIZE_RULES)
             before_rules[rec["name"]] += 1
         else:  # from 400 images on the rules are inert: the run is the default's whatever they were set to
             ran = IBAUConfig(**{k: cfg[k] for k in IBAUConfig.SIZE_FIELDS})
@@ -305,20 +300,24 @@ def test_the_anp_threshold_table_in_baselines_is_generated_from_its_sweep():
     assert f"<!-- table:anp_thresholds_authors -->\n{text}\n<!-- /table -->" in (root / "docs" / "baselines.md").read_text()
 
 
+#: Stop 49's step between (the step 1e-3 and the anchor at 100 images, faded out at 5,000), the records' `mid`.
+MID = {"outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill": 1.0, "clean_distill_size": 100,
+       "clean_distill_until": 5000}
+
+
 def test_the_stop50_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-50 tables (three changes of the default's small-set rules screened on Blend) are
     probe_table.py --all of stop 50's records, each ran what its name says with 100 clean images."""
     _, summary = _probe_tables("stop50", every=True)
     assert "lr14_blend_c100 | 3 | 6.85" in summary and "d05_blend_c100 | 3 | 12.41" in summary
     records = _records("stop50")
-    rules = {"outer_lr_size": 400, "outer_lr_size_cap": 2e-3, "clean_distill": 1.0, "clean_distill_size": 100,
-             "clean_distill_until": 400, "perturb_fraction": 0.01}
+    rules = {**SMALL_CLEAN_RULES, "perturb_fraction": 0.01}
     candidate = {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "per_delta_optimizer": True,
                  "inner_restarts": 2, "smooth_search": 3, "smooth_rounds": "first"}
     at_100 = {"pf10": {**rules, "perturb_fraction": 0.1}, "lr14": {**rules, "outer_lr_size_cap": 2.83e-3},
               "d05": {**rules, "clean_distill": 0.5}, "cand": {**rules, **candidate}}
     _ran_as_named([r for r in records if r["clean_size"] == 100], at_100, demo_step=lambda r: False)
-    mid = {**rules, "outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill_until": 5000}
+    mid = {**MID, "perturb_fraction": 0.01}
     _ran_as_named([r for r in records if r["clean_size"] == 500], {"d15": {}, "mid": mid}, demo_step=lambda r: False)
     assert {(r["name"], r["tag"], r["clean_size"]) for r in records if r["name"] not in ("cand", "d15", "mid")} <= \
         {(n, "blend_c100", 100) for n in ("pf10", "lr14", "d05")}
@@ -338,8 +337,7 @@ def test_the_stop49_table_in_presets_is_generated_from_its_records():
                             "fc": {"outer_augment": "flip_crop", "outer_augment_until": 5000},
                             "sgd1": {"outer_optimizer": "sgd", "outer_lr": 0.01},
                             "ftc": {"solver_iters": 0, "patch_threshold": 0},
-                            "mid": {"outer_lr_size": 5000, "outer_lr_size_cap": 7.07e-3, "clean_distill": 1.0,
-                                    "clean_distill_size": 100, "clean_distill_until": 5000}}, demo_step=lambda r: False)
+                            "mid": MID}, demo_step=lambda r: False)
     assert "mid_blend_c100 | 3 | 11.24" in summary and "mid_trojan_wm_c100 | 3 |" in summary
     assert "mid_blend_s1_c100 | 3 | 12.66" in summary and "d15_trojan_wm_s1_c100 | 1 |" in summary  # fresh models
     assert {r["clean_size"] for r in records} == {100}
