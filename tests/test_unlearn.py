@@ -723,6 +723,35 @@ def test_the_class_search_runs_only_when_delta_gives_no_stamp(tiny_task, monkeyp
     assert calls == [] and [r.patch_pixels for r in res.history] == [None, None]
 
 
+@pytest.mark.parametrize("searched, expected", [(None, (9, None)), (4, (4, 3)), (9, (9, None)), (16, (9, None))])
+def test_patch_search_above_also_searches_the_classes_when_deltas_stamp_is_large(tiny_task, monkeypatch, searched,
+                                                                                expected):
+    """With ``patch_search_above=8`` a 9-pixel stamp of δ does not end the round's search: the class search runs
+    and the smaller stamp wins (δ's on a tie, or when the classes give none or a larger one); a stamp within the
+    bound, or no option, keeps the default's rule (no class search once δ gives a stamp)."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+
+    def stamp(k):
+        mask = torch.zeros(1, 8, 8)
+        mask.view(-1)[:k] = 1
+        return mask, torch.ones(3, 8, 8), 1.0
+
+    calls = []
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: stamp(9))
+    monkeypatch.setattr(core, "class_patch",
+                        lambda *a, **k: calls.append(1) or (None if searched is None else (*stamp(searched), 3)))
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=1, patch_search_above=8)
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert len(calls) == 1  # round 1 only: the default's classes_first_round
+    assert (res.history[0].patch_pixels, res.history[0].patch_class) == expected
+    calls.clear()
+    for quiet in (cfg.replace(patch_search_above=None), cfg.replace(patch_search_above=9)):
+        assert unlearn(model, (x, y), quiet, progress=False).history[0].patch_pixels == 9 and calls == []
+    with pytest.raises(ValueError, match="patch_search_above must be a pixel count >= 1"):
+        IBAUConfig(patch_search_above=0)
+
+
 def test_the_class_search_until_found_stops_once_a_round_has_found_a_stamp(tiny_task, monkeypatch):
     """"classes_until_found": the class search runs in the rounds where δ gives no stamp only until some
     round has found one (δ's or a class's); "classes" searches in every such round."""
@@ -745,6 +774,36 @@ def test_the_class_search_until_found_stops_once_a_round_has_found_a_stamp(tiny_
     monkeypatch.setattr(core, "delta_patch", lambda *a, **k: next(first, None))
     res = unlearn(model, (x, y), cfg, progress=False)
     assert calls == [] and [r.patch_pixels for r in res.history] == [1, None, None]
+
+
+def test_patch_rounds_kept_stamps_the_latest_stamp_found_in_the_rounds_that_find_none(tiny_task, monkeypatch):
+    """"kept": round 1's stamp goes on the stamped rows of rounds 2 and 3, whose δ gives none, until round 3's
+    own stamp replaces it; "found" (the default) stamps nothing in the rounds that find nothing."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    masks = [torch.zeros(1, 8, 8) for _ in range(2)]
+    masks[0][0, 0, 0] = 1
+    masks[1][0, :2, :2] = 1
+    stamps = {0: (masks[0], torch.ones(3, 8, 8), 1.0), 2: (masks[1], torch.ones(3, 8, 8), 0.999)}
+    used = []
+    real = core._outer_pass
+
+    def spy(*args, patch=None, **kw):
+        used.append(None if patch is None else int(patch[0].sum()))
+        return real(*args, patch=patch, **kw)
+
+    monkeypatch.setattr(core, "_outer_pass", spy)
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: pytest.fail("round 1 found a stamp: no class search"))
+    cfg = IBAUConfig(rounds=4, batch_size=20, min_steps=0, outer_steps=2, patch_rounds="kept")
+    for rounds, expected in (("kept", [1, 1, 4, 4]), ("found", [1, None, 4, None])):
+        calls = iter(range(4))
+        monkeypatch.setattr(core, "delta_patch", lambda *a, calls=calls, **k: stamps.get(next(calls)))
+        used.clear()
+        res = unlearn(model, (x, y), cfg.replace(patch_rounds=rounds), progress=False)
+        assert used == expected and [r.patch_pixels for r in res.history] == expected
+    assert [r.patch_fooling for r in res.history] == [1.0, None, 0.999, None]
+    with pytest.raises(ValueError, match="patch_rounds must be one of found, kept"):
+        IBAUConfig(patch_rounds="every")
 
 
 def test_per_delta_optimizer_gives_each_delta_its_own_adam_state_and_schedule(tiny_task, monkeypatch):

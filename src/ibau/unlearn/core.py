@@ -279,6 +279,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     smooth_class: int | None = None  # smooth_search: the class chosen by round 1's screen
     smooth: torch.Tensor | None = None  # smooth_search: the round's smooth δ (with smooth_rounds "first": round 1's)
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
+    last_stamp: tuple[tuple, int | None] | None = None  # patch_rounds "kept": the latest stamp found and its class
     with _flush_denormal(cfg.flush_denormal), rng:
         torch.manual_seed(cfg.seed + ranks.rank)
         if probe:
@@ -312,6 +313,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     before = ranks.shard(labels[:FOOLING_SAMPLE]) if cfg.pseudo_labels else None
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
                                                       num_classes, _class_search_due(cfg, history), ranks, before)
+                    if patch is not None:
+                        last_stamp = (patch, patch_class)
+                    elif cfg.patch_rounds == "kept" and last_stamp is not None:  # none found: stamp the latest one again
+                        patch, patch_class = last_stamp
                     smooth_fooling = None
                     if cfg.smooth_search is not None and (cfg.smooth_rounds == "every" or smooth is None):
                         smooth, smooth_class, smooth_fooling = smooth_trigger(
@@ -450,15 +455,19 @@ def _class_search_due(cfg: IBAUConfig, history: list[RoundRecord]) -> bool:
 def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int,
                  search_due: bool, ranks: Ranks = SINGLE, before: torch.Tensor | None = None):
     """This round's stamp and the class whose search found it: δ's own, else (when ``search_due``) the
-    smallest of the classes' sparse targeted searches; ``(None, None)`` when off or none found. ``before``:
+    smallest of the classes' sparse targeted searches (also when δ's has more than ``patch_search_above``
+    pixels, the smaller of the two winning); ``(None, None)`` when off or none found. ``before``:
     the model's predictions on this rank's share of ``x`` when the round has them."""
     if cfg.patch_threshold <= 0:
         return None, None
     patch = delta_patch(net, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
-    if patch is not None or not search_due:
+    pixels = None if patch is None else int(patch[0].sum())
+    if not search_due or (pixels is not None and (cfg.patch_search_above is None or pixels <= cfg.patch_search_above)):
         return patch, None
     found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before)
-    return (None, None) if found is None else (found[:3], found[3])
+    if found is None or (pixels is not None and int(found[0].sum()) >= pixels):  # δ's stamp wins a tie
+        return patch, None
+    return found[:3], found[3]
 
 
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 100, *, ranks: Ranks = SINGLE) -> torch.Tensor:
