@@ -584,6 +584,43 @@ def test_class_patch_finds_the_stamp_with_a_sparse_search_aimed_at_the_backdoor_
     assert class_patch(clean, batches, x, cfg, steps=20, num_classes=3) is None
 
 
+class _WeakCornerBackdoor(_CornerBackdoor):
+    """The corner trigger works only on images whose pixel (7, 7) in channel 1 is at most 0.8 (about 89% of them):
+    a backdoor too weak for the stamp's 99.5% threshold."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        logits[:, 1] -= 100 * (x[:, 1, 7, 7] > 0.8)
+        return logits
+
+
+def test_patch_margin_takes_the_stamp_of_the_class_that_stands_out_below_the_threshold():
+    """No stamp reaches 99.5% on a weak backdoor, so the class search finds none; with ``patch_margin`` it takes
+    the backdoor class's stamp, which leads the other classes' stamps of its size by far, when it reaches the
+    floor; a floor above its rate, or a lead larger than its own, takes nothing."""
+    from ibau.unlearn.inner import class_patch
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 3, 8, 8, generator=g) * 0.9
+    # channel 0 near 0.2 or 0.7: classes 0 and 2 lie farther apart than a 4-pixel stamp moves the mean
+    x[:, 0] = 0.2 + 0.5 * (torch.arange(200) % 2).view(-1, 1, 1) + 0.05 * torch.rand(200, 8, 8, generator=g)
+    y = torch.zeros(200, dtype=torch.long)
+    model = _WeakCornerBackdoor()
+    batches = _batches(x, y, bs=50)
+    cfg = IBAUConfig(patch_threshold=0.995, patch_l1=0.003)
+    assert class_patch(model, batches, x, cfg, steps=20, num_classes=3) is None
+    found = class_patch(model, batches, x, cfg.replace(patch_margin=0.3), steps=20, num_classes=3)
+    assert found is not None
+    mask, pattern, rate, target = found
+    weak = float((x[:, 1, 7, 7] <= 0.8).float().mean())  # the images the trigger works on
+    assert target == 1 and mask[0, 0, 0] == 1 and torch.all(pattern[:, 0, 0] == 1)
+    assert 0.8 <= rate <= weak + 1e-6 and rate == pytest.approx(weak, abs=0.02)
+    assert class_patch(model, batches, x, cfg.replace(patch_margin=0.3, patch_margin_floor=0.95), steps=20,
+                       num_classes=3) is None
+    assert class_patch(model, batches, x, cfg.replace(patch_margin=rate + 0.01), steps=20, num_classes=3) is None
+    with pytest.raises(ValueError, match="patch_margin must be a rate in"):
+        IBAUConfig(patch_margin=0.0)
+
+
 def test_the_class_screen_keeps_the_backdoor_class_and_finds_the_same_stamp_for_fewer_steps():
     """patch_screen: every class gets a few steps, only the class whose δ's stamps already send the most
     clean images to it is searched on; it is the backdoor's class, and the stamp is the full search's, for
