@@ -165,11 +165,12 @@ class IBAUConfig:
             when δ gives none). An untargeted δ may concentrate on a large natural feature of some class
             instead of the trigger (the authors' checkpoint with 500 clean images, one data order: a 49-pixel
             stamp to class 9 while the 16-pixel trigger sends to class 8; 30.7% ASR left).
-        patch_margin: when set and no class's stamp reaches ``patch_threshold``, the class search takes the
-            smallest stamp of a class that leads every other class's stamp of its size by at least this rate
-            and reaches ``patch_margin_floor`` (:func:`ibau.unlearn.inner.margin_patch`; default None: off). A
-            trigger weaker than the threshold still stands out: the authors' checkpoint with 500 clean
-            images, class 8's stamp 81% at 36 pixels where no other class passes 38%.
+        patch_margin: when set, the class search also takes the smallest stamp of a class that leads every
+            other class's stamp of its size by at least this rate and reaches ``patch_margin_floor``, where it
+            is smaller than the stamps that reach ``patch_threshold`` (:func:`ibau.unlearn.inner.margin_patch`;
+            default None: off). A trigger weaker than the threshold still stands out, where natural classes
+            reach the threshold only with larger stamps: the authors' checkpoint with 500 clean images, class
+            8's stamp 81% at 36 pixels where no other class passes 38%.
         patch_margin_floor: the rate a stamp taken by ``patch_margin`` must reach (default 0.8).
         patch_rounds: ``"found"``: a round stamps only the stamp it found itself (default); ``"kept"``: a round
             that finds none stamps the latest stamp an earlier round found, on the same ``patch_fraction`` of

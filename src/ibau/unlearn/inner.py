@@ -249,15 +249,19 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
         found = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
         if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
             best = (*found, target)
-    if best is None and cfg.patch_margin is not None and len(searched) > 1:
-        best = margin_patch(model, x, searched, cfg.patch_margin, cfg.patch_margin_floor, before, ranks=ranks)
+    if cfg.patch_margin is not None and len(searched) > 1:  # a stamp by its lead, where smaller
+        lead = margin_patch(model, x, searched, cfg.patch_margin, cfg.patch_margin_floor, before, ranks=ranks)
+        if lead is not None and (best is None or lead[0].sum() < best[0].sum()):
+            logger.debug("class search: class %d's stamp of %d pixels by its lead (%.3f)", lead[3],
+                         int(lead[0].sum()), lead[2])
+            best = lead
     return best
 
 
 def margin_patch(model: nn.Module, x: torch.Tensor, deltas: dict[int, torch.Tensor], margin: float, floor: float,
                  before: torch.Tensor, sizes: tuple[int, ...] = PATCH_SIZES, chunk: int = 50, *,
                  ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
-    """The class search's stamp by lead when none reaches the threshold: the smallest size at which one
+    """The class search's stamp by its lead: the smallest size at which one
     class's stamp (of its sparse targeted δ, ``deltas[class]``) sends at least ``floor`` of the clean images
     ``x`` to one class and at least ``margin`` more of them than any other class's stamp of that size does.
     A backdoor's target stands out so where its trigger is too weak for the threshold (the authors'
@@ -272,6 +276,8 @@ def margin_patch(model: nn.Module, x: torch.Tensor, deltas: dict[int, torch.Tens
             rates = {c: _stamp_rate(model, x, before, m, p, 0.0, chunk, ranks) or 0.0 for c, (m, p) in stamps.items()}
             ranked = sorted(rates, key=lambda c: rates[c], reverse=True)
             lead, second = ranked[0], ranked[1]
+            logger.debug("class search by lead, %d pixels: class %d %.3f, class %d %.3f", k, lead, rates[lead],
+                         second, rates[second])
             if rates[lead] >= floor and rates[lead] - rates[second] >= margin:
                 return (*stamps[lead], rates[lead], lead)
     return None
