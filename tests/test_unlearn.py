@@ -621,6 +621,27 @@ def test_patch_margin_takes_the_stamp_of_the_class_that_stands_out_below_the_thr
         IBAUConfig(patch_margin=0.0)
 
 
+@pytest.mark.parametrize("lead_pixels, winner", [(4, (4, 1)), (16, (16, 0)), (25, (16, 0)), (None, (16, 0))])
+def test_patch_margin_s_stamp_competes_with_the_threshold_s_by_size(monkeypatch, lead_pixels, winner):
+    """A natural class that reaches the threshold with a large stamp does not hide a smaller stamp taken by its
+    lead: the smaller of the two wins, the threshold's on a tie."""
+    from ibau.unlearn import inner
+
+    def stamp(k, rate, cls=None):
+        mask = torch.zeros(1, 16, 16)
+        mask.view(-1)[:k] = 1
+        return (mask, torch.ones(3, 16, 16), rate) + (() if cls is None else (cls,))
+
+    targets = iter(range(3))
+    monkeypatch.setattr(inner, "targeted_delta", lambda *a, **k: torch.full((3, 16, 16), float(next(targets))))
+    monkeypatch.setattr(inner, "delta_patch", lambda model, x, delta, *a, **k: stamp(16, 1.0) if delta[0, 0, 0] == 0 else None)
+    monkeypatch.setattr(inner, "margin_patch", lambda *a, **k: None if lead_pixels is None else stamp(lead_pixels, 0.85, 1))
+    x = torch.rand(10, 3, 16, 16)
+    found = inner.class_patch(torch.nn.Identity(), lambda: iter(()), x, IBAUConfig(patch_margin=0.3), 5, 3,
+                              before=torch.zeros(10, dtype=torch.long))
+    assert (int(found[0].sum()), found[3]) == winner
+
+
 def test_the_class_screen_keeps_the_backdoor_class_and_finds_the_same_stamp_for_fewer_steps():
     """patch_screen: every class gets a few steps, only the class whose δ's stamps already send the most
     clean images to it is searched on; it is the backdoor's class, and the stamp is the full search's, for
