@@ -326,6 +326,30 @@ def test_the_stop50_table_in_presets_is_generated_from_its_records():
     assert "authors_mid_c500 | 3 | 13.13" in summary  # seed 0's draw keeps it with 500 images
 
 
+def test_the_stop51_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-51 tables (three stamp rules) are probe_table.py --all of stop 51's compare_presets
+    records, each ran what its name says, and variant_rounds.py of its bench suites, whose kept column ran
+    patch_rounds kept and whose default column the default."""
+    _, summary = _probe_tables("stop51", every=True)
+    assert "authors_above36_c500 | 3 | 12.63" in summary and "authors_am36_c500 | 3 | 13.00" in summary
+    above = {"patch_search_above": 36, "patch_margin": None}
+    margin = {"patch_search_above": 36, "patch_margin": 0.3, "patch_margin_floor": 0.8}
+    _ran_as_named(_records("stop51"), {"above36": above, "am36": margin,
+                                       "am36r": {**margin, "patch_pattern": "random", "patch_rounds": "found"},
+                                       "am36rk": {**margin, "patch_pattern": "random", "patch_rounds": "kept"}},
+                  demo_step=lambda r: False)
+    module = _benchmark("variant_rounds")
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    for folder, suite, block in (("issue17/cifar", "stop51_kept_cifar", "stop51_kept_cifar"),
+                                 ("issue17/gtsrb", "stop51_kept_gtsrb", "stop51_kept_gtsrb"),
+                                 ("issue19/stop51/gtsrb_rerun", "stop51_default_gtsrb_rerun", "stop51_gtsrb_rerun")):
+        cells = module.finished_cells(root / folder, suite)
+        assert _presets_block(block, module.rounds_table(cells) + "\n\n" + module.summary_table(cells))
+        for c in cells:
+            # a record without the setting ran before it existed, as "found"
+            assert c["record"]["config"].get("patch_rounds", "found") == ("kept" if c["variant"] == "kept" else "found")
+
+
 def test_the_stop49_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-49 tables (small clean sets: augmentation, SGD, the fine-tuning control) are
     probe_table.py --all of stop 49's records, each ran what its name says with 100 clean images."""
