@@ -336,7 +336,9 @@ def test_the_stop51_tables_in_presets_are_generated_from_their_records():
     margin = {"patch_search_above": 36, "patch_margin": 0.3, "patch_margin_floor": 0.8}
     _ran_as_named(_records("stop51"), {"above36": above, "am36": margin,
                                        "am36r": {**margin, "patch_pattern": "random", "patch_rounds": "found"},
-                                       "am36rk": {**margin, "patch_pattern": "random", "patch_rounds": "kept"}},
+                                       "am36rk": {**margin, "patch_pattern": "random", "patch_rounds": "kept"},
+                                       "d15": {"patch_rounds": "found", "patch_margin": None, "patch_search_above": None},
+                                       "kept": {"patch_rounds": "kept", "patch_margin": None, "patch_search_above": None}},
                   demo_step=lambda r: False)
     module = _benchmark("variant_rounds")
     root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
