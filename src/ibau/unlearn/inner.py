@@ -264,9 +264,10 @@ def margin_patch(model: nn.Module, x: torch.Tensor, deltas: dict[int, torch.Tens
     """The class search's stamp by its lead: the smallest size at which one
     class's stamp (of its sparse targeted δ, ``deltas[class]``) sends at least ``floor`` of the clean images
     ``x`` to one class and at least ``margin`` more of them than any other class's stamp of that size does.
-    A backdoor's target stands out so where its trigger is too weak for the threshold (the authors'
-    checkpoint, 500 clean images: 81% at 36 pixels where no other class passes 38%). Returns
-    ``(mask, pattern, rate, class)`` or None. Every class is scored at every size (no early stop)."""
+    A backdoor's target stands out like this even where its trigger is too weak for the threshold (the
+    authors' checkpoint, 500 clean images: 81% at 36 pixels where no other class passes 38%). Returns
+    ``(mask, pattern, rate, class)`` or None. Every class of ``deltas`` is scored at every size (no early
+    stop); after the class screen (``patch_screen``) those are the classes it kept."""
     parts = {c: _stamp_parts(d, x.dtype) for c, d in deltas.items()}
     with torch.no_grad():
         for k in sizes:
