@@ -332,6 +332,7 @@ def test_the_stop51_tables_in_presets_are_generated_from_their_records():
     patch_rounds kept and whose default column the default."""
     _, summary = _probe_tables("stop51", every=True)
     assert "authors_above36_c500 | 3 | 12.63" in summary and "authors_am36_c500 | 3 | 13.00" in summary
+    assert "d15_blend | 3 | 15.51" in summary and "kept_blend | 3 | 13.28" in summary
     above = {"patch_search_above": 36, "patch_margin": None}
     margin = {"patch_search_above": 36, "patch_margin": 0.3, "patch_margin_floor": 0.8}
     _ran_as_named(_records("stop51"), {"above36": above, "am36": margin,
