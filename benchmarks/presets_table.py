@@ -40,7 +40,8 @@ LATER_FIELDS = {"outer_lr_warmup": 0, "precision": "float32", "channels_last": F
                 "delta_memory": 0, "clean_distill": 0.0, "clean_distill_size": None, "clean_distill_until": None,
                 "outer_lr_size": None, "outer_lr_size_cap": None, "guard_fallback": "handed_over", "smooth_search": None,
                 "smooth_cutoff": 3.0, "smooth_screen": 10, "smooth_rounds": "every", "patch_pattern": "delta",
-                "outer_augment": "none", "outer_augment_until": None}
+                "outer_augment": "none", "outer_augment_until": None, "patch_rounds": "found",
+                "patch_search_above": None, "patch_margin": None, "patch_margin_floor": 0.8}
 DOC_TABLES = {
     "authors": ("authors", {"authors", "reference", "refK0", "refsh", "refK2h20", "default", "unb", "unbpf05",
                             "unbpf20", "unbo2", "unbp2", "unbclamp", "unbclamppf20", "passes2", "p2pf20", "p2pf20r3"}),
