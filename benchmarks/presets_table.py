@@ -20,6 +20,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from ibau.bench.grid import RECORDED_DEFAULTS
+
 
 def _ms(values: list[float]) -> str:
     if len(values) == 1:
@@ -32,16 +34,9 @@ def _ms(values: list[float]) -> str:
 #: step): `d15=default` ran the digits task's batch of 25 (the demo's), `d15b100=default,batch_size=100` the
 #: default's own batch of 100 (the verdict's digits rows); tests/test_docs.py checks their configs.
 DEFAULT_NAMES = ("d15", "d15b100")
-#: Options added to IBAUConfig after some records were written, with the value that runs what those records ran.
-LATER_FIELDS = {"outer_lr_warmup": 0, "precision": "float32", "channels_last": False, "bounded_search": None,
-                "per_delta_optimizer": False, "round_selection": "last", "probe_bound": 2.0, "probe_steps": 50,
-                "probe_tolerance": 0.05, "patch_screen": 0, "patch_candidates": 5, "acc_guard": None,
-                "guard_fraction": 0.1, "guard_backoff": 0.5, "guard_mode": "rollback",
-                "delta_memory": 0, "clean_distill": 0.0, "clean_distill_size": None, "clean_distill_until": None,
-                "outer_lr_size": None, "outer_lr_size_cap": None, "guard_fallback": "handed_over", "smooth_search": None,
-                "smooth_cutoff": 3.0, "smooth_screen": 10, "smooth_rounds": "every", "patch_pattern": "delta",
-                "outer_augment": "none", "outer_augment_until": None, "patch_rounds": "found",
-                "patch_search_above": None, "patch_margin": None, "patch_margin_floor": 0.8}
+#: Options added to IBAUConfig after some records were written, with the value that runs what those records ran:
+#: the default's settings as src/ibau/bench/recorded_defaults.json lists them (the grid's rule for old records).
+LATER_FIELDS = json.loads(RECORDED_DEFAULTS.read_text())["ibau"]["default"]
 DOC_TABLES = {
     "authors": ("authors", {"authors", "reference", "refK0", "refsh", "refK2h20", "default", "unb", "unbpf05",
                             "unbpf20", "unbo2", "unbp2", "unbclamp", "unbclamppf20", "passes2", "p2pf20", "p2pf20r3"}),
