@@ -15,6 +15,6 @@ case $1 in
                --data-dir ../shared/data/gtsrb.npz --out docs/measurements/issue19/confirm/gtsrb --device cpu --no-report ;;
   authors) .venv/bin/python benchmarks/compare_presets.py d15=default kept=default,patch_rounds=kept --task authors \
                --npz ../shared/data/cifar10.npz --model ../shared/models/badnets_8_02_ckpt.pth \
-               --seeds ${SEEDS:-0 1 2} --rounds 3 --threads 1 --out $S/authors ;;
+               --seeds ${SEEDS:-0 1 2} --rounds 3 --threads 1 --out $S ;;
   *) echo "usage: $0 confirm|authors" >&2; exit 2 ;;
 esac
