@@ -353,6 +353,19 @@ def test_the_stop51_tables_in_presets_are_generated_from_their_records():
             assert c["record"]["config"].get("patch_rounds", "found") == ("kept" if c["variant"] == "kept" else "found")
 
 
+def test_the_stop52_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-52 tables (keeping round 1's stamp on the authors' checkpoint) are probe_table.py --all
+    of stop 52's records, each ran what its name says, and the kept column restamped round 1's stamp every round."""
+    _, summary = _probe_tables("stop52", every=True)
+    assert "authors_d15 | 3 | 2.10" in summary and "authors_kept | 3 | 2.29" in summary
+    records = _records("stop52")
+    _ran_as_named(records, {"d15": {"patch_rounds": "found"}, "kept": {"patch_rounds": "kept"}},
+                  demo_step=lambda r: False)
+    for r in records:
+        stamps = [c["patch_pixels"] for c in r["curve"]]
+        assert stamps[0] is not None and stamps[1:] == ([stamps[0]] * 2 if r["name"] == "kept" else [None, None])
+
+
 def test_the_stop49_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-49 tables (small clean sets: augmentation, SGD, the fine-tuning control) are
     probe_table.py --all of stop 49's records, each ran what its name says with 100 clean images."""
