@@ -1,13 +1,17 @@
 """A bench suite's I-BAU variants round by round, from the stored records only: one row per variant and defense
 seed (held-out ASR after each round, the stamp each round used, the ACC drop and ASR at the end) and a summary per
-variant (mean ± std over the finished seeds, the worst seed in brackets). docs/presets.md's stop-51 tables.
+variant (mean ± std over the finished seeds, the worst seed in brackets); ``--classes`` adds where each round's δ sent
+the clean images (its top class and the share of them; a defender's diagnostic, from the records' fooling rates).
+docs/presets.md's stop-51 and stop-52 tables.
 
     python benchmarks/variant_rounds.py docs/measurements/issue17/cifar stop51_kept_cifar
     python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop51_kept_gtsrb --summary
+    python benchmarks/variant_rounds.py docs/measurements/issue19/confirm/gtsrb confirm_kept_gtsrb --classes
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -22,22 +26,38 @@ def _ms(values: list[float]) -> str:
 
 
 def finished_cells(folder: Path, suite: str) -> list[dict]:
-    """The suite's I-BAU cells of ``folder`` whose job finished, each with its record."""
+    """The suite's I-BAU cells of ``folder`` whose job finished, each with its record and its trigger's target."""
     runs = [r for r in load_run(folder) if r["suite"]["name"] == suite]
     if not runs:
         raise SystemExit(f"{folder} holds no run of the suite {suite!r}")
-    return [c for c in runs[0]["cells"] if c["method"] == "ibau" and is_ok(c["record"])]
+    cells = [c for c in runs[0]["cells"] if c["method"] == "ibau" and is_ok(c["record"])]
+    for c in cells:  # the trigger's target, for the eye only: the model's trigger card (none for a clean model)
+        card = folder / "models" / c["train"] / "trigger.json"
+        c["target"] = json.loads(card.read_text()).get("target") if card.exists() else None
+    return cells
 
 
-def rounds_table(cells: list[dict]) -> str:
-    lines = ["| variant | seed | held-out ASR % per round | stamp pixels per round | ACC drop | ASR % |",
-             "|---|---:|---|---|---:|---:|"]
+def _top_class(fooling: list[float]) -> str:
+    """``class (share %)`` of the class δ sent most clean images to."""
+    top = max(range(len(fooling)), key=fooling.__getitem__)
+    return f"{top} ({100 * fooling[top]:.0f}%)"
+
+
+def rounds_table(cells: list[dict], classes: bool = False) -> str:
+    """One row per variant and seed; ``classes``: with δ's top class per round (and the trigger's target)."""
+    extra = " δ's class per round (target) |" if classes else ""
+    lines = [f"| variant | seed | held-out ASR % per round | stamp pixels per round |{extra} ACC drop | ASR % |",
+             "|---|---:|---|---|" + ("---|" if classes else "") + "---:|---:|"]
     for c in sorted(cells, key=lambda c: (c["variant"], c["seed"])):
         r = c["record"]
         asr = " → ".join(f"{100 * x['asr']:.1f}" for x in r["rounds"])
         stamps = " → ".join("–" if x.get("patch_pixels") is None else str(x["patch_pixels"]) for x in r["rounds"])
+        where = ""
+        if classes:
+            target = "?" if c.get("target") is None else c["target"]
+            where = " " + " → ".join(_top_class(x["fooling"]) for x in r["rounds"]) + f" ({target}) |"
         drop = 100 * (r["before"]["acc"] - r["after"]["acc"])
-        lines.append(f"| {c['variant'] or 'default'} | {c['seed']} | {asr} | {stamps} | {drop:.2f} | "
+        lines.append(f"| {c['variant'] or 'default'} | {c['seed']} | {asr} | {stamps} |{where} {drop:.2f} | "
                      f"{100 * r['after']['asr']:.2f} |")
     return "\n".join(lines)
 
@@ -58,9 +78,10 @@ def main() -> None:
     ap.add_argument("folder", type=Path, help="a folder written by `ibau bench`")
     ap.add_argument("suite", help="the suite's name (its manifest in FOLDER/suites)")
     ap.add_argument("--summary", action="store_true", help="the summary per variant instead of the rows")
+    ap.add_argument("--classes", action="store_true", help="the rows with δ's top class per round")
     args = ap.parse_args()
     cells = finished_cells(args.folder, args.suite)
-    print(summary_table(cells) if args.summary else rounds_table(cells))
+    print(summary_table(cells) if args.summary else rounds_table(cells, args.classes))
 
 
 if __name__ == "__main__":
