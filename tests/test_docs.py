@@ -354,8 +354,9 @@ def test_the_stop51_tables_in_presets_are_generated_from_their_records():
 
 
 def test_the_stop52_tables_in_presets_are_generated_from_their_records():
-    """docs/presets.md's stop-52 tables (keeping round 1's stamp on the authors' checkpoint) are probe_table.py --all
-    of stop 52's records, each ran what its name says, and the kept column restamped round 1's stamp every round."""
+    """docs/presets.md's stop-52 tables (keeping round 1's stamp) are probe_table.py --all of stop 52's records on the
+    authors' checkpoint, each ran what its name says and the kept column restamped round 1's stamp every round, and
+    variant_rounds.py of the GTSRB confirmation suite."""
     _, summary = _probe_tables("stop52", every=True)
     assert "authors_d15 | 3 | 2.10" in summary and "authors_kept | 3 | 2.29" in summary
     records = _records("stop52")
@@ -364,6 +365,15 @@ def test_the_stop52_tables_in_presets_are_generated_from_their_records():
     for r in records:
         stamps = [c["patch_pixels"] for c in r["curve"]]
         assert stamps[0] is not None and stamps[1:] == ([stamps[0]] * 2 if r["name"] == "kept" else [None, None])
+    # the confirmation on GTSRB Trojan WM model seed 1: variant_rounds.py of its bench suite, both columns complete
+    module = _benchmark("variant_rounds")
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "confirm" / "gtsrb"
+    cells = module.finished_cells(folder, "confirm_kept_gtsrb")
+    assert len(cells) == 6
+    assert _presets_block("stop52_confirm_gtsrb",
+                          module.rounds_table(cells, classes=True) + "\n\n" + module.summary_table(cells))
+    for c in cells:
+        assert c["record"]["config"]["patch_rounds"] == ("kept" if c["variant"] == "kept" else "found")
 
 
 def test_the_stop49_table_in_presets_is_generated_from_its_records():
