@@ -281,6 +281,24 @@ def test_rows_run_apart_add_up_to_the_whole_suite(tmp_path):
         bench_plan("one_trigger", "smoke", None, ["Badnets"])
 
 
+def test_a_row_label_with_commas_can_be_named_in_a_comma_separated_list():
+    """`--attacks "Trojan WM, model seed 1,BadNets"` is split on commas; the pieces of a label that holds commas are
+    joined again, the longest label first, and an unknown piece is still an error naming the rows."""
+    from ibau.bench.grid import bench_plan, rejoin_labels
+
+    labels = ["Trojan WM, model seed 1", "Trojan WM", "BadNets"]
+    assert rejoin_labels(["Trojan WM", " model seed 1", "BadNets"], labels) == ["Trojan WM, model seed 1", "BadNets"]
+    assert rejoin_labels(["Trojan WM", "BadNets", ""], labels) == ["Trojan WM", "BadNets"]
+    assert rejoin_labels(["model seed 1"], labels) == ["model seed 1"]
+    suite = Suite(name="seeded", title="model seeds", defenses=["ibau"],
+                  attacks=[{"attack": "badnets", "label": "BadNets, model seed 1", "model_seed": 1},
+                           {"attack": "badnets", "label": "BadNets"}])
+    plan = bench_plan(suite, "smoke", None, "BadNets, model seed 1".split(","))
+    assert {c.attack_label for c in plan.cells} == {"BadNets, model seed 1"}
+    with pytest.raises(ValueError, match="has no row 'seed 2'"):
+        bench_plan(suite, "smoke", None, ["BadNets", "seed 2"])
+
+
 def test_trigger_norm_is_the_change_to_a_zero_image():
     from ibau.attacks import BadNets
     from ibau.bench.grid import trigger_l2

@@ -342,7 +342,8 @@ def bench(
     defenses: str | None = typer.Option(None, help="Comma-separated subset of the suite's defenses (default: all); "
                                     "columns run before into the same --out stay in its report."),
     attacks: str | None = typer.Option(None, help="Comma-separated subset of the suite's rows, by label, e.g. "
-                                       "BadNets (default: all); rows run before into the same --out stay in its report."),
+                                       "BadNets (default: all; a label with commas is named whole, e.g. \"BadNets, model seed 1\"); "
+                                       "rows run before into the same --out stay in its report."),
     report: bool = typer.Option(True, help="Build the report (out/report) when the grid is done."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing: list the jobs left to run in --out, with "
                                  "the hours they would take at the pace of the folder's finished jobs."),

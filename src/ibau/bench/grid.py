@@ -494,6 +494,18 @@ def merge_manifests(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return dict(new, suite=suite, cells=cells, reference=new.get("reference") or old.get("reference"))
 
 
+def rejoin_labels(parts: list[str], labels: list[str]) -> list[str]:
+    """``parts`` of a comma-separated list of row labels, with the pieces of a label that holds commas itself
+    (``Trojan WM, model seed 1``) joined again: the longest run of consecutive pieces that is a label wins."""
+    parts = [p.strip() for p in parts if p.strip()]
+    out, i = [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i, -1) if ", ".join(parts[i:j]) in labels), i + 1)
+        out.append(", ".join(parts[i:j]))
+        i = j
+    return out
+
+
 def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: list[str] | None = None,
                attacks: list[str] | None = None) -> Plan:
     """``suite`` (a built-in name, a suite file or a :class:`Suite`) at ``preset``, expanded into jobs.
@@ -509,6 +521,7 @@ def bench_plan(suite: str | Suite, preset: str | Preset = "smoke", defenses: lis
             raise ValueError(f"suite {s.name} has no defense {', '.join(missing)}; its defenses are {', '.join(s.defenses)}")
     if attacks:
         labels = [Suite.label(a) for a in s.attacks]
+        attacks = rejoin_labels(attacks, labels)
         missing = [a for a in attacks if a not in labels]
         if missing:
             raise ValueError(f"suite {s.name} has no row {', '.join(map(repr, missing))}; its rows are "
