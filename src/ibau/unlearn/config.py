@@ -179,7 +179,9 @@ class IBAUConfig:
             Trojan WM models the backdoor came back in rounds 2–5 with nothing stamped (CIFAR-10 with 0.5%
             poison: 0.0% ASR after round 1, 15.5% after round 3; GTSRB: 13.9% → 52.4%). Kept, GTSRB Trojan WM
             ends at 21.3% ASR where the default ends at 52.9% (3 seeds, side by side); CIFAR-10's 15.5% stays
-            (docs/presets.md, stop 51).
+            (docs/presets.md, stop 51). Not confirmed on a GTSRB Trojan WM model trained afterwards, where no
+            round finds a stamp on two seeds of three (55.3% against 56.6%; harmless on the authors' checkpoint,
+            2.29% against 2.10%; stop 52).
         smooth_search: when set, each round also recovers a smooth trigger
             (:mod:`ibau.unlearn.smooth`): a δ of ℓ2 norm at most this (e.g. 3), restricted to spatial
             frequencies of at most ``smooth_cutoff`` cycles per image, aimed at the class such a δ reaches most
