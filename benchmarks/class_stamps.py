@@ -28,9 +28,10 @@ from ibau.unlearn.core import FOOLING_SAMPLE
 from ibau.unlearn.inner import PATCH_SIZES, targeted_delta
 
 
-def stamp_rates(net, x: torch.Tensor, delta: torch.Tensor, num_classes: int, sizes=PATCH_SIZES) -> list[dict]:
+def stamp_rates(net, x: torch.Tensor, delta: torch.Tensor, num_classes: int, sizes=PATCH_SIZES,
+                cap: bool = True) -> list[dict]:
     """For each size k, the stamp of δ's k strongest pixels (as delta_patch builds it): the class it sends
-    most other-class images to, and that share."""
+    most other-class images to, and that share. ``cap``: stop at 1/16 of the image, as the default's stamp does."""
     energy = delta.pow(2).sum(0).flatten()
     order = energy.argsort(descending=True)
     pattern = (delta > 0).to(x.dtype)
@@ -38,7 +39,7 @@ def stamp_rates(net, x: torch.Tensor, delta: torch.Tensor, num_classes: int, siz
     with torch.no_grad():
         before = net(x).argmax(1)
         for k in sizes:
-            if k > energy.numel() // 16:
+            if cap and k > energy.numel() // 16:
                 break
             mask = torch.zeros_like(energy)
             mask[order[:k]] = 1
@@ -63,6 +64,9 @@ def main() -> None:
     ap.add_argument("--clean-size", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0, help="batch order of the searches")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--sizes", default=None,
+                    help="comma-separated stamp sizes in pixels, beyond the default's cap of 1/16 of the image "
+                         f"(default: {','.join(map(str, PATCH_SIZES))}, capped)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,11 +81,12 @@ def main() -> None:
         return iterate_batches(x, y, cfg.batch_size, gen, shuffle=True)
 
     xs = x[:FOOLING_SAMPLE]
+    sizes = PATCH_SIZES if args.sizes is None else tuple(int(k) for k in args.sizes.split(","))
     classes = []
     for c in range(card.num_classes):
         t0 = time.perf_counter()
         delta = targeted_delta(net, batches, x[0], c, cfg, cfg.patch_steps)
-        rows = stamp_rates(net, xs, delta, card.num_classes)
+        rows = stamp_rates(net, xs, delta, card.num_classes, sizes, cap=args.sizes is None)
         classes.append({"class": c, "l1": round(float(delta.abs().sum()), 2), "stamps": rows,
                         "seconds": round(time.perf_counter() - t0, 1)})
         line = " ".join(f"{r['pixels']}:{r['rate']:.2f}" + ("" if r["class"] == c else f"→{r['class']}") for r in rows)
@@ -90,7 +95,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "dataset": args.dataset, "target": args.target,
                                     "clean_size": len(x), "scored": len(xs), "seed": args.seed,
-                                    "patch_steps": cfg.patch_steps, "patch_l1": cfg.patch_l1,
+                                    "patch_steps": cfg.patch_steps, "patch_l1": cfg.patch_l1, "sizes": list(sizes),
                                     "torch": torch.__version__, "classes": classes}, indent=1))
 
 

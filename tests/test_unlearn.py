@@ -621,6 +621,85 @@ def test_patch_margin_takes_the_stamp_of_the_class_that_stands_out_below_the_thr
         IBAUConfig(patch_margin=0.0)
 
 
+def test_the_l1_outlier_is_neural_cleanses_anomaly_index_below_the_median():
+    """The class whose ‖δ‖₁ lies at least 2 (1.4826 · MAD) below the median is taken; a spread that hides it,
+    or fewer than 3 classes, takes none (values of GTSRB Trojan WM's search: 493 against a median of 830)."""
+    from ibau.unlearn.inner import l1_outlier
+
+    def deltas(norms):
+        return {c: torch.full((1, 2, 2), n / 4) for c, n in enumerate(norms)}
+
+    assert l1_outlier(deltas([830, 493, 800, 860, 900, 780, 850])) == 1
+    assert l1_outlier(deltas([830, 493, 600, 1100, 900, 500, 850])) is None  # the spread hides it
+    assert l1_outlier(deltas([830, 830, 830, 830])) is None  # no spread at all: no index
+    assert l1_outlier(deltas([10, 800])) is None
+
+
+class _Watermark(torch.nn.Module):
+    """Class 1 when the mean of channel 0 over the top-left 6×6 pixels of a 16×16 image exceeds 0.7 (a trigger
+    spread over 36 pixels: a stamp needs 25 of them, more than the default's cap of 1/16 of the image, 16);
+    otherwise class 0."""
+
+    def forward(self, x):
+        trigger = 50 * (x[:, 0, :6, :6].mean((1, 2)) - 0.7)
+        zeros = torch.zeros(len(x))
+        return torch.stack([zeros + 1, trigger, zeros, zeros, zeros], 1)
+
+
+def test_patch_pick_l1_takes_the_class_that_stands_out_by_its_norm_with_a_stamp_beyond_the_default_cap(monkeypatch):
+    """The backdoor class's sparse δ sits on the trigger with a smaller ‖δ‖₁ than the others' diffuse ones. Its
+    stamp needs 25 pixels, so the default's search (at most 16 pixels here) finds none; ``patch_pick="l1"`` takes
+    that class by its norm and reads its stamp up to 1/4 of the image."""
+    from ibau.unlearn import inner
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 3, 16, 16, generator=g) * 0.9
+
+    def targeted(model, batches, like, target, cfg, steps, **kw):
+        delta = 0.5 + 0.01 * torch.rand(3, 16, 16, generator=g)  # diffuse: ‖δ‖₁ about 385
+        if target == 1:  # on the trigger's pixels, strongest first in a fixed order: ‖δ‖₁ about 36
+            delta = torch.zeros(3, 16, 16)
+            delta[0, :6, :6] = 1 + torch.arange(36).flip(0).view(6, 6) / 100
+        return delta
+
+    monkeypatch.setattr(inner, "targeted_delta", targeted)
+    batches = _batches(x, torch.zeros(200, dtype=torch.long), bs=50)
+    cfg = IBAUConfig(patch_threshold=0.995)
+    assert inner.class_patch(_Watermark(), batches, x, cfg, 5, 5) is None
+    found = inner.class_patch(_Watermark(), batches, x, cfg.replace(patch_pick="l1"), 5, 5)
+    assert isinstance(found, inner.OutlierStamp) and found.target == 1 and found.rate == 1.0
+    assert int(found.mask.sum()) == 25 and found.mask[0, :6, :6].sum() == 25
+    with pytest.raises(ValueError, match="patch_pick must be 'smallest'"):
+        IBAUConfig(patch_pick="largest")
+
+
+@pytest.mark.parametrize("searched, expected", [("outlier", (16, 3)), (4, (9, None)), (None, (9, None))])
+def test_patch_pick_l1_searches_the_classes_whatever_delta_gives_and_its_outlier_wins(tiny_task, monkeypatch,
+                                                                                    searched, expected):
+    """With ``patch_pick="l1"`` round 1's class search runs although δ gives a 9-pixel stamp; the stamp of the
+    class that stands out by ‖δ‖₁ wins over δ's, even a larger one; a stamp of the smallest-stamp rule does not
+    (the default's rule: δ's stamp, where it gives one). The default does not search once δ gives a stamp."""
+    from ibau.unlearn import core
+    from ibau.unlearn.inner import OutlierStamp
+    model, x, y = tiny_task
+
+    def stamp(k):
+        mask = torch.zeros(1, 8, 8)
+        mask.view(-1)[:k] = 1
+        return mask, torch.ones(3, 8, 8), 1.0
+
+    found = {"outlier": OutlierStamp(*stamp(16), 3), 4: (*stamp(4), 2), None: None}[searched]
+    calls = []
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: stamp(9))
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: calls.append(1) or found)
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=1, patch_pick="l1")
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert len(calls) == 1  # round 1 only: the default's classes_first_round
+    assert (res.history[0].patch_pixels, res.history[0].patch_class) == expected
+    calls.clear()
+    assert unlearn(model, (x, y), cfg.replace(patch_pick="smallest"), progress=False).history[0].patch_pixels == 9
+    assert calls == []
+
+
 @pytest.mark.parametrize("lead_pixels, winner", [(4, (4, 1)), (16, (16, 0)), (25, (16, 0)), (None, (16, 0))])
 def test_patch_margin_s_stamp_competes_with_the_threshold_s_by_size(monkeypatch, lead_pixels, winner):
     """A natural class that reaches the threshold with a large stamp does not hide a smaller stamp taken by its

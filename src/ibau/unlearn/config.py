@@ -172,6 +172,13 @@ class IBAUConfig:
             reach the threshold only with larger stamps: the authors' checkpoint with 500 clean images, class
             8's stamp 81% at 36 pixels where no other class passes 38%.
         patch_margin_floor: the rate a stamp taken by ``patch_margin`` must reach (default 0.8).
+        patch_pick: which class search's stamp a round takes: ``"smallest"``, the smallest stamp of any class,
+            and only where δ gives none (default); ``"l1"``: where the class search is due it always runs, and
+            the class whose sparse δ has the smallest ‖δ‖₁, when that norm stands out by Neural Cleanse's
+            anomaly index (at least 2; :func:`ibau.unlearn.inner.l1_outlier`), gives the stamp, up to 1/4 of
+            the image, over δ's own; with no such class the default's rule. On GTSRB Trojan WM (a watermark
+            over much of the image) δ's stamps belong to classes that are not the target, and the target's
+            smallest stamp that passes the threshold has 100 pixels (docs/presets.md, stop 53).
         patch_rounds: ``"found"``: a round stamps only the stamp it found itself (default); ``"kept"``: a round
             that finds none stamps the latest stamp an earlier round found, on the same ``patch_fraction`` of
             each outer batch (its record gives that stamp's size, class and rate when found). Once a round has
@@ -328,6 +335,7 @@ class IBAUConfig:
     patch_search_above: int | None = None
     patch_margin: float | None = None
     patch_margin_floor: float = 0.8
+    patch_pick: str = "smallest"
     patch_screen: int = 0
     patch_candidates: int = 5
     patch_l1: float = 0.003
@@ -448,6 +456,9 @@ class IBAUConfig:
             raise ValueError(f"patch_margin must be a rate in (0, 1] or None, got {self.patch_margin}")
         if not 0 < self.patch_margin_floor <= 1:
             raise ValueError(f"patch_margin_floor must be a rate in (0, 1], got {self.patch_margin_floor}")
+        if self.patch_pick not in ("smallest", "l1"):
+            raise ValueError(f"patch_pick must be 'smallest' (the smallest stamp, where δ gives none) or 'l1' (the "
+                             f"class that stands out by ‖δ‖₁), got {self.patch_pick!r}")
         if self.patch_l1 < 0:
             raise ValueError(f"patch_l1 must be >= 0, got {self.patch_l1}")
         if not 0 <= self.patch_screen < self.patch_steps:

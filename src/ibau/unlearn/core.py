@@ -23,7 +23,7 @@ from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
 from .guard import guard_split, restore_optimizers, scale_step
 from .hypergrad import implicit_hypergradient
-from .inner import class_patch, delta_patch, objective, perturb, solve_delta, stamp_rate
+from .inner import OutlierStamp, class_patch, delta_patch, objective, perturb, solve_delta, stamp_rate
 from .probe import probe_rate, suspect_class
 from .smooth import smooth_trigger
 from .solvers import SolveStats
@@ -462,9 +462,15 @@ def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUCo
         return None, None
     patch = delta_patch(net, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
     pixels = None if patch is None else int(patch[0].sum())
+    searched = search_due and cfg.patch_pick == "l1"  # the l1 pick searches the classes whatever δ gives
+    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before) \
+        if searched else None
+    if isinstance(found, OutlierStamp):  # the class standing out by ‖δ‖₁ wins over δ's own stamp
+        return found[:3], found[3]
     if not search_due or (pixels is not None and (cfg.patch_search_above is None or pixels <= cfg.patch_search_above)):
         return patch, None
-    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before)
+    if not searched:
+        found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before)
     if found is None or (pixels is not None and int(found[0].sum()) >= pixels):  # δ's stamp wins a tie
         return patch, None
     return found[:3], found[3]
