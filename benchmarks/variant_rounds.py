@@ -2,11 +2,12 @@
 seed (held-out ASR after each round, the stamp each round used, the ACC drop and ASR at the end) and a summary per
 variant (mean ± std over the finished seeds, the worst seed in brackets); ``--classes`` adds where each round's δ sent
 the clean images (its top class and the share of them; a defender's diagnostic, from the records' fooling rates).
-docs/presets.md's stop-51 and stop-52 tables.
+docs/presets.md's stop-51, stop-52 and stop-53 tables.
 
     python benchmarks/variant_rounds.py docs/measurements/issue17/cifar stop51_kept_cifar
     python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop51_kept_gtsrb --summary
     python benchmarks/variant_rounds.py docs/measurements/issue19/confirm/gtsrb confirm_kept_gtsrb --classes
+    python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop53_l1kept_gtsrb --classes --stamp-classes
 """
 from __future__ import annotations
 
@@ -43,15 +44,24 @@ def _top_class(fooling: list[float]) -> str:
     return f"{top} ({100 * fooling[top]:.0f}%)"
 
 
-def rounds_table(cells: list[dict], classes: bool = False) -> str:
-    """One row per variant and seed; ``classes``: with δ's top class per round (and the trigger's target)."""
+def _stamp(row: dict, stamp_classes: bool) -> str:
+    """A round's stamp: its pixels (– for none); ``stamp_classes``: with the class whose search gave it (``c2``)."""
+    if row.get("patch_pixels") is None:
+        return "–"
+    searched = stamp_classes and row.get("patch_class") is not None
+    return f"{row['patch_pixels']}" + (f" c{row['patch_class']}" if searched else "")
+
+
+def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool = False) -> str:
+    """One row per variant and seed; ``classes``: with δ's top class per round (and the trigger's target);
+    ``stamp_classes``: each stamp with the class whose targeted search gave it (none: δ's own stamp)."""
     extra = " δ's class per round (target) |" if classes else ""
     lines = [f"| variant | seed | held-out ASR % per round | stamp pixels per round |{extra} ACC drop | ASR % |",
              "|---|---:|---|---|" + ("---|" if classes else "") + "---:|---:|"]
     for c in sorted(cells, key=lambda c: (c["variant"], c["seed"])):
         r = c["record"]
         asr = " → ".join(f"{100 * x['asr']:.1f}" for x in r["rounds"])
-        stamps = " → ".join("–" if x.get("patch_pixels") is None else str(x["patch_pixels"]) for x in r["rounds"])
+        stamps = " → ".join(_stamp(x, stamp_classes) for x in r["rounds"])
         where = ""
         if classes:
             target = "?" if c.get("target") is None else c["target"]
@@ -79,9 +89,11 @@ def main() -> None:
     ap.add_argument("suite", help="the suite's name (its manifest in FOLDER/suites)")
     ap.add_argument("--summary", action="store_true", help="the summary per variant instead of the rows")
     ap.add_argument("--classes", action="store_true", help="the rows with δ's top class per round")
+    ap.add_argument("--stamp-classes", action="store_true",
+                    help="each stamp with the class whose search gave it (c2: class 2's; none: δ's own)")
     args = ap.parse_args()
     cells = finished_cells(args.folder, args.suite)
-    print(summary_table(cells) if args.summary else rounds_table(cells, args.classes))
+    print(summary_table(cells) if args.summary else rounds_table(cells, args.classes, args.stamp_classes))
 
 
 if __name__ == "__main__":

@@ -668,6 +668,9 @@ def test_patch_pick_l1_takes_the_class_that_stands_out_by_its_norm_with_a_stamp_
     found = inner.class_patch(_Watermark(), batches, x, cfg.replace(patch_pick="l1"), 5, 5)
     assert isinstance(found, inner.OutlierStamp) and found.target == 1 and found.rate == 1.0
     assert int(found.mask.sum()) == 25 and found.mask[0, :6, :6].sum() == 25
+    notes: dict = {}
+    inner.class_patch(_Watermark(), batches, x, cfg.replace(patch_pick="l1"), 5, 5, notes=notes)
+    assert notes["suspect"] == 1 and notes["anomaly"] > 100  # the others' norms lie within 1% of each other
     with pytest.raises(ValueError, match="patch_pick must be 'smallest'"):
         IBAUConfig(patch_pick="largest")
 
@@ -698,6 +701,22 @@ def test_patch_pick_l1_searches_the_classes_whatever_delta_gives_and_its_outlier
     calls.clear()
     assert unlearn(model, (x, y), cfg.replace(patch_pick="smallest"), progress=False).history[0].patch_pixels == 9
     assert calls == []
+
+
+def test_the_round_record_keeps_the_l1_pick_s_suspect_and_anomaly_index(tiny_task, monkeypatch):
+    """Where the l1 pick ran, the round's record says which class had the smallest ‖δ‖₁ and its anomaly index,
+    whether or not that class gave the stamp; rounds without the search, and the default, say None."""
+    from ibau.unlearn import core
+    model, x, y = tiny_task
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)
+    monkeypatch.setattr(core, "class_patch", lambda *a, notes=None, **k: notes.update(suspect=2, anomaly=1.5))
+    cfg = IBAUConfig(rounds=2, batch_size=20, min_steps=0, outer_steps=1, patch_pick="l1")
+    res = unlearn(model, (x, y), cfg, progress=False)
+    assert [(r.patch_suspect, r.patch_anomaly, r.patch_pixels) for r in res.history] == [(2, 1.5, None),
+                                                                                         (None, None, None)]
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: None)
+    res = unlearn(model, (x, y), cfg.replace(patch_pick="smallest"), progress=False)
+    assert [(r.patch_suspect, r.patch_anomaly) for r in res.history] == [(None, None)] * 2
 
 
 @pytest.mark.parametrize("lead_pixels, winner", [(4, (4, 1)), (16, (16, 0)), (25, (16, 0)), (None, (16, 0))])

@@ -53,6 +53,8 @@ class RoundRecord:
     patch_fooling: float | None = None     # share of clean images that stamp sent to one class
     patch_fooling_after: float | None = None  # the same share on the model after the round: does the stamp still work?
     patch_class: int | None = None         # the class whose targeted search gave the stamp (None: δ gave it)
+    patch_suspect: int | None = None       # patch_pick "l1": the class whose sparse δ has the smallest ‖δ‖₁ ...
+    patch_anomaly: float | None = None     # ... and its anomaly index (the stamp is its own from 2 on)
     smooth_class: int | None = None        # smooth_search: the class the round's smooth δ is aimed at
     smooth_fooling: float | None = None    # smooth_search: share of other-class clean images it sends there
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
@@ -311,8 +313,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                              for i, search in enumerate(searches)]
                     new_delta, inner_loss = found[0]
                     before = ranks.shard(labels[:FOOLING_SAMPLE]) if cfg.pseudo_labels else None
+                    notes: dict[str, Any] = {}  # the l1 pick's suspect class and anomaly index, where it ran
                     patch, patch_class = _round_patch(net, search_batches, x_all[:FOOLING_SAMPLE], new_delta, cfg,
-                                                      num_classes, _class_search_due(cfg, history), ranks, before)
+                                                      num_classes, _class_search_due(cfg, history), ranks, before,
+                                                      notes)
                     if patch is not None:
                         last_stamp = (patch, patch_class)
                     elif cfg.patch_rounds == "kept" and last_stamp is not None:  # none found: stamp the latest one again
@@ -350,6 +354,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          **_solve_summary(stats),
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
+                                         patch_suspect=notes.get("suspect"), patch_anomaly=notes.get("anomaly"),
                                          patch_fooling_after=None if patch is None else stamp_rate(
                                              net, x_all[:FOOLING_SAMPLE], patch[0], patch[1], ranks=ranks),
                                          smooth_class=smooth_class,
@@ -453,18 +458,20 @@ def _class_search_due(cfg: IBAUConfig, history: list[RoundRecord]) -> bool:
 
 
 def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUConfig, num_classes: int,
-                 search_due: bool, ranks: Ranks = SINGLE, before: torch.Tensor | None = None):
+                 search_due: bool, ranks: Ranks = SINGLE, before: torch.Tensor | None = None,
+                 notes: dict[str, Any] | None = None):
     """This round's stamp and the class whose search found it: δ's own, else (when ``search_due``) the
     smallest of the classes' sparse targeted searches (also when δ's has more than ``patch_search_above``
     pixels, the smaller of the two winning); ``(None, None)`` when off or none found. ``before``:
-    the model's predictions on this rank's share of ``x`` when the round has them."""
+    the model's predictions on this rank's share of ``x`` when the round has them; ``notes``: a dict the
+    ``patch_pick="l1"`` search writes its suspect class and anomaly index to."""
     if cfg.patch_threshold <= 0:
         return None, None
     patch = delta_patch(net, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
     pixels = None if patch is None else int(patch[0].sum())
     searched = search_due and cfg.patch_pick == "l1"  # the l1 pick searches the classes whatever δ gives
-    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before) \
-        if searched else None
+    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before,
+                        notes=notes) if searched else None
     if isinstance(found, OutlierStamp):  # the class standing out by ‖δ‖₁ wins over δ's own stamp
         return found[:3], found[3]
     if not search_due or (pixels is not None and (cfg.patch_search_above is None or pixels <= cfg.patch_search_above)):

@@ -95,25 +95,32 @@ OUTLIER_SIZES = PATCH_SIZES + (81, 100, 121, 144, 169, 196, 225, 256)
 ANOMALY_INDEX = 2.0
 
 
-def l1_outlier(deltas: dict[int, torch.Tensor], threshold: float = ANOMALY_INDEX) -> int | None:
-    """The class whose sparse targeted δ (``deltas[class]``) has the smallest ‖δ‖₁, when that norm stands out
-    below the others by Neural Cleanse's rule (Wang et al. 2019: anomaly index, the distance below the median
-    in units of 1.4826 · MAD, at least ``threshold``); None otherwise or with fewer than 3 classes. The
-    backdoor's target is reached with less: GTSRB Trojan WM, class 2's ‖δ‖₁ 493 against a median of 830
-    (index 2.19), where δ's own stamp and the smallest-stamp rule pick classes 8, 14 and 38."""
+def l1_anomaly(deltas: dict[int, torch.Tensor]) -> tuple[int, float] | None:
+    """The class whose sparse targeted δ (``deltas[class]``) has the smallest ‖δ‖₁ and how far that norm lies
+    below the others by Neural Cleanse's anomaly index (Wang et al. 2019: the distance below the median in units
+    of 1.4826 · MAD); None with fewer than 3 classes or no spread."""
     if len(deltas) < 3:
         return None
     classes = sorted(deltas)
     norms = torch.stack([deltas[c].detach().abs().sum() for c in classes]).double()
     median = torch.quantile(norms, 0.5)
     mad = 1.4826 * torch.quantile((norms - median).abs(), 0.5)
-    lowest = int(norms.argmin())
     if not mad > 0:
         return None
+    lowest = int(norms.argmin())
     index = float((median - norms[lowest]) / mad)
     logger.debug("class search by ‖δ‖₁: class %d, %.1f against a median of %.1f (anomaly index %.2f)",
                  classes[lowest], float(norms[lowest]), float(median), index)
-    return classes[lowest] if index >= threshold else None
+    return classes[lowest], index
+
+
+def l1_outlier(deltas: dict[int, torch.Tensor], threshold: float = ANOMALY_INDEX) -> int | None:
+    """The class whose sparse targeted δ has the smallest ‖δ‖₁, when that norm stands out below the others by
+    an anomaly index of at least ``threshold`` (:func:`l1_anomaly`); None otherwise. The backdoor's target is
+    reached with less: GTSRB Trojan WM, class 2's ‖δ‖₁ 493 against a median of 830 (index 2.19), where δ's own
+    stamp and the smallest-stamp rule pick classes 8, 14 and 38."""
+    found = l1_anomaly(deltas)
+    return found[0] if found is not None and found[1] >= threshold else None
 
 
 def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshold: float,
@@ -264,15 +271,17 @@ class OutlierStamp(NamedTuple):
 
 def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                 x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, ranks: Ranks = SINGLE,
-                before: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
-    """Search one sparse δ per class (:func:`targeted_delta`) and read a stamp from each
-    (:func:`delta_patch` on the clean images ``x``); the smallest stamp found (then the highest rate) wins.
-    Returns ``(mask, pattern, fooling rate, class)`` or None. With ``cfg.patch_pick="l1"`` the class whose
-    ‖δ‖₁ stands out (:func:`l1_outlier`) is taken first, its smallest stamp of up to 1/4 of the image
-    (:data:`OUTLIER_SIZES`) that reaches the threshold; the result is then an :class:`OutlierStamp`. Uses clean
-    data only: a defender's search. With ``cfg.patch_screen`` only the classes kept by :func:`screen_classes` are searched to ``steps``.
-    Across ``ranks`` each rank scores its share of ``x`` and of every batch; ``before``: the model's
-    predictions on that share when the caller has them."""
+                before: torch.Tensor | None = None,
+                notes: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
+    """Search one sparse δ per class (:func:`targeted_delta`) and read a stamp from each (:func:`delta_patch` on the
+    clean images ``x``); the smallest stamp found (then the highest rate) wins. Returns ``(mask, pattern, fooling
+    rate, class)`` or None. With ``cfg.patch_pick="l1"`` the class whose ‖δ‖₁ stands out (:func:`l1_outlier`) is
+    taken first, its smallest stamp of up to 1/4 of the image (:data:`OUTLIER_SIZES`) that reaches the threshold;
+    the result is then an :class:`OutlierStamp`, and ``notes`` (a dict, when given) gets the ℓ1-smallest class and
+    its anomaly index (``suspect``, ``anomaly``). Uses clean data only: a defender's search. With
+    ``cfg.patch_screen`` only the classes kept by :func:`screen_classes` are searched to ``steps``. Across ``ranks``
+    each rank scores its share of ``x`` and of every batch; ``before``: the model's predictions on that share when
+    the caller has them."""
     best = None
     if before is None:
         with torch.no_grad():
@@ -288,7 +297,11 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
         found = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
         if found is not None and (best is None or (found[0].sum(), -found[2]) < (best[0].sum(), -best[2])):
             best = (*found, target)
-    if cfg.patch_pick == "l1" and (outlier := l1_outlier(searched)) is not None:
+    anomaly = l1_anomaly(searched) if cfg.patch_pick == "l1" else None
+    if notes is not None and anomaly is not None:
+        notes.update(suspect=anomaly[0], anomaly=round(anomaly[1], 4))
+    if anomaly is not None and anomaly[1] >= ANOMALY_INDEX:
+        outlier = anomaly[0]
         stamp = delta_patch(model, x, searched[outlier], cfg.patch_threshold, OUTLIER_SIZES, before=before,
                             ranks=ranks, share=4)
         logger.debug("class search by ‖δ‖₁: class %d's stamp %s", outlier,
