@@ -376,6 +376,47 @@ def test_the_stop52_tables_in_presets_are_generated_from_their_records():
         assert c["record"]["config"]["patch_rounds"] == ("kept" if c["variant"] == "kept" else "found")
 
 
+def test_the_stop53_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-53 tables (the class that stands out by ‖δ‖₁) are variant_rounds.py of the two
+    development suites on issue 17's GTSRB Trojan WM model, each variant ran what its name says, and the class
+    search's figures quoted beside them are class_stamps.py's record."""
+    import torch
+
+    from ibau.unlearn.inner import l1_anomaly
+    module = _benchmark("variant_rounds")
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    ran = {"default": {"patch_pick": "smallest", "patch_rounds": "found"},
+           "l1": {"patch_pick": "l1", "patch_rounds": "found"},
+           "l1kept": {"patch_pick": "l1", "patch_rounds": "kept"}}
+    for suite in ("stop53_l1_gtsrb", "stop53_l1kept_gtsrb"):
+        cells = module.finished_cells(root / "issue17" / "gtsrb", suite)
+        assert len(cells) == 6 and {c["record"]["environment"]["cpu_capability"] for c in cells} == {"AVX2"}
+        assert _presets_block(suite, module.rounds_table(cells, classes=True, stamp_classes=True) + "\n\n"
+                              + module.summary_table(cells))
+        for c in cells:
+            config = c["record"]["config"]
+            assert {k: config.get(k, ran["default"][k]) for k in ran[c["variant"]]} == ran[c["variant"]]  # absent: older
+    # their controls: the default and kept on the same model, machine and kernels
+    cells = module.finished_cells(root / "issue19" / "stop53" / "gtsrb_avx2", "stop53_kept_gtsrb_avx2")
+    assert len(cells) == 6 and {c["record"]["environment"]["cpu_capability"] for c in cells} == {"AVX2"}
+    assert _presets_block("stop53_kept_gtsrb_avx2", module.rounds_table(cells, classes=True, stamp_classes=True)
+                          + "\n\n" + module.summary_table(cells))
+    for c in cells:
+        assert c["record"]["config"]["patch_rounds"] == ("kept" if c["variant"] == "kept" else "found")
+    stamps = json.loads((root / "issue19" / "stop53" / "class_stamps_gtsrb_trojan_wm.json").read_text())
+    assert stamps["target"] == 2 and len(stamps["classes"]) == 43
+    norms = {c["class"]: torch.tensor([c["l1"]]) for c in stamps["classes"]}
+    suspect, index = l1_anomaly(norms)
+    assert suspect == 2 and round(index, 2) == 2.19
+    rates = {c["class"]: {r["pixels"]: r["rate"] for r in c["stamps"]} for c in stamps["classes"]}
+    assert [round(rates[2][k], 2) for k in (16, 36, 64, 100)] == [0.42, 0.72, 0.93, 1.0]
+    assert [round(rates[5][k], 2) for k in (16, 36, 64, 100)] == [0.41, 0.73, 0.9, 0.99]
+    spill = {k: [r["class"] for c in stamps["classes"] for r in c["stamps"] if r["pixels"] == k and r["class"] != c["class"]]
+             for k in (16, 36, 64, 100, 144)}  # where the other classes' stamps send the clean images
+    assert [spill[k].count(2) for k in spill] == [5, 12, 14, 15, 16]
+    assert [spill[k].count(5) for k in spill] == [19, 15, 14, 10, 4]
+
+
 def test_the_stop49_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-49 tables (small clean sets: augmentation, SGD, the fine-tuning control) are
     probe_table.py --all of stop 49's records, each ran what its name says with 100 clean images."""
