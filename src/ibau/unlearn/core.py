@@ -469,16 +469,14 @@ def _round_patch(net, batches, x: torch.Tensor, delta: torch.Tensor, cfg: IBAUCo
         return None, None
     patch = delta_patch(net, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
     pixels = None if patch is None else int(patch[0].sum())
-    searched = search_due and cfg.patch_pick == "l1"  # the l1 pick searches the classes whatever δ gives
-    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before,
-                        notes=notes) if searched else None
+    within = pixels is not None and (cfg.patch_search_above is None or pixels <= cfg.patch_search_above)
+    l1 = cfg.patch_pick == "l1"  # the l1 pick searches the classes whatever δ gives
+    if not search_due or (within and not l1):
+        return patch, None
+    found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before, notes=notes)
     if isinstance(found, OutlierStamp):  # the class standing out by ‖δ‖₁ wins over δ's own stamp
         return found[:3], found[3]
-    if not search_due or (pixels is not None and (cfg.patch_search_above is None or pixels <= cfg.patch_search_above)):
-        return patch, None
-    if not searched:
-        found = class_patch(net, batches, x, cfg, cfg.patch_steps, num_classes, ranks=ranks, before=before)
-    if found is None or (pixels is not None and int(found[0].sum()) >= pixels):  # δ's stamp wins a tie
+    if within or found is None or (pixels is not None and int(found[0].sum()) >= pixels):  # δ's wins a tie
         return patch, None
     return found[:3], found[3]
 

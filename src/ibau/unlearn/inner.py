@@ -119,8 +119,12 @@ def l1_outlier(deltas: dict[int, torch.Tensor], threshold: float = ANOMALY_INDEX
     an anomaly index of at least ``threshold`` (:func:`l1_anomaly`); None otherwise. The backdoor's target is
     reached with less: GTSRB Trojan WM, class 2's ‖δ‖₁ 493 against a median of 830 (index 2.19), where δ's own
     stamp and the smallest-stamp rule pick classes 8, 14 and 38."""
-    found = l1_anomaly(deltas)
-    return found[0] if found is not None and found[1] >= threshold else None
+    return _standing_out(l1_anomaly(deltas), threshold)
+
+
+def _standing_out(anomaly: tuple[int, float] | None, threshold: float = ANOMALY_INDEX) -> int | None:
+    """The class of :func:`l1_anomaly`'s answer when its index reaches ``threshold``, else None."""
+    return anomaly[0] if anomaly is not None and anomaly[1] >= threshold else None
 
 
 def delta_patch(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, threshold: float,
@@ -300,8 +304,7 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     anomaly = l1_anomaly(searched) if cfg.patch_pick == "l1" else None
     if notes is not None and anomaly is not None:
         notes.update(suspect=anomaly[0], anomaly=round(anomaly[1], 4))
-    if anomaly is not None and anomaly[1] >= ANOMALY_INDEX:
-        outlier = anomaly[0]
+    if (outlier := _standing_out(anomaly)) is not None:
         stamp = delta_patch(model, x, searched[outlier], cfg.patch_threshold, OUTLIER_SIZES, before=before,
                             ranks=ranks, share=4)
         logger.debug("class search by ‖δ‖₁: class %d's stamp %s", outlier,
