@@ -232,6 +232,35 @@ def test_nad_rejects_unknown_layer(digits_backdoor):
             digits_backdoor["model"], digits_backdoor["clean"].subset(slice(0, 8)), progress=False)
 
 
+def test_a_nad_run_stopped_in_its_student_phase_resumes_from_the_kept_teacher(digits_backdoor, tmp_path, monkeypatch):
+    """With a resume folder the teacher phase is kept whole: a run stopped in the student phase and started again
+    fine-tunes no teacher, and gives the uninterrupted run's model, losses and history (the dropout RNG restored);
+    a teacher kept by other settings is trained again."""
+    d = digits_backdoor
+    clean = d["clean"].subset(slice(0, 300))
+    kw = dict(teacher_epochs=2, student_epochs=2, device="cpu")
+    whole = NAD(**kw).run(d["model"], clean, progress=False)
+
+    def stop_at_student(model, seconds):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        NAD(**kw).run(d["model"], clean, callback=stop_at_student, progress=False, resume_dir=tmp_path)
+    assert [f.name for f in tmp_path.iterdir()] == ["teacher.pt"]
+    phases: list[bool] = []
+    real = NAD._train
+    monkeypatch.setattr(NAD, "_train", lambda self, model, teacher, *a: phases.append(teacher is None) or
+                        real(self, model, teacher, *a))
+    resumed = NAD(**kw).run(d["model"], clean, progress=False, resume_dir=tmp_path)
+    assert phases == [False] and resumed.extra["resumed_parts"] == 1  # the student phase only
+    assert same_state(resumed.model, whole.model)
+    assert resumed.extra["teacher_losses"] == whole.extra["teacher_losses"]
+    assert resumed.extra["student_losses"] == whole.extra["student_losses"]
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in whole.history]
+    other = NAD(**{**kw, "seed": 1}).run(d["model"], clean, progress=False, resume_dir=tmp_path)
+    assert phases == [False, True, False] and "resumed_parts" not in other.extra
+
+
 # --- UAP adversarial training -----------------------------------------------------------------------------
 def test_deepfool_flips_the_prediction(digits_backdoor):
     model = copy.deepcopy(digits_backdoor["model"]).eval()

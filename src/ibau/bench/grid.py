@@ -376,7 +376,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
 
 
 def resume_dir(out: str | Path, job_id: str) -> Path:
-    """Where a defend job keeps the parts a re-run resumes from (Neural Cleanse's per-class searches) until its
+    """Where a defend job keeps the parts a re-run resumes from (Neural Cleanse's per-class searches, NAD's teacher) until its
     record is written; small, so a grid folder kept in git carries them to the next machine."""
     return Path(out) / "resume" / job_id
 

@@ -10,7 +10,7 @@ calls ``callback(model, seconds)`` at the defense's checkpoints (after an epoch,
 step) with the clock paused, so evaluation never counts as defense time. Pass
 :class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect. With ``resume_dir`` a
 defense keeps its long independent parts there (:meth:`Defense.resumable`: Neural Cleanse's and TABOR's
-per-class searches), so a run stopped half-way and started again continues instead of starting over.
+per-class searches, NAD's teacher), so a run stopped half-way and started again continues instead of starting over.
 """
 from __future__ import annotations
 

@@ -178,13 +178,34 @@ class NAD(Defense):
         layers = list(c.layers) if c.layers is not None else \
             default_layers(model, clean.images[:2].to(self._device), len(c.betas))
         teacher = copy.deepcopy(model)
-        teacher_losses = self._train(teacher, None, layers, clean, c.teacher_epochs, progress, "teacher epoch")
+        teacher_losses = self._teacher(teacher, layers, clean, progress)
         teacher.eval()
         for param in teacher.parameters():
             param.requires_grad_(False)
         student_losses = self._train(model, teacher, layers, clean, c.student_epochs, progress, "epoch")
         return DefenseResult(model=model.eval(), extra={"layers": layers, "teacher_losses": teacher_losses,
                                                         "student_losses": student_losses})
+
+    def _teacher(self, teacher: nn.Module, layers: list[str], clean: ImageSet, progress: bool) -> list[dict[str, float]]:
+        """Fine-tune ``teacher`` in place (phase 1) and return its losses. The phase is kept whole in the run's
+        ``resume_dir`` (:meth:`Defense.resumable`): a run stopped in the student phase and started again loads
+        the teacher's weights, its timed checkpoints and the global RNG state it ended with (dropout draws from
+        it), and the student phase then runs as in an uninterrupted run."""
+        computed = []
+
+        def fine_tune() -> dict:
+            computed.append(True)
+            first = len(self._history)
+            losses = self._train(teacher, None, layers, clean, self.config.teacher_epochs, progress, "teacher epoch")
+            return {"state": teacher.state_dict(), "losses": losses, "history": self._history[first:],
+                    "rng": _rng_state(self._device)}
+
+        kept = self.resumable("teacher", fine_tune)
+        if not computed:
+            teacher.load_state_dict(kept["state"])
+            self._history.extend(kept["history"])
+            _set_rng_state(kept["rng"], self._device)
+        return kept["losses"]
 
     def _train(self, model: nn.Module, teacher: nn.Module | None, layers: list[str], clean: ImageSet,
                epochs: int, progress: bool, label: str) -> list[dict[str, float]]:
@@ -233,3 +254,14 @@ class NAD(Defense):
             for h in hooks:
                 h.remove()
         return losses
+
+
+def _rng_state(device: torch.device) -> list[torch.Tensor]:
+    """The global torch RNG states that dropout draws from: the CPU's, and the device's when it is CUDA."""
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+
+
+def _set_rng_state(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
