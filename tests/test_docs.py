@@ -417,6 +417,30 @@ def test_the_stop53_tables_in_presets_are_generated_from_their_records():
     assert [spill[k].count(5) for k in spill] == [19, 15, 14, 10, 4]
 
 
+def test_the_stop54_confirmation_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-54 tables (two candidates on the GTSRB Trojan WM model trained afterwards) are
+    variant_rounds.py of the confirmation suites, each variant ran what its name says, on model seed 1, and the
+    ℓ1 pick's one run found no class standing out (so it is the default's computation)."""
+    module = _benchmark("variant_rounds")
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "confirm" / "gtsrb"
+    ran = {"l1kept": {"patch_pick": "l1", "patch_rounds": "kept"},
+           "b2r2n100s3f": {"norm": "l2", "norm_bound": 100, "bounded_search": 10, "inner_restarts": 2,
+                           "smooth_search": 3, "smooth_rounds": "first"},
+           "default": {"patch_pick": "smallest", "patch_rounds": "found", "smooth_search": None}}
+    for suite, count in (("confirm_l1kept_gtsrb", 4), ("confirm_b2r2n100s3f_gtsrb", 6)):
+        cells = module.finished_cells(folder, suite)
+        assert len(cells) == count and {c["record"]["environment"]["cpu_capability"] for c in cells} == {"AVX512"}
+        assert _presets_block(f"stop54_{suite}", module.rounds_table(cells, classes=True, stamp_classes=True)
+                              + "\n\n" + module.summary_table(cells))
+        for c in cells:
+            config = c["record"]["config"]
+            assert c["train"].startswith("train-trojan_wm-r0.2-s1-") and config["rounds"] == 5
+            assert {k: config.get(k, ran["default"].get(k)) for k in ran[c["variant"]]} == ran[c["variant"]]  # absent: older
+    l1 = [c for c in module.finished_cells(folder, "confirm_l1kept_gtsrb") if c["variant"] == "l1kept"][0]
+    first = l1["record"]["rounds"][0]
+    assert (first["patch_suspect"], first["patch_anomaly"], first["patch_pixels"]) == (33, 1.8267, None)
+
+
 def test_the_stop49_table_in_presets_is_generated_from_its_records():
     """docs/presets.md's stop-49 tables (small clean sets: augmentation, SGD, the fine-tuning control) are
     probe_table.py --all of stop 49's records, each ran what its name says with 100 clean images."""

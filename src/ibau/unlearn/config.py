@@ -178,7 +178,9 @@ class IBAUConfig:
             anomaly index (at least 2; :func:`ibau.unlearn.inner.l1_outlier`), gives the stamp, up to 1/4 of
             the image, over δ's own; with no such class the default's rule. On GTSRB Trojan WM (a watermark
             over much of the image) δ's stamps belong to classes that are not the target, and the target's
-            smallest stamp that passes the threshold has 100 pixels (docs/presets.md, stop 53).
+            smallest stamp that passes the threshold has 100 pixels (docs/presets.md, stop 53). Not
+            confirmed: on the GTSRB Trojan WM model trained afterwards the target does not stand out (class 33 has
+            the smallest ‖δ‖₁, at index 1.83) and the option changes nothing (stop 54).
         patch_rounds: ``"found"``: a round stamps only the stamp it found itself (default); ``"kept"``: a round
             that finds none stamps the latest stamp an earlier round found, on the same ``patch_fraction`` of
             each outer batch (its record gives that stamp's size, class and rate when found). Once a round has
