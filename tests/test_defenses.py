@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from conftest import held_metrics, held_monitor
+from conftest import held_metrics, held_monitor, same_state
+from ibau.data import ImageSet
 from ibau.defenses import DEFENSES, Defense, DefenseResult, defense_class, make_defense
 from ibau.defenses.finetune import FineTune
 from ibau.metrics import EffectMonitor
@@ -87,6 +88,16 @@ def test_effect_monitor_records_first_success_only(tiny_task):
     assert never.time_to_effect is None
 
 
+def test_effect_monitor_takes_in_replayed_checkpoints_as_if_measured():
+    """A resumed defense replays its kept history to the monitor: the first entry under the threshold sets the
+    time to effect, later ones and entries without an ASR do not."""
+    mon = EffectMonitor(torch.zeros(0, 3, 8, 8), torch.zeros(0, dtype=torch.long), None, 4, threshold=0.2)
+    for entry in ({"step": "teacher", "seconds": 1.0}, {"step": 1, "seconds": 2.0, "asr": 0.5, "acc": 0.9},
+                  {"step": 2, "seconds": 3.0, "asr": 0.1, "acc": 0.8}, {"step": 3, "seconds": 4.0, "asr": 0.0, "acc": 0.7}):
+        mon.replay(entry)
+    assert (mon.time_to_effect, mon.acc_at_effect) == (3.0, 0.8)
+
+
 @pytest.mark.parametrize("name,kw", [("ibau", {"rounds": 2, "batch_size": 50}), ("finetune", {"epochs": 2})])
 def test_ibau_and_finetune_reduce_the_backdoor(digits_backdoor, name, kw):
     d = digits_backdoor
@@ -102,3 +113,46 @@ def test_ibau_and_finetune_reduce_the_backdoor(digits_backdoor, name, kw):
     else:
         assert after["acc"] > d["before"]["acc"] - 0.1
         assert any(not torch.equal(a, b) for a, b in zip(d["model"].parameters(), result.model.parameters()))
+
+
+class _Passes:
+    """A callback that counts its calls, stops the run at call ``stop`` and records what it is replayed."""
+
+    def __init__(self, stop: int | None = None):
+        self.calls, self.stop, self.replayed = 0, stop, []
+
+    def __call__(self, model, seconds):
+        self.calls += 1
+        if self.calls == self.stop:
+            raise KeyboardInterrupt
+        return {"asr": 1.0 / self.calls, "acc": 0.5}
+
+    def replay(self, entry):
+        self.replayed.append(entry["step"])
+
+
+@pytest.mark.parametrize("name, kw, key, extra", [
+    ("sau", {"rounds": 3, "batch_size": 20, "train_mode": True, "pgd_init": "random"}, "round", ["per_round"]),
+    ("ft_sam", {"epochs": 3, "batch_size": 20, "augment": "crop"}, "epoch", ["losses", "perturbation_norm"])])
+def test_a_run_stopped_between_passes_continues_after_the_last_one_kept(tiny_task, tmp_path, name, kw, key, extra):
+    """With a resume folder each finished pass (SAU's rounds, FT-SAM's epochs) is kept: weights, optimiser, the
+    batch-order generator, the global RNG, the history and the clock. A run stopped in pass 3 and started again runs
+    pass 3 only, replays passes 1-2 to the callback, and ends with the uninterrupted run's model and records; a run
+    with other settings starts over."""
+    model, x, y = tiny_task
+    kw = {**kw, "seed": 3, "device": "cpu"}
+    whole = make_defense(name, **kw).run(model, ImageSet(x, y), callback=_Passes(), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        make_defense(name, **kw).run(model, ImageSet(x, y), callback=_Passes(stop=3), progress=False, resume_dir=tmp_path)
+    assert [f.name for f in tmp_path.iterdir()] == [f"{key}s.pt"]
+    again = _Passes()
+    resumed = make_defense(name, **kw).run(model, ImageSet(x, y), callback=again, progress=False, resume_dir=tmp_path)
+    assert again.calls == 1 and again.replayed == [f"{key} 1", f"{key} 2"] and resumed.extra["resumed_parts"] == 1
+    assert same_state(resumed.model, whole.model)
+    assert all(resumed.extra[k] == whole.extra[k] for k in extra)
+    assert [h["step"] for h in resumed.history] == [f"{key} {i}" for i in (1, 2, 3)]
+    assert resumed.seconds >= resumed.history[1]["seconds"]
+    other = _Passes()
+    fresh = make_defense(name, **{**kw, "seed": 4}).run(model, ImageSet(x, y), callback=other, progress=False,
+                                                         resume_dir=tmp_path)
+    assert other.calls == 3 and other.replayed == [] and "resumed_parts" not in fresh.extra

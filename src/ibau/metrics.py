@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -147,3 +148,9 @@ class EffectMonitor:
         if self.report:
             logger.info(f"  at {seconds:.1f}s: " + "  ".join(f"{k.upper()} {100 * v:.1f}%" for k, v in m.items()))
         return m
+
+    def replay(self, entry: dict[str, Any]) -> None:
+        """Take in a checkpoint measured by an earlier process (a history entry: ``seconds`` and what
+        :meth:`__call__` returned), as if measured now: a resumed defense keeps its time to effect."""
+        if self.time_to_effect is None and "asr" in entry and entry["asr"] < self.threshold:
+            self.time_to_effect, self.acc_at_effect = entry["seconds"], entry["acc"]

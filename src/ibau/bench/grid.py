@@ -376,8 +376,9 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
 
 
 def resume_dir(out: str | Path, job_id: str) -> Path:
-    """Where a defend job keeps the parts a re-run resumes from (Neural Cleanse's per-class searches, NAD's teacher) until its
-    record is written; small, so a grid folder kept in git carries them to the next machine."""
+    """Where a defend job keeps what a re-run resumes from until its record is written: Neural Cleanse's and TABOR's
+    per-class searches, NAD's teacher, SAU's and FT-SAM's last finished round or epoch (a few MB for the small VGG:
+    a grid folder kept in git can carry them to the next machine)."""
     return Path(out) / "resume" / job_id
 
 

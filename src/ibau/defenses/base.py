@@ -10,7 +10,8 @@ calls ``callback(model, seconds)`` at the defense's checkpoints (after an epoch,
 step) with the clock paused, so evaluation never counts as defense time. Pass
 :class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect. With ``resume_dir`` a
 defense keeps its long independent parts there (:meth:`Defense.resumable`: Neural Cleanse's and TABOR's
-per-class searches, NAD's teacher), so a run stopped half-way and started again continues instead of starting over.
+per-class searches, NAD's teacher) and the state after each pass of its main loop (:meth:`Defense.keep_progress`:
+SAU's rounds, FT-SAM's epochs), so a run stopped half-way and started again continues instead of starting over.
 """
 from __future__ import annotations
 
@@ -188,6 +189,49 @@ class Defense:
         tmp.replace(path)
         return value
 
+    def keep_progress(self, key: str, done: int, state: Callable[[], dict[str, Any]]) -> None:
+        """After the ``done``-th pass of a defense's main loop (an epoch, a round; its checkpoint taken), keep what
+        a run started again needs to continue from there, as ``resume_dir/<key>.pt`` (replaced whole each time):
+        ``state()`` (the defense's weights, optimiser and generator states: tensors, numbers, lists and dicts),
+        with the history so far, the global torch RNG states and the clock. Nothing happens without a
+        ``resume_dir``. :meth:`kept_progress` reads it back."""
+        if self._resume is None:
+            return
+        folder, fingerprint = self._resume
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{key}.pt"
+        tmp = path.with_suffix(".tmp")  # written whole, then renamed: a stop mid-write keeps the previous pass
+        torch.save({"done": done, "state": state(), "history": self._history, "rng": rng_states(self._device),
+                    "seconds": self.elapsed(), "fingerprint": fingerprint}, tmp)
+        tmp.replace(path)
+
+    def kept_progress(self, key: str) -> tuple[int, dict[str, Any] | None]:
+        """``(passes done, state)`` of :meth:`keep_progress`, or ``(0, None)`` with nothing kept for this run (no
+        ``resume_dir``, no file, or one kept by another model, clean set or config: then with a warning). On a
+        hit the history, the global RNG states and the clock are those of the moment it was kept, and the
+        callback is replayed the history (``callback.replay(entry)`` where it has one: an EffectMonitor's time
+        to effect), so the run goes on as if it had not stopped; the defense restores ``state`` itself."""
+        if self._resume is None:
+            return 0, None
+        folder, fingerprint = self._resume
+        path = folder / f"{key}.pt"
+        if not path.exists():
+            return 0, None
+        saved = torch.load(path, weights_only=True)
+        if saved.get("fingerprint") != fingerprint:
+            logger.warning(f"{path} was kept by another run (model, clean set or settings differ); starting over")
+            return 0, None
+        self._history = list(saved["history"])
+        replay = getattr(self._callback, "replay", None)
+        if replay is not None:
+            for entry in self._history:
+                replay(entry)
+        set_rng_states(saved["rng"], self._device)
+        self._start, self._paused = time.perf_counter() - saved["seconds"], 0.0
+        self._resumed += 1
+        logger.info(f"{self.name}: continuing after pass {saved['done']} kept in {path}")
+        return int(saved["done"]), saved["state"]
+
     def checkpoint(self, model: nn.Module, step: Any, measure: bool = True) -> None:
         """Report progress to the callback with the clock paused; recorded in the history.
 
@@ -213,6 +257,18 @@ class Defense:
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in dataclasses.fields(self.config))
         return f"{type(self).__name__}({fields})"
+
+
+def rng_states(device: torch.device) -> list[torch.Tensor]:
+    """The global torch RNG states a defense draws from (dropout, random starts): the CPU's, and the device's
+    when it is CUDA."""
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
+
+
+def set_rng_states(states: list[torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(states[0])
+    if device.type == "cuda" and len(states) > 1:
+        torch.cuda.set_rng_state(states[1], device)
 
 
 def _fingerprint(defense: Defense, model: nn.Module, clean: ImageSet) -> str:

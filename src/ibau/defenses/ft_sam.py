@@ -192,10 +192,16 @@ class FTSAM(Defense):
         total = c.epochs * per_epoch
         losses: list[float] = []
         eps_norms: list[float] = []
-        bar = tqdm(total=total, desc="ft_sam", disable=not progress, leave=False)
-        step = 0
+        done, kept = self.kept_progress("epochs")  # a run stopped between epochs continues after the last one
+        if kept is not None:
+            model.load_state_dict(kept["model"])
+            opt.load_state_dict(kept["optimizer"])
+            gen.set_state(kept["generator"])
+            losses, eps_norms = list(kept["losses"]), list(kept["perturbation_norm"])
+        bar = tqdm(total=total, initial=done * per_epoch, desc="ft_sam", disable=not progress, leave=False)
+        step = done * per_epoch
         try:
-            for epoch in range(1, c.epochs + 1):
+            for epoch in range(done + 1, c.epochs + 1):
                 model.train()
                 loss_sum, eps_sum = 0.0, 0.0
                 for rows in iterate_rows(len(clean), c.batch_size, gen):
@@ -215,6 +221,9 @@ class FTSAM(Defense):
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
                 model.eval()
                 self.checkpoint(model, f"epoch {epoch}")
+                self.keep_progress("epochs", epoch, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                             "generator": gen.get_state(), "losses": losses,
+                                                             "perturbation_norm": eps_norms})
         finally:
             bar.close()
         return DefenseResult(model=model.eval(), extra={"losses": losses, "perturbation_norm": eps_norms})

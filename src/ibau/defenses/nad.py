@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
 from ..training import iterate_batches
-from .base import Defense, DefenseResult
+from .base import Defense, DefenseResult, rng_states, set_rng_states
 from .config import DefenseConfig, setting
 from .fine_pruning import conv_sites
 
@@ -198,13 +198,13 @@ class NAD(Defense):
             first = len(self._history)
             losses = self._train(teacher, None, layers, clean, self.config.teacher_epochs, progress, "teacher epoch")
             return {"state": teacher.state_dict(), "losses": losses, "history": self._history[first:],
-                    "rng": _rng_state(self._device)}
+                    "rng": rng_states(self._device)}
 
         kept = self.resumable("teacher", fine_tune)
         if not computed:
             teacher.load_state_dict(kept["state"])
             self._history.extend(kept["history"])
-            _set_rng_state(kept["rng"], self._device)
+            set_rng_states(kept["rng"], self._device)
         return kept["losses"]
 
     def _train(self, model: nn.Module, teacher: nn.Module | None, layers: list[str], clean: ImageSet,
@@ -255,13 +255,3 @@ class NAD(Defense):
                 h.remove()
         return losses
 
-
-def _rng_state(device: torch.device) -> list[torch.Tensor]:
-    """The global torch RNG states that dropout draws from: the CPU's, and the device's when it is CUDA."""
-    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
-
-
-def _set_rng_state(states: list[torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(states[0])
-    if device.type == "cuda" and len(states) > 1:
-        torch.cuda.set_rng_state(states[1], device)

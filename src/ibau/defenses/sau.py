@@ -250,10 +250,16 @@ class SAU(Defense):
         opt = torch.optim.Adam(model.parameters(), lr=c.lr, amsgrad=True)
         gen = torch.Generator().manual_seed(c.seed)
         records: list[dict[str, float]] = []
+        done, kept = self.kept_progress("rounds")  # a run stopped between rounds continues after the last one
+        if kept is not None:
+            model.load_state_dict(kept["model"])
+            opt.load_state_dict(kept["optimizer"])
+            gen.set_state(kept["generator"])
+            records = list(kept["records"])
         per_round = (len(clean) + c.batch_size - 1) // c.batch_size
-        bar = tqdm(total=c.rounds * per_round, desc="sau", disable=not progress, leave=False)
+        bar = tqdm(total=c.rounds * per_round, initial=done * per_round, desc="sau", disable=not progress, leave=False)
         try:
-            for rnd in range(1, c.rounds + 1):
+            for rnd in range(done + 1, c.rounds + 1):
                 sums = dict.fromkeys(("clean", "adv", "shared_loss", "fooled_ref", "shared"), 0.0)
                 labels: dict[int, int] = {}  # θ_bd's labels on the examples that fool it
                 for rows in iterate_rows(len(clean), c.batch_size, gen):
@@ -271,6 +277,8 @@ class SAU(Defense):
                 bar.set_postfix(clean=f"{record['clean']:.3f}", shared=f"{record['shared']:.2f}")
                 model.eval()
                 self.checkpoint(model, f"round {rnd}")
+                self.keep_progress("rounds", rnd, lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                           "generator": gen.get_state(), "records": records})
         finally:
             bar.close()
         logger.info(f"sau: {c.rounds} rounds; shared adversarial examples {records[0]['shared']:.2f} -> {records[-1]['shared']:.2f}")
