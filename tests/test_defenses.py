@@ -131,26 +131,31 @@ class _Passes:
         self.replayed.append(entry["step"])
 
 
-@pytest.mark.parametrize("name, kw, key, extra", [
-    ("sau", {"rounds": 3, "batch_size": 20, "train_mode": True, "pgd_init": "random"}, "round", ["per_round"]),
-    ("ft_sam", {"epochs": 3, "batch_size": 20, "augment": "crop"}, "epoch", ["losses", "perturbation_norm"])])
-def test_a_run_stopped_between_passes_continues_after_the_last_one_kept(tiny_task, tmp_path, name, kw, key, extra):
-    """With a resume folder each finished pass (SAU's rounds, FT-SAM's epochs) is kept: weights, optimiser, the
-    batch-order generator, the global RNG, the history and the clock. A run stopped in pass 3 and started again runs
-    pass 3 only, replays passes 1-2 to the callback, and ends with the uninterrupted run's model and records; a run
-    with other settings starts over."""
+@pytest.mark.parametrize("name, kw, file, steps, extra", [
+    ("sau", {"rounds": 3, "batch_size": 20, "train_mode": True, "pgd_init": "random"}, "rounds.pt",
+     ["round 1", "round 2", "round 3"], ["per_round"]),
+    ("ft_sam", {"epochs": 3, "batch_size": 20, "augment": "crop"}, "epochs.pt", ["epoch 1", "epoch 2", "epoch 3"],
+     ["losses", "perturbation_norm"]),
+    ("anp", {"iterations": 12, "checkpoint_every": 4, "batch_size": 16}, "masks.pt",
+     ["iteration 4", "iteration 8", "pruned"], ["masks", "losses", "pruned"])])
+def test_a_run_stopped_between_passes_continues_after_the_last_one_kept(tiny_task, tmp_path, name, kw, file, steps, extra):
+    """With a resume folder the state after each pass of a long defense's main loop is kept (SAU's rounds, FT-SAM's
+    epochs, ANP's mask learning at each report): weights or masks, optimiser, the batch-order generator, the global
+    RNG, the history and the clock. A run stopped at its third checkpoint and started again runs only what follows
+    the second, replays the first two checkpoints to the callback, and ends with the uninterrupted run's model and
+    records; a run with other settings starts over."""
     model, x, y = tiny_task
     kw = {**kw, "seed": 3, "device": "cpu"}
     whole = make_defense(name, **kw).run(model, ImageSet(x, y), callback=_Passes(), progress=False)
     with pytest.raises(KeyboardInterrupt):
         make_defense(name, **kw).run(model, ImageSet(x, y), callback=_Passes(stop=3), progress=False, resume_dir=tmp_path)
-    assert [f.name for f in tmp_path.iterdir()] == [f"{key}s.pt"]
+    assert [f.name for f in tmp_path.iterdir()] == [file]
     again = _Passes()
     resumed = make_defense(name, **kw).run(model, ImageSet(x, y), callback=again, progress=False, resume_dir=tmp_path)
-    assert again.calls == 1 and again.replayed == [f"{key} 1", f"{key} 2"] and resumed.extra["resumed_parts"] == 1
+    assert again.calls == 1 and again.replayed == steps[:2] and resumed.extra["resumed_parts"] == 1
     assert same_state(resumed.model, whole.model)
     assert all(resumed.extra[k] == whole.extra[k] for k in extra)
-    assert [h["step"] for h in resumed.history] == [f"{key} {i}" for i in (1, 2, 3)]
+    assert [h["step"] for h in resumed.history] == steps == [h["step"] for h in whole.history]
     assert resumed.seconds >= resumed.history[1]["seconds"]
     other = _Passes()
     fresh = make_defense(name, **{**kw, "seed": 4}).run(model, ImageSet(x, y), callback=other, progress=False,

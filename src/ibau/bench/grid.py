@@ -377,7 +377,7 @@ def run_defend(job: DefendJob, ctx: Context) -> dict[str, Any]:
 
 def resume_dir(out: str | Path, job_id: str) -> Path:
     """Where a defend job keeps what a re-run resumes from until its record is written: Neural Cleanse's and TABOR's
-    per-class searches, NAD's teacher, SAU's and FT-SAM's last finished round or epoch (a few MB for the small VGG:
+    per-class searches, NAD's teacher, SAU's, FT-SAM's and ANP's last finished round, epoch or report (a few MB for the small VGG:
     a grid folder kept in git can carry them to the next machine)."""
     return Path(out) / "resume" / job_id
 

@@ -240,10 +240,17 @@ class ANP(Defense):
         gen = torch.Generator().manual_seed(c.seed)
         images, labels = clean.images, clean.labels
         self._losses: list[dict[str, float]] = []
+        done, kept = self.kept_progress("masks")  # a run stopped after a report continues from it
+        if kept is not None:
+            with torch.no_grad():
+                mask.copy_(kept["mask"].to(dev))
+            opt.load_state_dict(kept["optimizer"])
+            gen.set_state(kept["generator"])
+            self._losses = list(kept["losses"])
         sums = {"nat": 0.0, "rob": 0.0, "n": 0}
-        bar = tqdm(total=c.iterations, desc="anp: masks", disable=not progress, leave=False)
+        bar = tqdm(total=c.iterations, initial=done, desc="anp: masks", disable=not progress, leave=False)
         try:
-            for it in range(1, c.iterations + 1):
+            for it in range(done + 1, c.iterations + 1):
                 rows = torch.randint(len(clean), (c.batch_size,), generator=gen)
                 x, y = images[rows].to(dev), labels[rows].to(dev)
                 loss_rob = torch.zeros((), device=dev)
@@ -275,6 +282,8 @@ class ANP(Defense):
                     sums = {"nat": 0.0, "rob": 0.0, "n": 0}
                     if not last:
                         self._report(model, mask, clean, f"iteration {it}")
+                        self.keep_progress("masks", it, lambda: {"mask": mask.detach(), "optimizer": opt.state_dict(),
+                                                                 "generator": gen.get_state(), "losses": self._losses})
         finally:
             bar.close()
         return mask.detach()

@@ -11,7 +11,8 @@ step) with the clock paused, so evaluation never counts as defense time. Pass
 :class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect. With ``resume_dir`` a
 defense keeps its long independent parts there (:meth:`Defense.resumable`: Neural Cleanse's and TABOR's
 per-class searches, NAD's teacher) and the state after each pass of its main loop (:meth:`Defense.keep_progress`:
-SAU's rounds, FT-SAM's epochs), so a run stopped half-way and started again continues instead of starting over.
+SAU's rounds, FT-SAM's epochs, ANP's mask learning at each report), so a run stopped half-way and started again
+continues instead of starting over.
 """
 from __future__ import annotations
 
