@@ -225,7 +225,11 @@ class IBAUConfig:
             (K iterations of v ← (∂Φ/∂δ)ᵀv + ∂L_out/∂δ from v = 0; K − 1 Hessian-vector products; K = 0:
             no implicit term).
         solver_damping: ρ ≥ 0 added to the system's diagonal (default 0).
-        fixed_point_lr: α of the map Φ(δ) = δ − α∇_δ L_in (default 0.1).
+        fixed_point_lr: α of the map Φ(δ) = δ − α∇_δ L_in (default 0.1). The fixed-point solver converges only
+            while α·(λ + μ) < 2 for the system's eigenvalues λ and, on the ℓ2 sphere, its KKT multiplier
+            μ = −⟨∇_δ L_in, δ⟩ / Cδ², which grows as the bound shrinks: at Cδ = 0.5 on GTSRB α·μ ≈ 2.2, beyond it,
+            and one defense seed lost 51 ACC points (stop 54, docs/presets.md); use ``solver="cg"`` or
+            ``"minres"`` with such small bounds.
         hyper_batch: L_in on the ``"first"`` batch of the round (authors) or the ``"current"`` one.
         hyper_batch_size: use only this many images of that batch for L_in (default 20; None: all, as the
             authors). The Hessian-vector products dominate a round's cost and scale with this number.
