@@ -115,4 +115,3 @@ def test_config_validation_names_the_problem_and_the_fix(kwargs, word):
     with pytest.raises(ValueError, match=f"^SAUConfig: {word}") as info:
         SAUConfig(**kwargs)
     one_line(str(info.value))
-

@@ -10,8 +10,8 @@ calls ``callback(model, seconds)`` at the defense's checkpoints (after an epoch,
 step) with the clock paused, so evaluation never counts as defense time. Pass
 :class:`ibau.metrics.EffectMonitor` as the callback to get the time-to-effect. With ``resume_dir`` a
 defense keeps its long independent parts there (:meth:`Defense.resumable`: Neural Cleanse's and TABOR's
-per-class searches, NAD's teacher) and the state after each pass of its main loop (:meth:`Defense.keep_progress`:
-SAU's rounds, FT-SAM's epochs, ANP's mask learning at each report), so a run stopped half-way and started again
+per-class searches) and the state after each pass of its main loop (:meth:`Defense.keep_progress`: NAD's teacher
+phase, SAU's rounds, FT-SAM's epochs, ANP's mask learning at each report), so a run stopped half-way and started again
 continues instead of starting over.
 """
 from __future__ import annotations
@@ -202,7 +202,7 @@ class Defense:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{key}.pt"
         tmp = path.with_suffix(".tmp")  # written whole, then renamed: a stop mid-write keeps the previous pass
-        torch.save({"done": done, "state": state(), "history": self._history, "rng": rng_states(self._device),
+        torch.save({"done": done, "state": state(), "history": self._history, "rng": _rng_states(self._device),
                     "seconds": self.elapsed(), "fingerprint": fingerprint}, tmp)
         tmp.replace(path)
 
@@ -227,7 +227,7 @@ class Defense:
         if replay is not None:
             for entry in self._history:
                 replay(entry)
-        set_rng_states(saved["rng"], self._device)
+        _set_rng_states(saved["rng"], self._device)
         self._start, self._paused = time.perf_counter() - saved["seconds"], 0.0
         self._resumed += 1
         logger.info(f"{self.name}: continuing after pass {saved['done']} kept in {path}")
@@ -260,13 +260,13 @@ class Defense:
         return f"{type(self).__name__}({fields})"
 
 
-def rng_states(device: torch.device) -> list[torch.Tensor]:
+def _rng_states(device: torch.device) -> list[torch.Tensor]:
     """The global torch RNG states a defense draws from (dropout, random starts): the CPU's, and the device's
     when it is CUDA."""
     return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
 
 
-def set_rng_states(states: list[torch.Tensor], device: torch.device) -> None:
+def _set_rng_states(states: list[torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(states[0])
     if device.type == "cuda" and len(states) > 1:
         torch.cuda.set_rng_state(states[1], device)

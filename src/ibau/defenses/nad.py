@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data.arrays import ImageSet
 from ..training import iterate_batches
-from .base import Defense, DefenseResult, rng_states, set_rng_states
+from .base import Defense, DefenseResult
 from .config import DefenseConfig, setting
 from .fine_pruning import conv_sites
 
@@ -188,24 +188,16 @@ class NAD(Defense):
 
     def _teacher(self, teacher: nn.Module, layers: list[str], clean: ImageSet, progress: bool) -> list[dict[str, float]]:
         """Fine-tune ``teacher`` in place (phase 1) and return its losses. The phase is kept whole in the run's
-        ``resume_dir`` (:meth:`Defense.resumable`): a run stopped in the student phase and started again loads
+        ``resume_dir`` (:meth:`Defense.keep_progress`): a run stopped in the student phase and started again loads
         the teacher's weights, its timed checkpoints and the global RNG state it ended with (dropout draws from
         it), and the student phase then runs as in an uninterrupted run."""
-        computed = []
-
-        def fine_tune() -> dict:
-            computed.append(True)
-            first = len(self._history)
-            losses = self._train(teacher, None, layers, clean, self.config.teacher_epochs, progress, "teacher epoch")
-            return {"state": teacher.state_dict(), "losses": losses, "history": self._history[first:],
-                    "rng": rng_states(self._device)}
-
-        kept = self.resumable("teacher", fine_tune)
-        if not computed:
+        _, kept = self.kept_progress("teacher")
+        if kept is not None:
             teacher.load_state_dict(kept["state"])
-            self._history.extend(kept["history"])
-            set_rng_states(kept["rng"], self._device)
-        return kept["losses"]
+            return kept["losses"]
+        losses = self._train(teacher, None, layers, clean, self.config.teacher_epochs, progress, "teacher epoch")
+        self.keep_progress("teacher", 1, lambda: {"state": teacher.state_dict(), "losses": losses})
+        return losses
 
     def _train(self, model: nn.Module, teacher: nn.Module | None, layers: list[str], clean: ImageSet,
                epochs: int, progress: bool, label: str) -> list[dict[str, float]]:
@@ -254,4 +246,3 @@ class NAD(Defense):
             for h in hooks:
                 h.remove()
         return losses
-
