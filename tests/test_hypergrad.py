@@ -273,6 +273,69 @@ def test_sphere_hypergradient_matches_finite_differences_where_a_is_indefinite()
     assert _rel(torch.cat([g.flatten() for g in grads]), fd) > 1e-2
 
 
+def _authors_projected_fixed_point(inner, outer, delta, params, bound, alpha, k):
+    """The authors' hypergradient, literally, for the map of Algorithm 1's inner step with its projection:
+    Φ(δ, θ) = Π(δ − α∇_δ L_in), v ← (∂Φ/∂δ)ᵀv + ∂L_out/∂δ from v = 0, K times, then ∂L_out/∂θ + (∂Φ/∂θ)ᵀv."""
+    def phi(d):
+        y = d - alpha * torch.autograd.grad(inner(d), d, create_graph=True)[0]
+        return y * torch.clamp(bound / y.norm(), max=1.0)  # Π onto the ball ‖δ‖ ≤ bound
+
+    d = delta.detach().requires_grad_(True)
+    mapped = phi(d)
+    g_out = torch.autograd.grad(outer(d), [d, *params])
+    v = torch.zeros_like(d)
+    for _ in range(k):
+        v = torch.autograd.grad(mapped, d, v, retain_graph=True)[0] + g_out[0]
+    mixed = torch.autograd.grad(mapped, params, v)
+    return torch.cat([(g + m).flatten() for g, m in zip(g_out[1:], mixed)])
+
+
+@functools.lru_cache(maxsize=1)
+def _sphere_optimum():  # one KKT solve for the tests below (they only read it)
+    net, inner, outer = _sphere_setup()
+    shape, params = (1, 4, 4), list(net.parameters())
+    delta, mu = _kkt_sphere(inner, shape, SPHERE_BOUND, torch.full(shape, 0.1))
+    return net, inner, outer, delta, mu, params
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_projected_fixed_point_is_the_authors_recursion_through_the_projection(k):
+    """``projection_step=α`` divides the tangent system by 1 + αμ: K Richardson steps on it are the authors' K
+    for the projected map, to float64 precision, including where αμ > 2 (Cδ small: μ large)."""
+    net, inner, outer, delta, mu, params = _sphere_optimum()
+    alpha = 3.0 / mu  # αμ = 3: beyond the undivided iteration's limit of 2
+    authors = _authors_projected_fixed_point(inner, outer, delta, params, SPHERE_BOUND, alpha, k)
+    grads, _, _ = implicit_hypergradient(inner, outer, delta, params, functools.partial(fixed_point, iters=k, lr=alpha),
+                                         norm="l2", bound=SPHERE_BOUND, projection_step=alpha)
+    assert _rel(torch.cat([g.flatten() for g in grads]), authors) < 1e-10
+
+
+def test_projected_fixed_point_converges_where_the_undivided_one_diverges():
+    """With αμ = 3 the undivided Richardson iteration on P(A + μI)P grows without bound; divided by 1 + αμ (the
+    projection's Jacobian) it converges to the exact constrained hypergradient, which MINRES gives."""
+    net, inner, outer, delta, mu, params = _sphere_optimum()
+    alpha = 3.0 / mu
+    hess = torch.autograd.functional.hessian(lambda z: inner(z.view(1, 4, 4)), delta.flatten())
+    unit = delta.flatten() / delta.norm()
+    proj = torch.eye(16) - torch.outer(unit, unit)
+    tangent = torch.linalg.eigvalsh(proj @ (hess + mu * torch.eye(16)) @ proj)[1:]  # the normal direction's 0 left out
+    assert float(alpha * tangent.max()) > 2 > float(alpha * tangent.max() / (1 + alpha * mu))  # the test's premise
+    exact, _, _ = implicit_hypergradient(inner, outer, delta, params, functools.partial(minres, iters=100, tol=1e-14),
+                                         norm="l2", bound=SPHERE_BOUND)
+    exact = torch.cat([g.flatten() for g in exact])
+
+    def error(k, step):
+        solver = functools.partial(fixed_point, iters=k, lr=alpha)
+        grads, _, _ = implicit_hypergradient(inner, outer, delta, params, solver, norm="l2", bound=SPHERE_BOUND,
+                                             projection_step=step)
+        return _rel(torch.cat([g.flatten() for g in grads]), exact)
+
+    divided = [error(k, alpha) for k in (2, 20, 400)]
+    undivided = [error(k, 0.0) for k in (2, 20, 60)]
+    assert divided[-1] < 1e-8 and divided[0] > divided[1] > divided[2], divided
+    assert undivided[-1] > 1e3 and undivided[2] > undivided[1] > undivided[0], undivided
+
+
 def test_box_faces_hypergradient_matches_finite_differences():
     net, inner, outer = _setup()  # λ = 0.5: strongly convex L_in, a unique δ*
     shape, params = (1, 4, 4), list(net.parameters())

@@ -14,6 +14,7 @@ _CHOICES = {
     "norm": ("l2", "linf", "none"),
     "inner_optimizer": ("sgd", "adam"),
     "solver": tuple(SOLVERS),
+    "fixed_point_map": ("step", "projected"),
     "hyper_batch": ("first", "current"),
     "outer_optimizer": ("adam", "sgd"),
     "outer_lr_schedule": ("constant", "cosine"),
@@ -229,7 +230,13 @@ class IBAUConfig:
             while α·(λ + μ) < 2 for the system's eigenvalues λ and, on the ℓ2 sphere, its KKT multiplier
             μ = −⟨∇_δ L_in, δ⟩ / Cδ², which grows as the bound shrinks: at Cδ = 0.5 on GTSRB α·μ ≈ 2.2, beyond it,
             and one defense seed lost 51 ACC points (stop 54, docs/presets.md); use ``solver="cg"`` or
-            ``"minres"`` with such small bounds.
+            ``"minres"`` with such small bounds, or ``fixed_point_map="projected"``.
+        fixed_point_map: the map whose Jacobian the fixed-point solver iterates where δ ends on the ℓ2 sphere:
+            ``"step"``, Φ(δ) = δ − α∇_δ L_in on the sphere's tangent space (the runs recorded so far), or
+            ``"projected"``, Φ followed by the projection onto the ball, as Algorithm 1's inner step: the system
+            is divided by 1 + α·μ (the projection's Jacobian there), so the iteration contracts at any bound
+            (default "step"; :mod:`ibau.unlearn.hypergrad`). Acts only with the fixed-point solver where a δ
+            ends on an ℓ2 sphere (``norm="l2"`` or ``bounded_search``).
         hyper_batch: L_in on the ``"first"`` batch of the round (authors) or the ``"current"`` one.
         hyper_batch_size: use only this many images of that batch for L_in (default 20; None: all, as the
             authors). The Hessian-vector products dominate a round's cost and scale with this number.
@@ -357,6 +364,7 @@ class IBAUConfig:
     solver_iters: int = 2
     solver_damping: float = 0.0
     fixed_point_lr: float = 0.1
+    fixed_point_map: str = "step"
     hyper_batch: str = "first"
     hyper_batch_size: int | None = 20
     warm_start: bool = False
@@ -584,6 +592,11 @@ class IBAUConfig:
         if self.outer_lr_size_cap is not None:
             return min(self.outer_lr, self.outer_lr_size_cap * shrink)
         return self.outer_lr * shrink
+
+    def projection_step(self) -> float:
+        """α of the projected map the fixed-point solver iterates on the ℓ2 sphere (``fixed_point_map``); 0: none."""
+        projected = self.solver == "fixed_point" and self.fixed_point_map == "projected"
+        return self.fixed_point_lr if projected else 0.0
 
     def make_solver(self):
         kwargs = {"iters": self.solver_iters}

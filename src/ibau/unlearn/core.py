@@ -625,6 +625,7 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         grads, v_new, loss = implicit_hypergradient(inner_loss, outer_loss, delta, params, solver,
                                                     x0=v if cfg.warm_start else None, norm=norm,
                                                     bound=bound, damping=cfg.solver_damping,
+                                                    projection_step=cfg.projection_step(),
                                                     stats=stats[-1], implicit=cfg.solver_iters > 0,
                                                     all_reduce=ranks.all_reduce_sum)
         v = v_new

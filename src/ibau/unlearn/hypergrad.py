@@ -13,6 +13,12 @@ set ‖δ‖ ≤ Cδ (for I-BAU L_in = −H, so δ* maximises H).
   constrained optimum.
 - **On faces of the ℓ∞ box**: coordinates held at ±Cδ by the constraint (the ascent pushes outward) do not
   move; the system is A restricted to the free coordinates.
+- **The fixed-point solver on the sphere** (``projection_step`` α): the authors' fixed point iterates the
+  Jacobian of their map, which in Algorithm 1 ends with the projection: Φ(δ) = Π(δ − α∇_δ L_in). At δ* on the
+  sphere δ* − α∇_δ L_in = (1 + αμ)δ*, where Π's Jacobian is P/(1 + αμ); K iterations of that map's fixed point
+  are exactly K Richardson steps of size α on the system above divided by (1 + αμ), b included. The solution
+  is the same, but the iteration contracts whatever μ is, where the undivided one needs α(λ + μ) < 2 and μ grows
+  as Cδ shrinks (GTSRB, Cδ = 0.5: αμ ≈ 2.2).
 
 The inverse-Hessian-vector product is left to a solver strategy ``(matvec, b, x0) -> x`` using
 Hessian-vector products only. Nothing depends on how δ was found, so the inner optimisation path is never
@@ -80,7 +86,8 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
                            outer_loss: Callable[[torch.Tensor], torch.Tensor],
                            delta: torch.Tensor, params: Sequence[torch.Tensor], solver: LinearSolver,
                            x0: torch.Tensor | None = None, *, norm: str = "none", bound: float | None = None,
-                           damping: float = 0.0, stats: SolveStats | None = None, implicit: bool = True,
+                           damping: float = 0.0, projection_step: float = 0.0, stats: SolveStats | None = None,
+                           implicit: bool = True,
                            all_reduce: Callable[..., list[torch.Tensor]] | None = None,
                            ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Hypergradient of ``outer_loss`` w.r.t. ``params`` through ``delta = argmin inner_loss`` s.t. ‖δ‖ ≤ bound.
@@ -95,6 +102,9 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
         norm, bound: the inner problem's constraint (``"l2"``, ``"linf"`` or ``"none"``; Cδ). Where it
             binds at ``delta`` the system is solved on its tangent space (module docstring).
         damping: ρ ≥ 0 added to the system (A + ρI): makes CG valid on a mildly indefinite A, at a bias.
+        projection_step: α > 0 divides the system and b by (1 + α·μ) on the ℓ2 sphere: what a fixed-point
+            solver with step α iterates for the projected map Π(δ − α∇_δ L_in) (module docstring); 0 (default):
+            undivided. The solution does not change.
         stats: optional :class:`SolveStats` the solver fills (products, residual, breakdown).
         implicit: ``False`` returns the direct gradient ∂L_out/∂θ alone (v = 0) without building L_in's
             graph: what K = 0 means, at the cost of one backward pass.
@@ -124,15 +134,16 @@ def implicit_hypergradient(inner_loss: Callable[[torch.Tensor], torch.Tensor],
         g_out_delta, g_in_whole = total(g_out_delta.detach(), g_in_delta.detach())
     active = active_set(delta, g_in_whole, norm, bound)
     shift = active.shift + damping
+    scale = 1.0 + projection_step * active.shift if active.kind == "l2_sphere" else 1.0  # Π's Jacobian: P / scale
 
-    def matvec(v: torch.Tensor) -> torch.Tensor:  # P (A + μI + ρI) P v
+    def matvec(v: torch.Tensor) -> torch.Tensor:  # P (A + μI + ρI) P v / scale
         pv = active.project(v)
         av = torch.autograd.grad(g_in_delta, delta, pv, retain_graph=True, allow_unused=True)[0]
         av = torch.zeros_like(pv) if av is None else av  # L_in linear in δ: A = 0
         (av,) = total(av)
-        return active.project(av + shift * pv)
+        return active.project(av + shift * pv) / scale
 
-    b = active.project(g_out_delta.detach())
+    b = active.project(g_out_delta.detach()) / scale
     v = solver(matvec, b, None if x0 is None else active.project(x0), stats=stats)
     v = active.project(v.detach())
     mixed = torch.autograd.grad(g_in_delta, params, v, allow_unused=True)  # ∂²_θδ L_in · v
