@@ -206,6 +206,13 @@ class IBAUConfig:
             unlearned it, a later round's search finds little (GTSRB Blend: the δ sends 69% of the clean images
             to the target in round 1, at most 6% after), and the backdoor came back (4.5% ASR after round 1,
             19% after round 5).
+        blend_search: when set, each round also recovers a blended trigger (:mod:`ibau.unlearn.blend`): a pattern
+            p in [0, 1] such that (1 − α)·x + α·p, α this value (e.g. 0.1), is sent to one class, the class such a
+            pattern reaches most easily (every class screened for ``blend_screen`` steps in round 1; that class
+            afterwards), searched for one δ pass; ``patch_fraction`` of each outer batch then carries it (true
+            labels), in the rows the smooth δ would take (default None: off; not with ``smooth_search``). Blend
+            and Trojan WM are blends, which one additive δ cannot reproduce.
+        blend_screen: steps of each class's blended search in the first round's screen (default 10).
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
@@ -356,6 +363,8 @@ class IBAUConfig:
     smooth_cutoff: float = 3.0
     smooth_screen: int = 10
     smooth_rounds: str = "every"
+    blend_search: float | None = None
+    blend_screen: int = 10
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -484,6 +493,14 @@ class IBAUConfig:
             raise ValueError(f"smooth_cutoff must be >= 1 cycle per image, got {self.smooth_cutoff}")
         if self.smooth_screen < 1:
             raise ValueError(f"smooth_screen must be >= 1 step per class, got {self.smooth_screen}")
+        if self.blend_search is not None and not 0 < self.blend_search < 1:
+            raise ValueError(f"blend_search must be a blend weight α in (0, 1) (e.g. 0.1) or None (off), "
+                             f"got {self.blend_search}")
+        if self.blend_search is not None and self.smooth_search is not None:
+            raise ValueError("blend_search and smooth_search both take the same rows of each batch; "
+                             "set one of them")
+        if self.blend_screen < 1:
+            raise ValueError(f"blend_screen must be >= 1 step per class, got {self.blend_screen}")
         if self.patch_candidates < 1:
             raise ValueError(f"patch_candidates must be >= 1, got {self.patch_candidates}")
         if self.patch_pattern not in ("delta", "random"):

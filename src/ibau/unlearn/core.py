@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ from ..data.arrays import check_images, check_labels
 from ..training import augment_images, cycle_batches, iterate_batches
 from ..utils import eval_mode, resolve_device
 from . import distributed
+from .blend import blend, blend_trigger
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
 from .guard import guard_split, restore_optimizers, scale_step
@@ -57,6 +59,8 @@ class RoundRecord:
     patch_anomaly: float | None = None     # ... and its anomaly index (the stamp is its own from 2 on)
     smooth_class: int | None = None        # smooth_search: the class the round's smooth δ is aimed at
     smooth_fooling: float | None = None    # smooth_search: share of other-class clean images it sends there
+    blend_class: int | None = None         # blend_search: the class the round's blended pattern is aimed at
+    blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
     guard_acc: float | None = None         # acc_guard: clean accuracy on the held-back slice after the round
     rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
@@ -280,6 +284,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     suspect, floor = None, math.inf  # floor: the lowest probe rate so far
     smooth_class: int | None = None  # smooth_search: the class chosen by round 1's screen
     smooth: torch.Tensor | None = None  # smooth_search: the round's smooth δ (with smooth_rounds "first": round 1's)
+    blend_class: int | None = None  # blend_search: the class chosen by round 1's screen
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     last_stamp: tuple[tuple, int | None] | None = None  # patch_rounds "kept": the latest stamp found and its class
     with _flush_denormal(cfg.flush_denormal), rng:
@@ -326,13 +331,20 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                         smooth, smooth_class, smooth_fooling = smooth_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=smooth_class, ranks=ranks, before=before)
+                    carried = None if smooth is None else functools.partial(perturb, delta=smooth, clamp=True)
+                    blend_fooling = None
+                    if cfg.blend_search is not None:
+                        pattern, blend_class, blend_fooling = blend_trigger(
+                            net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
+                            target=blend_class, ranks=ranks, before=before)
+                        carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search)
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
                     round_deltas = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
                     outer_loss = _outer_pass(net, params, opts, solver, outer_batches, round_deltas + replay, cfg,
                                              outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
-                                             smooth=smooth, schedules=schedules, ranks=ranks,
+                                             carried=carried, schedules=schedules, ranks=ranks,
                                              distill_weight=distill_weight, augment=augment)
                     net.eval()
                     guard_acc, rolled_back, eligible = None, False, True
@@ -359,6 +371,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                              net, x_all[:FOOLING_SAMPLE], patch[0], patch[1], ranks=ranks),
                                          smooth_class=smooth_class,
                                          smooth_fooling=smooth_fooling,
+                                         blend_class=blend_class, blend_fooling=blend_fooling,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
                 if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
@@ -557,17 +570,18 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 
 def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
                 cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
-                smooth: torch.Tensor | None = None, schedules=None, ranks: Ranks = SINGLE,
+                carried: Callable[[torch.Tensor], torch.Tensor] | None = None, schedules=None, ranks: Ranks = SINGLE,
                 distill_weight: float = 0.0, augment: tuple[str, torch.Generator | None] = ("none", None)) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
     searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
     every draw are chosen on the global batch; each rank computes the losses on its share of them and the
-    hypergradient is summed over the ranks. ``smooth`` (smooth_search): a smooth δ added, clamped, to
+    hypergradient is summed over the ranks. ``carried``: a trigger found beside δ, as the map that puts it on
+    images (smooth_search's smooth δ added and clamped, blend_search's pattern blended), applied to
     ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp).
     ``distill_weight``: the weight of the distillation term (``cfg.distill_weight`` of the clean set's size).
     ``augment``: ``(name, generator)``, the augmentation of each batch's clean images (``outer_augment``) before
-    δ, its stamp or the smooth δ go on them; the hyper batch is taken before it."""
+    δ, its stamp or the carried trigger go on them; the hyper batch is taken before it."""
     total, done, v = 0.0, 0, None
     hyper = None
     for x_all, y_all, *distill in cycle_batches(batches, steps):  # distill: the batch's teacher rows (clean_distill)
@@ -586,7 +600,7 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         n_stamped = max(1, round(cfg.patch_fraction * n))
         stamped = slice(n - n_stamped, n) if patch is not None and k + n_stamped <= n else None
         end = n if stamped is None else n - n_stamped
-        smoothed = slice(end - n_stamped, end) if smooth is not None and k + n_stamped <= end else None
+        smoothed = slice(end - n_stamped, end) if carried is not None and k + n_stamped <= end else None
         chosen_rows = ranks.local_rows(chosen, n, x_all.device)  # this rank's rows among them
         stamped_rows = None if stamped is None else ranks.local_rows(stamped, n, x_all.device)
         smoothed_rows = None if smoothed is None else ranks.local_rows(smoothed, n, x_all.device)
@@ -610,7 +624,7 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
                 mask, pattern = patch[0], (patch[1] if noise is None else noise[stamped])
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
             if smoothed is not None:
-                mixed[smoothed] = perturb(x[smoothed], smooth, True)
+                mixed[smoothed] = carried(x[smoothed])
             mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
             logits = ranks.forward(net, mixed)
             loss = ranks.cross_entropy(logits, y, n)

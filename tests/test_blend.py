@@ -1,0 +1,103 @@
+"""The blended trigger search (blend_search): the class it finds, the pattern it learns, its rows in the θ steps."""
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+from ibau import IBAUConfig, unlearn
+from ibau.unlearn.blend import blend, blend_rate, blend_trigger
+from ibau.unlearn.inner import targeted_delta
+
+core = importlib.import_module("ibau.unlearn.core")
+blend_module = importlib.import_module("ibau.unlearn.blend")
+ALPHA = 0.1
+
+
+class _BlendAndBrightness(nn.Module):
+    """Clean images go to class 0. Blending the pattern ``b`` in at α = 0.1 sends them to class 1 (the logit reads
+    how much of b's centred pattern u the image carries beyond mid-grey: 0.1 after the blend, ~0 before); making
+    the image bright (mean above 0.75) sends them to class 2, which an additive δ does with ease and a blend at
+    α = 0.1 cannot (it moves the mean by at most 0.1·(1 − mean))."""
+
+    def __init__(self, b: torch.Tensor):
+        super().__init__()
+        self.register_buffer("u", b - 0.5)
+
+    def forward(self, x):
+        along = ((x - 0.5) * self.u).sum((1, 2, 3)) / self.u.pow(2).sum()
+        return torch.stack([torch.zeros(len(x), dtype=x.dtype), 200 * (along - 0.05),
+                            100 * (x.mean((1, 2, 3)) - 0.75)], 1)
+
+
+def _task():
+    g = torch.Generator().manual_seed(0)
+    b = (torch.rand(3, 8, 8, generator=g, dtype=torch.float64) > 0.5).to(torch.float64)
+    x = 0.3 + 0.4 * torch.rand(200, 3, 8, 8, generator=g, dtype=torch.float64)
+    return _BlendAndBrightness(b).eval(), x, torch.zeros(200, dtype=torch.long), b
+
+
+def _batches(x, y, bs=50):
+    return lambda: iter([(x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs)])
+
+
+def test_the_blend_search_finds_the_blended_backdoor_and_its_pattern_where_an_additive_delta_finds_another_class():
+    model, x, y, b = _task()
+    before = model(x).argmax(1)
+    assert bool((before == 0).all()) and blend_rate(model, x, before, b, ALPHA, 1) == 1.0
+    # an additive δ reaches the bright class at once: the class an additive search would unlearn
+    additive = targeted_delta(model, _batches(x, y), x[0], 2, IBAUConfig(patch_l1=0.0, inner_lr=1.0), 8)
+    assert float((model(x + additive).argmax(1) == 2).double().mean()) > 0.9
+    # no blend at α = 0.1 can: the screen keeps the blended backdoor's class
+    cfg = IBAUConfig(blend_search=ALPHA, blend_screen=5)
+    pattern, target, rate = blend_trigger(model, _batches(x, y), x, cfg, 30, num_classes=3)
+    assert target == 1 and rate > 0.9
+    assert float(pattern.min()) >= 0 and float(pattern.max()) <= 1
+    # what it learnt is the trigger's pattern: its centred part points along b's
+    u, p = (b - 0.5).flatten(), (pattern - 0.5).flatten()
+    assert float(u @ p / (u.norm() * p.norm())) > 0.9
+    torch.testing.assert_close(blend(x, b, ALPHA), 0.9 * x + 0.1 * b)
+
+
+def test_blend_search_screens_every_class_in_round_one_and_blends_its_pattern_into_the_rows_before_the_stamp(
+        tiny_task, monkeypatch):
+    model, x, y = tiny_task
+    screened, blended_rows = [], []
+    real_pattern, real_blend = blend_module.blend_pattern, core.blend
+
+    def counting_pattern(net, batches, like, target, alpha, steps, **kw):
+        screened.append((target, steps))
+        return real_pattern(net, batches, like, target, alpha, steps, **kw)
+
+    def watching_blend(images, pattern, alpha):
+        blended_rows.append((len(images), alpha))
+        return real_blend(images, pattern, alpha)
+
+    monkeypatch.setattr(blend_module, "blend_pattern", counting_pattern)
+    monkeypatch.setattr(core, "blend", watching_blend)
+    cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1)
+    result = unlearn(model, (x, y), cfg, progress=False)
+    inner, outer = core.round_steps(cfg, len(x))
+    # round 1: one screen step for each of the 4 classes, then the kept class for the rest of a δ pass;
+    # round 2: the kept class only, a whole pass
+    kept = result.history[0].blend_class
+    assert screened == [(c, 1) for c in range(4)] + [(kept, inner - 1), (kept, inner)]
+    assert result.history[1].blend_class == kept and 0 <= result.history[0].blend_fooling <= 1
+    # patch_fraction (0.2) of each batch of 30 carries it, blended at α, in every θ step of both rounds
+    assert blended_rows == [(6, 0.2)] * (2 * outer)
+    # off by default: the records say so
+    plain = unlearn(model, (x, y), cfg.replace(blend_search=None), progress=False)
+    assert plain.history[0].blend_class is None and plain.history[0].blend_fooling is None
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"blend_search": 0.0}, "blend_search must be a blend weight α in"),
+    ({"blend_search": 1.0}, "blend_search must be a blend weight α in"),
+    ({"blend_search": float("nan")}, "blend_search must be a blend weight α in"),
+    ({"blend_search": 0.1, "smooth_search": 3.0}, "blend_search and smooth_search both take the same rows"),
+    ({"blend_screen": 0}, "blend_screen must be >= 1"),
+])
+def test_impossible_blend_options_are_one_line_errors(options, message):
+    with pytest.raises(ValueError, match=message) as err:
+        IBAUConfig(**options)
+    assert "\n" not in str(err.value)
