@@ -2,12 +2,13 @@
 seed (held-out ASR after each round, the stamp each round used, the ACC drop and ASR at the end) and a summary per
 variant (mean ± std over the finished seeds, the worst seed in brackets); ``--classes`` adds where each round's δ sent
 the clean images (its top class and the share of them; a defender's diagnostic, from the records' fooling rates).
-docs/presets.md's stop-51, stop-52 and stop-53 tables.
+docs/presets.md's stop-51 to stop-55 tables.
 
     python benchmarks/variant_rounds.py docs/measurements/issue17/cifar stop51_kept_cifar
     python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop51_kept_gtsrb --summary
     python benchmarks/variant_rounds.py docs/measurements/issue19/confirm/gtsrb confirm_kept_gtsrb --classes
     python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop53_l1kept_gtsrb --classes --stamp-classes
+    python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop55_blend_dev_gtsrb --blend
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ def finished_cells(folder: Path, suite: str) -> list[dict]:
     if not runs:
         raise SystemExit(f"{folder} holds no run of the suite {suite!r}")
     cells = [c for c in runs[0]["cells"] if c["method"] == "ibau" and is_ok(c["record"])]
+    rows = {c["attack_label"] for c in cells}
+    for c in cells:  # a suite of several rows names each cell's row beside its variant
+        c["name"] = (c["variant"] or "default") + (f", {c['attack_label']}" if len(rows) > 1 else "")
     for c in cells:  # the trigger's target, for the eye only: the model's trigger card (none for a clean model)
         card = folder / "models" / c["train"] / "trigger.json"
         c["target"] = json.loads(card.read_text()).get("target") if card.exists() else None
@@ -52,13 +56,22 @@ def _stamp(row: dict, stamp_classes: bool) -> str:
     return f"{row['patch_pixels']}" + (f" c{row['patch_class']}" if searched else "")
 
 
-def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool = False) -> str:
+def _blended(row: dict) -> str:
+    """A round's blended pattern (blend_search): ``class (share %)`` it sends the clean images to, – for none."""
+    if row.get("blend_class") is None:
+        return "–"
+    return f"{row['blend_class']} ({100 * row['blend_fooling']:.0f}%)"
+
+
+def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool = False, blend: bool = False) -> str:
     """One row per variant and seed; ``classes``: with δ's top class per round (and the trigger's target);
-    ``stamp_classes``: each stamp with the class whose targeted search gave it (none: δ's own stamp)."""
-    extra = " δ's class per round (target) |" if classes else ""
+    ``stamp_classes``: each stamp with the class whose targeted search gave it (none: δ's own stamp); ``blend``:
+    with the class of each round's blended pattern and the share of the clean images it sends there."""
+    extra = (" δ's class per round (target) |" if classes else "") + (" blended pattern's class per round |"
+                                                                       if blend else "")
     lines = [f"| variant | seed | held-out ASR % per round | stamp pixels per round |{extra} ACC drop | ASR % |",
-             "|---|---:|---|---|" + ("---|" if classes else "") + "---:|---:|"]
-    for c in sorted(cells, key=lambda c: (c["variant"], c["seed"])):
+             "|---|---:|---|---|" + ("---|" if classes else "") + ("---|" if blend else "") + "---:|---:|"]
+    for c in sorted(cells, key=lambda c: (c["name"], c["seed"])):
         r = c["record"]
         asr = " → ".join(f"{100 * x['asr']:.1f}" for x in r["rounds"])
         stamps = " → ".join(_stamp(x, stamp_classes) for x in r["rounds"])
@@ -66,20 +79,22 @@ def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool =
         if classes:
             target = "?" if c.get("target") is None else c["target"]
             where = " " + " → ".join(_top_class(x["fooling"]) for x in r["rounds"]) + f" ({target}) |"
+        if blend:
+            where += " " + " → ".join(_blended(x) for x in r["rounds"]) + " |"
         drop = 100 * (r["before"]["acc"] - r["after"]["acc"])
-        lines.append(f"| {c['variant'] or 'default'} | {c['seed']} | {asr} | {stamps} |{where} {drop:.2f} | "
+        lines.append(f"| {c['name']} | {c['seed']} | {asr} | {stamps} |{where} {drop:.2f} | "
                      f"{100 * r['after']['asr']:.2f} |")
     return "\n".join(lines)
 
 
 def summary_table(cells: list[dict]) -> str:
     lines = ["| variant | seeds | ASR % (worst) | ACC drop (worst) | defense s a run |", "|---|---:|---|---|---:|"]
-    for variant in sorted({c["variant"] for c in cells}):
-        records = [c["record"] for c in cells if c["variant"] == variant]
+    for name in sorted({c["name"] for c in cells}):
+        records = [c["record"] for c in cells if c["name"] == name]
         asr = [100 * r["after"]["asr"] for r in records]
         drop = [100 * (r["before"]["acc"] - r["after"]["acc"]) for r in records]
         seconds = statistics.mean(r["defense_seconds"] for r in records)
-        lines.append(f"| {variant or 'default'} | {len(records)} | {_ms(asr)} | {_ms(drop)} | {seconds:.0f} |")
+        lines.append(f"| {name} | {len(records)} | {_ms(asr)} | {_ms(drop)} | {seconds:.0f} |")
     return "\n".join(lines)
 
 
@@ -91,9 +106,11 @@ def main() -> None:
     ap.add_argument("--classes", action="store_true", help="the rows with δ's top class per round")
     ap.add_argument("--stamp-classes", action="store_true",
                     help="each stamp with the class whose search gave it (c2: class 2's; none: δ's own)")
+    ap.add_argument("--blend", action="store_true",
+                    help="the rows with each round's blended pattern (blend_search): its class and rate")
     args = ap.parse_args()
     cells = finished_cells(args.folder, args.suite)
-    print(summary_table(cells) if args.summary else rounds_table(cells, args.classes, args.stamp_classes))
+    print(summary_table(cells) if args.summary else rounds_table(cells, args.classes, args.stamp_classes, args.blend))
 
 
 if __name__ == "__main__":
