@@ -237,7 +237,8 @@ class IBAUConfig:
             while α·(λ + μ) < 2 for the system's eigenvalues λ and, on the ℓ2 sphere, its KKT multiplier
             μ = −⟨∇_δ L_in, δ⟩ / Cδ², which grows as the bound shrinks: at Cδ = 0.5 on GTSRB α·μ ≈ 2.2, beyond it,
             and one defense seed lost 51 ACC points (stop 54, docs/presets.md); use ``solver="cg"`` or
-            ``"minres"`` with such small bounds, or ``fixed_point_map="projected"``.
+            ``"minres"`` with such small bounds, or ``fixed_point_map="projected"`` (that seed then kept 99.2%,
+            stop 55).
         fixed_point_map: the map whose Jacobian the fixed-point solver iterates where δ ends on the ℓ2 sphere:
             ``"step"``, Φ(δ) = δ − α∇_δ L_in on the sphere's tangent space (the runs recorded so far), or
             ``"projected"``, Φ followed by the projection onto the ball, as Algorithm 1's inner step: the system
