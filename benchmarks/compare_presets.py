@@ -206,6 +206,8 @@ def main() -> None:
                               "patch_pixels": r.patch_pixels, "patch_fooling": r.patch_fooling, "patch_class": r.patch_class,
                               "patch_fooling_after": r.patch_fooling_after,
                               "smooth_class": r.smooth_class, "smooth_fooling": r.smooth_fooling,
+                              "blend_class": r.blend_class, "blend_fooling": r.blend_fooling,
+                              "blend_screen": r.blend_screen,
                               "probe_rate": r.probe_rate, "guard_acc": r.guard_acc, "rolled_back": r.rolled_back,
                               "seconds": r.seconds})
 

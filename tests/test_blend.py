@@ -50,8 +50,10 @@ def test_the_blend_search_finds_the_blended_backdoor_and_its_pattern_where_an_ad
     assert float((model(x + additive).argmax(1) == 2).double().mean()) > 0.9
     # no blend at α = 0.1 can: the screen keeps the blended backdoor's class
     cfg = IBAUConfig(blend_search=ALPHA, blend_screen=5)
-    pattern, target, rate = blend_trigger(model, _batches(x, y), x, cfg, 30, num_classes=3)
+    notes = {}
+    pattern, target, rate = blend_trigger(model, _batches(x, y), x, cfg, 30, num_classes=3, notes=notes)
     assert target == 1 and rate > 0.9
+    assert notes["rates"][1] > 0.0 == notes["rates"][0] == notes["rates"][2]  # only class 1 is reached at all
     assert float(pattern.min()) >= 0 and float(pattern.max()) <= 1
     # what it learnt is the trigger's pattern: its centred part points along b's
     u, p = (b - 0.5).flatten(), (pattern - 0.5).flatten()
@@ -83,6 +85,9 @@ def test_blend_search_screens_every_class_in_round_one_and_blends_its_pattern_in
     kept = result.history[0].blend_class
     assert screened == [(c, 1) for c in range(4)] + [(kept, inner - 1), (kept, inner)]
     assert result.history[1].blend_class == kept and 0 <= result.history[0].blend_fooling <= 1
+    # round 1 keeps the screen's rate of every class, the class kept among the highest
+    rates = result.history[0].blend_screen
+    assert len(rates) == 4 and rates[kept] == max(rates) and result.history[1].blend_screen is None
     # patch_fraction (0.2) of each batch of 30 carries it, blended at α, in every θ step of both rounds
     assert blended_rows == [(6, 0.2)] * (2 * outer)
     # off by default: the records say so

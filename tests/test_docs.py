@@ -456,3 +456,30 @@ def test_the_stop49_table_in_presets_is_generated_from_its_records():
     assert "mid_blend_c100 | 3 | 11.24" in summary and "mid_trojan_wm_c100 | 3 |" in summary
     assert "mid_blend_s1_c100 | 3 | 12.66" in summary and "d15_trojan_wm_s1_c100 | 1 |" in summary  # fresh models
     assert {r["clean_size"] for r in records} == {100}
+
+
+def test_the_stop55_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-55 tables (the projected fixed-point map at Cδ 0.5; the blended trigger search on the
+    development and the confirmation models) are variant_rounds.py of their suites, and each variant ran what its
+    name says."""
+    module = _benchmark("variant_rounds")
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    blocks = {"stop55_norm_bound_projected": (root / "issue17" / "gtsrb", "norm_bound_projected", {}),
+              "stop55_blend_dev_gtsrb": (root / "issue17" / "gtsrb", "stop55_blend_dev_gtsrb",
+                                         {"classes": True, "blend": True}),
+              "stop55_confirm_blend_cifar": (root / "issue19" / "confirm" / "cifar", "confirm_blend_cifar",
+                                             {"classes": True, "blend": True}),
+              "stop55_confirm_blend_gtsrb": (root / "issue19" / "confirm" / "gtsrb", "confirm_blend_gtsrb",
+                                             {"classes": True, "blend": True}),
+              "stop55_confirm_blend_gtsrb_seed0": (root / "issue19" / "confirm" / "gtsrb",
+                                                   "stop55_confirm_blend_gtsrb_seed0", {"classes": True, "blend": True})}
+    for name, (folder, suite, options) in blocks.items():
+        cells = module.finished_cells(folder, suite)
+        assert _presets_block(name, module.rounds_table(cells, **options) + "\n\n" + module.summary_table(cells)), name
+        for c in cells:
+            config = c["record"]["config"]
+            projected = c["variant"].endswith("projected")
+            assert config.get("fixed_point_map", "step") == ("projected" if projected else "step")
+            assert config.get("blend_search") == (0.1 if c["variant"] == "blend" else None)
+            if suite == "norm_bound_projected":
+                assert (config["norm"], config["norm_bound"]) == ("l2", 0.5)

@@ -64,13 +64,15 @@ def blend_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, pattern:
 
 def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                   x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, target: int | None = None,
-                  ranks: Ranks = SINGLE, before: torch.Tensor | None = None) -> tuple[torch.Tensor, int, float]:
+                  ranks: Ranks = SINGLE, before: torch.Tensor | None = None,
+                  notes: dict | None = None) -> tuple[torch.Tensor, int, float]:
     """This round's blended pattern: ``(pattern, class, rate)``, the pattern in [0, 1], blended at
     ``cfg.blend_search``. With ``target`` None every class is screened for ``cfg.blend_screen`` steps and the one
     whose pattern sends the largest share of the first :data:`~ibau.unlearn.inner.SCREEN_SAMPLE` images of ``x``
     to it is continued; otherwise ``target``'s pattern is searched from grey. Either way it gets ``steps`` steps
     in all, and its rate is measured on ``x``. ``before``: the model's predictions on this rank's share of ``x``
-    when the caller has them."""
+    when the caller has them. ``notes`` (a dict, when given) gets the screen's rate of every class (``rates``):
+    how far the kept class stands out is the evidence that a blended backdoor is there at all."""
     alpha = cfg.blend_search
     if alpha is None:
         raise ValueError("blend_trigger needs cfg.blend_search (the blend's α, e.g. 0.1)")
@@ -85,6 +87,8 @@ def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.T
             w = blend_pattern(model, batches, x[0], c, alpha, cfg.blend_screen, ranks=ranks)
             screened.append((blend_rate(model, sample, before, torch.sigmoid(w), alpha, c, ranks=ranks), -c, w))
         _, neg, start = max(screened, key=lambda s: s[:2])  # ties: the lowest class
+        if notes is not None:
+            notes["rates"] = [round(s[0], 4) for s in screened]
         target, steps = -neg, steps - cfg.blend_screen
     pattern = torch.sigmoid(blend_pattern(model, batches, x[0], target, alpha, max(steps, 0), start=start,
                                           ranks=ranks))

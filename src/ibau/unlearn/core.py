@@ -61,6 +61,7 @@ class RoundRecord:
     smooth_fooling: float | None = None    # smooth_search: share of other-class clean images it sends there
     blend_class: int | None = None         # blend_search: the class the round's blended pattern is aimed at
     blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
+    blend_screen: list[float] | None = None  # blend_search, round 1: each class's rate in the screen
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
     guard_acc: float | None = None         # acc_guard: clean accuracy on the held-back slice after the round
     rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
@@ -333,10 +334,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                             target=smooth_class, ranks=ranks, before=before)
                     carried = None if smooth is None else functools.partial(perturb, delta=smooth, clamp=True)
                     blend_fooling = None
+                    screen: dict[str, Any] = {}  # blend_search: round 1's rate of each class
                     if cfg.blend_search is not None:
                         pattern, blend_class, blend_fooling = blend_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
-                            target=blend_class, ranks=ranks, before=before)
+                            target=blend_class, ranks=ranks, before=before, notes=screen)
                         carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search)
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
@@ -372,6 +374,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          smooth_class=smooth_class,
                                          smooth_fooling=smooth_fooling,
                                          blend_class=blend_class, blend_fooling=blend_fooling,
+                                         blend_screen=screen.get("rates"),
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
                 if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
