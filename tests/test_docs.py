@@ -483,3 +483,21 @@ def test_the_stop55_tables_in_presets_are_generated_from_their_records():
             assert config.get("blend_search") == (0.1 if c["variant"] == "blend" else None)
             if suite == "norm_bound_projected":
                 assert (config["norm"], config["norm_bound"]) == ("l2", 0.5)
+
+
+def _authors_blend_line() -> str:
+    """docs/presets.md's line on stop 55's blended search on the authors' checkpoint, from its records."""
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "stop55" / "authors" / "authors"
+    records = [json.loads(f.read_text()) for f in sorted(folder.glob("blend_seed*.json"))]
+    assert [r["seed"] for r in records] == list(range(len(records))) and len(records) >= 4
+    for r in records:
+        assert r["config"]["blend_search"] == 0.1 and r["config"]["rounds"] == 3 and r["clean_size"] == 5000
+    acc = [100 * r["curve"][-1]["acc"] for r in records]
+    asr = [100 * r["curve"][-1]["asr"] for r in records]
+    return (f"ACC after round 3 is {' / '.join(f'{a:.2f}' for a in acc)}% (mean {sum(acc) / len(acc):.2f}; before "
+            f"78.44%), ASR {' / '.join(f'{a:.2f}' for a in asr)}%.")
+
+
+def test_the_stop55_authors_line_in_presets_is_made_from_its_records():
+    presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    assert _authors_blend_line() in " ".join(presets.split())
