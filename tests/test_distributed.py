@@ -36,6 +36,9 @@ CONFIGS = {
     # the smooth trigger search (smooth_search): each class's screen and rate counted over the ranks' shares,
     # its δ on the rows before the stamp's
     "smooth": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, smooth_search=2.0, smooth_screen=2),
+    # the blended trigger search (blend_search): each class's pattern from gradients summed over the ranks, its
+    # rate counted over their shares, the pattern blended into the rows before the stamp's
+    "blend": IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_steps=5, blend_search=0.2, blend_screen=2),
     # the authors' data order (k images drawn at random per batch), δ on the ℓ2 sphere (the active set), MINRES
     "reference_l2": IBAUConfig.reference(rounds=2, batch_size=30, norm="l2", norm_bound=1.0, solver="minres",
                                          solver_iters=3),

@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import nn
 
+from ..training import cycle_batches
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
-from .inner import SCREEN_SAMPLE, cycle_batches
+from .inner import SCREEN_SAMPLE, sent_rate
 
 #: Adam's step size on the pattern's logits: the pattern lives in [0, 1] through a sigmoid.
 BLEND_LR = 0.1
@@ -54,12 +55,7 @@ def blend_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, pattern:
                target: int, *, ranks: Ranks = SINGLE) -> float:
     """The share of the images of ``x`` not predicted as ``target`` (``before``: the predictions on this rank's
     share) that blending with ``pattern`` sends to ``target``; the counts are summed over ``ranks``."""
-    share = ranks.shard(x)
-    others = before[:len(share)] != target
-    with torch.no_grad():
-        sent = ranks.forward(model, blend(share, pattern, alpha)).argmax(1) == target
-    total, hits = ranks.all_reduce_sum(others.sum(), (others & sent).sum())
-    return float(hits) / max(float(total), 1.0)
+    return sent_rate(model, x, before, lambda images: blend(images, pattern, alpha), target, ranks=ranks)
 
 
 def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],

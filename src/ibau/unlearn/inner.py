@@ -393,6 +393,18 @@ def screen_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, delta: 
     return best
 
 
+def sent_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, apply: Callable[[torch.Tensor], torch.Tensor],
+              target: int, *, ranks: Ranks = SINGLE) -> float:
+    """The share of the images of ``x`` not predicted as ``target`` (``before``: the predictions on this rank's
+    share) that ``apply`` (a found trigger put on images) sends to ``target``; the counts are summed over ``ranks``."""
+    share = ranks.shard(x)
+    others = before[:len(share)] != target
+    with torch.no_grad():
+        sent = ranks.forward(model, apply(share)).argmax(1) == target
+    total, hits = ranks.all_reduce_sum(others.sum(), (others & sent).sum())
+    return float(hits) / max(float(total), 1.0)
+
+
 def _appender(losses: list[float]) -> Callable[[torch.Tensor, float], None]:
     """An ``on_step`` callback of :func:`targeted_delta` that keeps each step's cross-entropy."""
     return lambda _, ce: losses.append(ce)

@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
-from .inner import SCREEN_SAMPLE, perturb, targeted_delta
+from .inner import SCREEN_SAMPLE, perturb, sent_rate, targeted_delta
 
 
 def lowpass(delta: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -52,12 +52,7 @@ def smooth_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, delta: 
                 ranks: Ranks = SINGLE) -> float:
     """The share of the images of ``x`` not predicted as ``target`` (``before``: the predictions on this rank's
     share) that clamp(x + δ) sends to ``target``; the counts are summed over ``ranks``."""
-    share = ranks.shard(x)
-    others = before[:len(share)] != target
-    with torch.no_grad():
-        sent = ranks.forward(model, perturb(share, delta, True)).argmax(1) == target
-    total, hits = ranks.all_reduce_sum(others.sum(), (others & sent).sum())
-    return float(hits) / max(float(total), 1.0)
+    return sent_rate(model, x, before, lambda images: perturb(images, delta, True), target, ranks=ranks)
 
 
 def smooth_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
