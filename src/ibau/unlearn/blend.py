@@ -21,7 +21,7 @@ from torch import nn
 from ..training import cycle_batches
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
-from .inner import SCREEN_SAMPLE, sent_rate
+from .inner import screened_search, sent_rate
 
 #: Adam's step size on the pattern's logits: the pattern lives in [0, 1] through a sigmoid.
 BLEND_LR = 0.1
@@ -72,20 +72,13 @@ def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.T
     alpha = cfg.blend_search
     if alpha is None:
         raise ValueError("blend_trigger needs cfg.blend_search (the blend's α, e.g. 0.1)")
-    if before is None:
-        with torch.no_grad():
-            before = ranks.forward(model, ranks.shard(x)).argmax(1)
-    sample = x[:-(-SCREEN_SAMPLE // ranks.world) * ranks.world]  # a multiple of the ranks: rows of each share
-    start = None
-    if target is None:
-        screened = []
-        for c in range(num_classes):
-            w = blend_pattern(model, batches, x[0], c, alpha, cfg.blend_screen, ranks=ranks)
-            screened.append((blend_rate(model, sample, before, torch.sigmoid(w), alpha, c, ranks=ranks), -c, w))
-        _, neg, start = max(screened, key=lambda s: s[:2])  # ties: the lowest class
-        if notes is not None:
-            notes["rates"] = [round(s[0], 4) for s in screened]
-        target, steps = -neg, steps - cfg.blend_screen
-    pattern = torch.sigmoid(blend_pattern(model, batches, x[0], target, alpha, max(steps, 0), start=start,
-                                          ranks=ranks))
-    return pattern, target, blend_rate(model, x, before, pattern, alpha, target, ranks=ranks)
+
+    def search(c: int, n: int, start: torch.Tensor | None) -> torch.Tensor:
+        return blend_pattern(model, batches, x[0], c, alpha, n, start=start, ranks=ranks)
+
+    def rate(logits: torch.Tensor, c: int, images: torch.Tensor, predicted: torch.Tensor) -> float:
+        return blend_rate(model, images, predicted, torch.sigmoid(logits), alpha, c, ranks=ranks)
+
+    logits, target, sent = screened_search(search, rate, model, x, steps, cfg.blend_screen, num_classes,
+                                           target=target, ranks=ranks, before=before, notes=notes)
+    return torch.sigmoid(logits), target, sent

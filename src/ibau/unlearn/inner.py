@@ -405,6 +405,38 @@ def sent_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, apply: Ca
     return float(hits) / max(float(total), 1.0)
 
 
+def screened_search(search: Callable[[int, int, torch.Tensor | None], torch.Tensor],
+                    rate: Callable[[torch.Tensor, int, torch.Tensor, torch.Tensor], float], model: nn.Module,
+                    x: torch.Tensor, steps: int, screen: int, num_classes: int, *, target: int | None = None,
+                    ranks: Ranks = SINGLE, before: torch.Tensor | None = None,
+                    notes: dict | None = None) -> tuple[torch.Tensor, int, float]:
+    """A targeted trigger search with a screen over the classes (the smooth and the blended searches):
+    ``search(class, steps, start)`` returns the trigger's parameters after ``steps`` steps from ``start`` (None:
+    from scratch); ``rate(parameters, class, images, before)`` the share of ``images`` it sends to the class.
+
+    With ``target`` None every class is searched for ``screen`` steps and the one whose trigger sends the largest
+    share of the first :data:`SCREEN_SAMPLE` images of ``x`` to it is continued (ties: the lowest class);
+    otherwise ``target``'s trigger is searched from scratch. Either way it gets ``steps`` steps in all. Returns
+    ``(parameters, class, rate on x)``. ``before``: the model's predictions on this rank's share of ``x`` when the
+    caller has them; ``notes`` (a dict, when given) gets the screen's rate of every class (``rates``)."""
+    if before is None:
+        with torch.no_grad():
+            before = ranks.forward(model, ranks.shard(x)).argmax(1)
+    sample = x[:-(-SCREEN_SAMPLE // ranks.world) * ranks.world]  # a multiple of the ranks: rows of each share
+    start = None
+    if target is None:
+        screened = []
+        for c in range(num_classes):
+            found = search(c, screen, None)
+            screened.append((rate(found, c, sample, before), -c, found))
+        _, neg, start = max(screened, key=lambda s: s[:2])
+        if notes is not None:
+            notes["rates"] = [round(s[0], 4) for s in screened]
+        target, steps = -neg, steps - screen
+    found = search(target, max(steps, 0), start)
+    return found, target, rate(found, target, x, before)
+
+
 def _appender(losses: list[float]) -> Callable[[torch.Tensor, float], None]:
     """An ``on_step`` callback of :func:`targeted_delta` that keeps each step's cross-entropy."""
     return lambda _, ce: losses.append(ce)

@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
-from .inner import SCREEN_SAMPLE, perturb, sent_rate, targeted_delta
+from .inner import perturb, screened_search, sent_rate, targeted_delta
 
 
 def lowpass(delta: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -63,17 +63,11 @@ def smooth_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.
     :data:`~ibau.unlearn.inner.SCREEN_SAMPLE` images of ``x`` to it is continued; otherwise ``target``'s δ is
     searched from 0. Either way the δ gets ``steps`` steps in all, and its rate is measured on ``x``.
     ``before``: the model's predictions on this rank's share of ``x`` when the caller has them."""
-    if before is None:
-        with torch.no_grad():
-            before = ranks.forward(model, ranks.shard(x)).argmax(1)
-    sample = x[:-(-SCREEN_SAMPLE // ranks.world) * ranks.world]  # a multiple of the ranks: rows of each share
-    start = None
-    if target is None:
-        screened = []
-        for c in range(num_classes):
-            d = smooth_delta(model, batches, x[0], c, cfg, cfg.smooth_screen, ranks=ranks)
-            screened.append((smooth_rate(model, sample, before, d, c, ranks=ranks), -c, d))
-        _, neg, start = max(screened, key=lambda s: s[:2])  # ties: the lowest class
-        target, steps = -neg, steps - cfg.smooth_screen
-    delta = smooth_delta(model, batches, x[0], target, cfg, max(steps, 0), start=start, ranks=ranks)
-    return delta, target, smooth_rate(model, x, before, delta, target, ranks=ranks)
+    def search(c: int, n: int, start: torch.Tensor | None) -> torch.Tensor:
+        return smooth_delta(model, batches, x[0], c, cfg, n, start=start, ranks=ranks)
+
+    def rate(delta: torch.Tensor, c: int, images: torch.Tensor, predicted: torch.Tensor) -> float:
+        return smooth_rate(model, images, predicted, delta, c, ranks=ranks)
+
+    return screened_search(search, rate, model, x, steps, cfg.smooth_screen, num_classes, target=target,
+                           ranks=ranks, before=before)
