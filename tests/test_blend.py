@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ibau import IBAUConfig, unlearn
-from ibau.unlearn.blend import blend, blend_rate, blend_trigger
+from ibau.unlearn.blend import blend, blend_rate, blend_trigger, standout
 from ibau.unlearn.inner import targeted_delta
 
 core = importlib.import_module("ibau.unlearn.core")
@@ -95,12 +95,66 @@ def test_blend_search_screens_every_class_in_round_one_and_blends_its_pattern_in
     assert plain.history[0].blend_class is None and plain.history[0].blend_fooling is None
 
 
+def test_the_gate_carries_a_blended_backdoor_that_stands_out_and_stops_at_the_screen_where_none_does():
+    model, x, y, _ = _task()
+    # the blended backdoor's class stands out: only class 1 is reached at all, so the gate lets it through
+    notes = {}
+    _, target, rate = blend_trigger(model, _batches(x, y), x, IBAUConfig(blend_search=ALPHA, blend_screen=15,
+                                                                         blend_gate=0.3), 30, 3, notes=notes)
+    assert target == 1 and rate > 0.9 and "gated" not in notes and standout(notes["rates"]) >= 0.3
+    # a model no blend moves (its output ignores the image), so no class stands out: gated at the screen, with
+    # no continued search
+    flat = nn.Linear(3 * 8 * 8, 3).double()
+    with torch.no_grad():
+        flat.weight.zero_()
+        flat.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    flat = nn.Sequential(nn.Flatten(), flat).eval()
+    steps = []
+    real = blend_module.blend_pattern
+
+    def counting(*args, **kw):
+        steps.append(args[5])
+        return real(*args, **kw)
+
+    notes = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blend_module, "blend_pattern", counting)
+        pattern, target, rate = blend_trigger(flat, _batches(x, y), x, IBAUConfig(
+            blend_search=ALPHA, blend_screen=15, blend_gate=0.3), 30, 3, notes=notes)
+    assert notes["gated"] is True and notes["rates"] == [0.0, 0.0, 0.0] and steps == [15, 15, 15]
+    assert target == 0 and rate == 0.0 and pattern.shape == x[0].shape
+    assert standout([0.9, 0.5, 0.2]) == pytest.approx(0.4)
+
+
+def test_a_gated_run_is_the_run_without_the_blend_search_and_its_records_say_why(tiny_task):
+    model, x, y = tiny_task
+    cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1)
+    gated = unlearn(model, (x, y), cfg.replace(blend_gate=1.0), progress=False)  # nothing stands out by 100 points
+    plain = unlearn(model, (x, y), cfg.replace(blend_search=None), progress=False)
+    assert [h.blend_gated for h in gated.history] == [True, True]
+    assert len(gated.history[0].blend_screen) == 4 and gated.history[1].blend_fooling is None
+    assert gated.history[0].blend_class is not None  # the screen's pick, recorded though not carried
+    # the screen draws its batches from a generator of its own and θ never sees a pattern: the same run
+    torch.testing.assert_close(gated.delta, plain.delta, rtol=0, atol=0)
+    for a, b in zip(gated.model.state_dict().values(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # a gate of 0 lets any screen through: the pattern is carried as without a gate
+    open_gate = unlearn(model, (x, y), cfg.replace(blend_gate=0.0), progress=False)
+    ungated = unlearn(model, (x, y), cfg, progress=False)
+    assert not any(h.blend_gated for h in open_gate.history)
+    for a, b in zip(open_gate.model.state_dict().values(), ungated.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"blend_search": 0.0}, "blend_search must be a blend weight α in"),
     ({"blend_search": 1.0}, "blend_search must be a blend weight α in"),
     ({"blend_search": float("nan")}, "blend_search must be a blend weight α in"),
     ({"blend_search": 0.1, "smooth_search": 3.0}, "blend_search and smooth_search both take the same rows"),
     ({"blend_screen": 0}, "blend_screen must be >= 1"),
+    ({"blend_search": 0.1, "blend_gate": 1.5}, "blend_gate must be a share of the clean images"),
+    ({"blend_search": 0.1, "blend_gate": float("nan")}, "blend_gate must be a share of the clean images"),
+    ({"blend_gate": 0.3}, "blend_gate gates the blended search: set blend_search"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -58,6 +58,12 @@ def blend_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, pattern:
     return sent_rate(model, x, before, lambda images: blend(images, pattern, alpha), target, ranks=ranks)
 
 
+def standout(rates: list[float]) -> float:
+    """How far the screen's kept class stands out: its rate minus the runner-up's (both shares of clean images)."""
+    first, second = sorted(rates, reverse=True)[:2]
+    return first - second
+
+
 def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                   x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, target: int | None = None,
                   ranks: Ranks = SINGLE, before: torch.Tensor | None = None,
@@ -68,7 +74,9 @@ def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.T
     to it is continued; otherwise ``target``'s pattern is searched from grey. Either way it gets ``steps`` steps
     in all, and its rate is measured on ``x``. ``before``: the model's predictions on this rank's share of ``x``
     when the caller has them. ``notes`` (a dict, when given) gets the screen's rate of every class (``rates``):
-    how far the kept class stands out is the evidence that a blended backdoor is there at all."""
+    how far the kept class stands out is the evidence that a blended backdoor is there at all. With
+    ``cfg.blend_gate`` set, a screen whose kept class does not stand out by that much (:func:`standout`) ends
+    the search there: ``notes["gated"]`` is True and the screen's pattern and rate are returned."""
     alpha = cfg.blend_search
     if alpha is None:
         raise ValueError("blend_trigger needs cfg.blend_search (the blend's α, e.g. 0.1)")
@@ -79,6 +87,8 @@ def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.T
     def rate(logits: torch.Tensor, c: int, images: torch.Tensor, predicted: torch.Tensor) -> float:
         return blend_rate(model, images, predicted, torch.sigmoid(logits), alpha, c, ranks=ranks)
 
+    bar = cfg.blend_gate
+    gate = None if bar is None else (lambda rates: standout(rates) >= bar)
     logits, target, sent = screened_search(search, rate, model, x, steps, cfg.blend_screen, num_classes,
-                                           target=target, ranks=ranks, before=before, notes=notes)
+                                           target=target, ranks=ranks, before=before, notes=notes, gate=gate)
     return torch.sigmoid(logits), target, sent

@@ -62,6 +62,7 @@ class RoundRecord:
     blend_class: int | None = None         # blend_search: the class the round's blended pattern is aimed at
     blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
     blend_screen: list[float] | None = None  # blend_search, round 1: each class's rate in the screen
+    blend_gated: bool = False              # blend_gate: no class stood out in round 1's screen; no pattern carried
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
     guard_acc: float | None = None         # acc_guard: clean accuracy on the held-back slice after the round
     rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
@@ -286,6 +287,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     smooth_class: int | None = None  # smooth_search: the class chosen by round 1's screen
     smooth: torch.Tensor | None = None  # smooth_search: the round's smooth δ (with smooth_rounds "first": round 1's)
     blend_class: int | None = None  # blend_search: the class chosen by round 1's screen
+    blend_gated = False  # blend_gate: round 1's screen found no class standing out, so no pattern is carried
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     last_stamp: tuple[tuple, int | None] | None = None  # patch_rounds "kept": the latest stamp found and its class
     with _flush_denormal(cfg.flush_denormal), rng:
@@ -335,11 +337,18 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     carried = None if smooth is None else functools.partial(perturb, delta=smooth, clamp=True)
                     blend_fooling = None
                     screen: dict[str, Any] = {}  # blend_search: round 1's rate of each class
-                    if cfg.blend_search is not None:
+                    if cfg.blend_search is not None and not blend_gated:
                         pattern, blend_class, blend_fooling = blend_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=blend_class, ranks=ranks, before=before, notes=screen)
-                        carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search)
+                        blend_gated = screen.get("gated", False)
+                        if not blend_gated:
+                            carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search)
+                        elif ranks.is_main:
+                            logger.info("blend gate: no class stands out in the blend screen (class %d sent %.1f%% "
+                                        "of the clean images; the gate asks %.1f points over the runner-up); no "
+                                        "blended pattern is carried", blend_class, 100 * blend_fooling,
+                                        100 * (cfg.blend_gate or 0.0))
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
@@ -374,7 +383,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          smooth_class=smooth_class,
                                          smooth_fooling=smooth_fooling,
                                          blend_class=blend_class, blend_fooling=blend_fooling,
-                                         blend_screen=screen.get("rates"),
+                                         blend_screen=screen.get("rates"), blend_gated=blend_gated,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
                 if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "

@@ -408,8 +408,8 @@ def sent_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, apply: Ca
 def screened_search(search: Callable[[int, int, torch.Tensor | None], torch.Tensor],
                     rate: Callable[[torch.Tensor, int, torch.Tensor, torch.Tensor], float], model: nn.Module,
                     x: torch.Tensor, steps: int, screen: int, num_classes: int, *, target: int | None = None,
-                    ranks: Ranks = SINGLE, before: torch.Tensor | None = None,
-                    notes: dict | None = None) -> tuple[torch.Tensor, int, float]:
+                    ranks: Ranks = SINGLE, before: torch.Tensor | None = None, notes: dict | None = None,
+                    gate: Callable[[list[float]], bool] | None = None) -> tuple[torch.Tensor, int, float]:
     """A targeted trigger search with a screen over the classes (the smooth and the blended searches):
     ``search(class, steps, start)`` returns the trigger's parameters after ``steps`` steps from ``start`` (None:
     from scratch); ``rate(parameters, class, images, before)`` the share of ``images`` it sends to the class.
@@ -418,7 +418,9 @@ def screened_search(search: Callable[[int, int, torch.Tensor | None], torch.Tens
     share of the first :data:`SCREEN_SAMPLE` images of ``x`` to it is continued (ties: the lowest class);
     otherwise ``target``'s trigger is searched from scratch. Either way it gets ``steps`` steps in all. Returns
     ``(parameters, class, rate on x)``. ``before``: the model's predictions on this rank's share of ``x`` when the
-    caller has them; ``notes`` (a dict, when given) gets the screen's rate of every class (``rates``)."""
+    caller has them; ``notes`` (a dict, when given) gets the screen's rate of every class (``rates``). ``gate``:
+    a test of the screen's rates; when it fails, the kept class is not searched further and the screen's own
+    parameters and rate (on the sample) are returned, with ``notes["gated"]`` True."""
     if before is None:
         with torch.no_grad():
             before = ranks.forward(model, ranks.shard(x)).argmax(1)
@@ -430,9 +432,14 @@ def screened_search(search: Callable[[int, int, torch.Tensor | None], torch.Tens
             found = search(c, screen, None)
             screened.append((rate(found, c, sample, before), -c, found))
         _, neg, start = max(screened, key=lambda s: s[:2])
+        rates = [s[0] for s in screened]
         if notes is not None:
-            notes["rates"] = [round(s[0], 4) for s in screened]
+            notes["rates"] = [round(r, 4) for r in rates]
         target, steps = -neg, steps - screen
+        if gate is not None and not gate(rates):
+            if notes is not None:
+                notes["gated"] = True
+            return start, target, rates[target]
     found = search(target, max(steps, 0), start)
     return found, target, rate(found, target, x, before)
 
