@@ -16,7 +16,8 @@ every class and the continued search's rate, with the same generator, batches an
     python benchmarks/blend_screen.py --summary docs/measurements/issue19/blend_screen/*.json
 
 The clean set is ``compare_presets.py``'s (``load_task``: the bench's defender split, or the authors' first 5,000
-test images). No trigger and no held-out image is used.
+test images). No trigger and no held-out image is used. ``standout`` (the gate's statistic) is the top rate minus
+the median of the others.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import torch
 
 from ibau import IBAUConfig
 from ibau.training import iterate_batches
-from ibau.unlearn.blend import blend_trigger
+from ibau.unlearn.blend import blend_trigger, standout
 from ibau.unlearn.core import FOOLING_SAMPLE, predictions, round_steps
 from ibau.utils import environment
 
@@ -77,14 +78,16 @@ def standing(rates: list[float]) -> dict:
 
 
 def markdown(paths: list[Path]) -> str:
-    lines = ["| model | seed | kept class | screen: top / second / median of the rest | kept, after the search |",
-             "|---|---:|---:|---|---:|"]
+    lines = ["| model | seed | kept class | screen: top / second / median of the rest | stands out by "
+             "(`standout`) | kept, after the search |",
+             "|---|---:|---:|---|---:|---:|"]
     for path in sorted(paths):
         run = json.loads(path.read_text())
         s = standing(run["rates"])
-        name = Path(run["model"]).parent.name if run["model"].endswith(".safetensors") else Path(run["model"]).name
+        model = Path(run["model"])  # a bench model: <dataset folder>/models/<job>/model.safetensors
+        name = f"{model.parents[2].name}/{model.parent.name}" if model.suffix == ".safetensors" else model.name
         lines.append(f"| {name} | {run['seed']} | {run['kept']} | {100 * s['top']:.1f} / {100 * s['second']:.1f} / "
-                     f"{100 * s['median']:.1f} | {100 * run['kept_rate']:.1f} |")
+                     f"{100 * s['median']:.1f} | {100 * standout(run['rates']):.1f} | {100 * run['kept_rate']:.1f} |")
     return "\n".join(lines)
 
 

@@ -57,10 +57,12 @@ def _stamp(row: dict, stamp_classes: bool) -> str:
 
 
 def _blended(row: dict) -> str:
-    """A round's blended pattern (blend_search): ``class (share %)`` it sends the clean images to, – for none."""
-    if row.get("blend_class") is None:
+    """A round's blended pattern (blend_search): ``class (share %)`` it sends the clean images to, – for none;
+    with blend_gate, round 1's screen pick that was not carried reads ``gated: class (share %)``, later rounds –."""
+    if row.get("blend_class") is None or row.get("blend_fooling") is None:
         return "–"
-    return f"{row['blend_class']} ({100 * row['blend_fooling']:.0f}%)"
+    found = f"{row['blend_class']} ({100 * row['blend_fooling']:.0f}%)"
+    return f"gated: {found}" if row.get("blend_gated") else found
 
 
 def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool = False, blend: bool = False) -> str:

@@ -123,7 +123,8 @@ def test_the_gate_carries_a_blended_backdoor_that_stands_out_and_stops_at_the_sc
             blend_search=ALPHA, blend_screen=15, blend_gate=0.3), 30, 3, notes=notes)
     assert notes["gated"] is True and notes["rates"] == [0.0, 0.0, 0.0] and steps == [15, 15, 15]
     assert target == 0 and rate == 0.0 and pattern.shape == x[0].shape
-    assert standout([0.9, 0.5, 0.2]) == pytest.approx(0.4)
+    assert standout([0.9, 0.5, 0.2, 0.1]) == pytest.approx(0.7)  # the top against the median of the rest
+    assert standout([0.96, 0.92, 0.3, 0.4, 0.2]) == pytest.approx(0.61)  # two backdoors: the runner-up is no bar
 
 
 def test_a_gated_run_is_the_run_without_the_blend_search_and_its_records_say_why(tiny_task):

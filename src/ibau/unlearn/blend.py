@@ -13,6 +13,7 @@ that carry it in the θ steps keep their true labels. A defender's search: clean
 """
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterator
 
 import torch
@@ -59,9 +60,11 @@ def blend_rate(model: nn.Module, x: torch.Tensor, before: torch.Tensor, pattern:
 
 
 def standout(rates: list[float]) -> float:
-    """How far the screen's kept class stands out: its rate minus the runner-up's (both shares of clean images)."""
-    first, second = sorted(rates, reverse=True)[:2]
-    return first - second
+    """How far the screen's kept class stands out: its rate minus the median of the other classes' rates (shares
+    of the clean images). The median, not the runner-up: a model with two blended backdoors has two classes far
+    above the rest (CIFAR-10's seven triggers: 96.1 and 92.2% against a median of 37.4%)."""
+    ordered = sorted(rates, reverse=True)
+    return ordered[0] - statistics.median(ordered[1:])
 
 
 def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],

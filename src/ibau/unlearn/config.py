@@ -218,11 +218,12 @@ class IBAUConfig:
             blended backdoor.
         blend_screen: steps of each class's blended search in the first round's screen (default 10).
         blend_gate: with ``blend_search``, the evidence a blended backdoor is there at all: the pattern is carried
-            only when, in round 1's screen, the kept class's rate exceeds the runner-up's by at least this share
-            of the clean images (e.g. 0.3); otherwise the screen is all the blend search does, and the run goes
-            on as without it (default None: always carried). A blended backdoor's target stands out (GTSRB and
-            CIFAR-10 Blend: 88-96% against at most 38%); on a model without one the classes are close, and the
-            carried pattern costs clean accuracy for nothing (docs/presets.md, stop 56).
+            only when, in round 1's screen, the kept class's rate exceeds the median of the other classes' rates
+            by at least this share of the clean images (e.g. 0.45; :func:`ibau.unlearn.blend.standout`);
+            otherwise the screen is all the blend search does, and the run goes on as without it (default None:
+            always carried). A blended backdoor's target stands out (GTSRB and CIFAR-10 Blend: 71 points above
+            the median); on a model without one it does not (at most 33 points on the development models), and
+            the carried pattern costs clean accuracy for nothing (docs/presets.md, stop 56).
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
