@@ -90,6 +90,12 @@ def test_blend_search_screens_every_class_in_round_one_and_blends_its_pattern_in
     assert len(rates) == 4 and rates[kept] == max(rates) and result.history[1].blend_screen is None
     # patch_fraction (0.2) of each batch of 30 carries it, blended at α, in every θ step of both rounds
     assert blended_rows == [(6, 0.2)] * (2 * outer)
+    # blend_until=1: round 1 searches and carries it, round 2 does neither
+    screened.clear()
+    blended_rows.clear()
+    first = unlearn(model, (x, y), cfg.replace(blend_until=1), progress=False)
+    assert screened == [(c, 1) for c in range(4)] + [(kept, inner - 1)] and blended_rows == [(6, 0.2)] * outer
+    assert first.history[1].blend_fooling is None and first.history[0].blend_fooling is not None
     # off by default: the records say so
     plain = unlearn(model, (x, y), cfg.replace(blend_search=None), progress=False)
     assert plain.history[0].blend_class is None and plain.history[0].blend_fooling is None
@@ -156,6 +162,8 @@ def test_a_gated_run_is_the_run_without_the_blend_search_and_its_records_say_why
     ({"blend_search": 0.1, "blend_gate": 1.5}, "blend_gate must be a share of the clean images"),
     ({"blend_search": 0.1, "blend_gate": float("nan")}, "blend_gate must be a share of the clean images"),
     ({"blend_gate": 0.3}, "blend_gate gates the blended search: set blend_search"),
+    ({"blend_until": 1}, "blend_until must be a round >= 1 with blend_search set"),
+    ({"blend_search": 0.1, "blend_until": 0}, "blend_until must be a round >= 1 with blend_search set"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

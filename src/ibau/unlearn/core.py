@@ -337,7 +337,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     carried = None if smooth is None else functools.partial(perturb, delta=smooth, clamp=True)
                     blend_fooling = None
                     screen: dict[str, Any] = {}  # blend_search: round 1's rate of each class
-                    if cfg.blend_search is not None and not blend_gated:
+                    if cfg.blend_search is not None and not blend_gated and r < (cfg.blend_until or cfg.rounds):
                         pattern, blend_class, blend_fooling = blend_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=blend_class, ranks=ranks, before=before, notes=screen)
