@@ -22,10 +22,8 @@ the median of the others.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -38,19 +36,12 @@ from ibau.unlearn.core import FOOLING_SAMPLE, predictions, round_steps
 from ibau.utils import environment
 
 
-def _compare_presets():
-    spec = importlib.util.spec_from_file_location("compare_presets", Path(__file__).with_name("compare_presets.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compare_presets"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def screen(args, model_path: str) -> dict:
     """Round 1's blend screen on one model: every class's rate, the kept class and its continued rate."""
-    cp = _compare_presets()
+    from compare_presets import load_task  # this script's sibling: benchmarks/ is on the path when it runs
+
     args.model = model_path
-    model, clean, _, _, num_classes, base = cp.load_task(args, Path("runs/blend_screen"))
+    model, clean, _, _, num_classes, base = load_task(args, Path("runs/blend_screen"))
     cfg = IBAUConfig(**base, blend_search=args.alpha, blend_screen=args.screen, seed=args.seed)
     model.eval()
     x_all, y_all = clean.images, clean.labels

@@ -501,3 +501,44 @@ def _authors_blend_line() -> str:
 def test_the_stop55_authors_line_in_presets_is_made_from_its_records():
     presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
     assert _authors_blend_line() in " ".join(presets.split())
+
+
+def test_the_stop56_screen_table_in_presets_is_blend_screen_py_of_its_records():
+    """docs/presets.md's stop-56 table of the blend screen (how far round 1's kept class stands out, per model) is
+    blend_screen.py --summary of its records, and blend_gate 0.45 lets through the models the page names."""
+    from ibau.unlearn.blend import standout
+    module = _benchmark("blend_screen")
+    folder = Path(__file__).resolve().parents[1] / "docs" / "measurements" / "issue19" / "blend_screen"
+    paths = sorted(folder.glob("*.json"))
+    assert len(paths) == 23 and _presets_block("stop56_blend_screen", module.markdown(paths))
+    through = set()
+    for path in paths:
+        run = json.loads(path.read_text())
+        assert (run["alpha"], run["screen_steps"], run["clean_size"]) == (0.1, 10, 5000)
+        if standout(run["rates"]) >= 0.45:
+            model = Path(run["model"])
+            through.add(f"{model.parents[2].name} {model.parent.name.split('-r0.2')[0][len('train-'):]}")
+    assert through == {"cifar blend", "gtsrb blend", "cifar smooth", "gtsrb smooth", "cifar multi7", "gtsrb multi7",
+                       "gtsrb l2_inv"}
+
+
+def test_the_stop56_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-56 run tables (the gated blended search where the gate opens) are variant_rounds.py of
+    their suites, and each variant ran what its name says."""
+    module = _benchmark("variant_rounds")
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    ran = {"default": (None, None, None), "bgate": (0.1, 0.45, None), "bgate1": (0.1, 0.45, 1)}
+    blocks = {"stop56_gate_dev_cifar": root / "issue17" / "cifar", "stop56_gate_dev_gtsrb": root / "issue17" / "gtsrb",
+              "stop56_gate1_dev_cifar": root / "issue17" / "cifar",
+              "stop56_gate_confirm_cifar": root / "issue19" / "confirm" / "cifar",
+              "stop56_gate_confirm_gtsrb": root / "issue19" / "confirm" / "gtsrb"}
+    shown = [name for name in blocks if f"<!-- table:{name} -->" in presets]
+    assert {"stop56_gate_dev_cifar", "stop56_gate_dev_gtsrb"} <= set(shown)
+    for name in shown:
+        cells = module.finished_cells(blocks[name], name)
+        assert cells and _presets_block(name, module.rounds_table(cells, classes=True, blend=True) + "\n\n"
+                                        + module.summary_table(cells)), name
+        for c in cells:
+            config = c["record"]["config"]
+            assert (config.get("blend_search"), config.get("blend_gate"), config.get("blend_until")) == ran[c["variant"]]
