@@ -530,7 +530,7 @@ def test_the_stop56_tables_in_presets_are_generated_from_their_records():
     presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
     ran = {"default": (None, None, None), "bgate": (0.1, 0.45, None), "bgate1": (0.1, 0.45, 1)}
     blocks = {"stop56_gate_dev_cifar": root / "issue17" / "cifar", "stop56_gate_dev_gtsrb": root / "issue17" / "gtsrb",
-              "stop56_gate1_dev_cifar": root / "issue17" / "cifar",
+              "stop56_gate1_dev_cifar": root / "issue17" / "cifar", "stop56_gate1_dev_gtsrb": root / "issue17" / "gtsrb",
               "stop56_gate_confirm_cifar": root / "issue19" / "confirm" / "cifar",
               "stop56_gate_confirm_gtsrb": root / "issue19" / "confirm" / "gtsrb"}
     shown = [name for name in blocks if f"<!-- table:{name} -->" in presets]
