@@ -346,9 +346,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                             carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search)
                         elif ranks.is_main:
                             logger.info("blend gate: no class stands out in the blend screen (class %d sent %.1f%% "
-                                        "of the clean images; the gate asks %.1f points over the runner-up); no "
-                                        "blended pattern is carried", blend_class, 100 * blend_fooling,
-                                        100 * (cfg.blend_gate or 0.0))
+                                        "of the clean images; the gate asks %.1f points above the median of the "
+                                        "other classes); no blended pattern is carried", blend_class,
+                                        100 * blend_fooling, 100 * (cfg.blend_gate or 0.0))
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
