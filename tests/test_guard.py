@@ -59,7 +59,7 @@ def test_a_harmful_round_is_rolled_back_and_the_guard_keeps_clean_accuracy(digit
     and that round's model is returned."""
     d = digits_backdoor
     x, y = d["clean"].images, d["clean"].labels
-    harsh = dict(rounds=5, batch_size=25, outer_lr=0.02, outer_lr_schedule="constant", seed=1)
+    harsh = dict(rounds=5, batch_size=25, outer_lr=0.02, outer_lr_schedule="constant", seed=1, **NO_SIZE_RULES)
     kept, held_back = guard_split(len(x), IBAUConfig(acc_guard=0.03, seed=1))
 
     def slice_acc(net) -> float:
@@ -154,20 +154,26 @@ def test_a_selecting_guard_changes_no_round_and_returns_the_latest_round_within_
 
 
 def test_a_harmful_first_round_does_not_stop_a_selecting_guard(digits_backdoor):
-    """The same harsh constant step that the rollback guard undoes (above), at a step that recovers: round 1
-    costs far more than allowed on the held-back slice, later rounds win it back, and a selecting guard returns
-    the latest of them, where a rollback would have undone round 1 and halved every later step."""
+    """A harsh constant step at which round 1 costs far more than allowed on the held-back slice and a later round
+    wins it back: a selecting guard returns the latest such round, where a rollback would have undone round 1 and
+    halved every later step. Which step does that is a matter of one or two images of 40, and it moves with the
+    CPU's kernels (0.003 on the previous machine, AVX512; 0.004 on this AVX2 one), so the first of three steps that shows it is used;
+    one must."""
     d = digits_backdoor
     x, y = d["clean"].images, d["clean"].labels
-    cfg = IBAUConfig(rounds=5, batch_size=25, outer_lr=0.003, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
-                     guard_mode="select", **NO_SIZE_RULES)  # 360 images unlearn: the rules off, so round 1 harms
-    kept, held_back = guard_split(len(x), cfg)
-    with torch.no_grad():
-        before = float((d["model"](x[held_back]).argmax(1) == y[held_back]).float().mean())
-    res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, progress=False)
-    drops = [before - h.guard_acc for h in res.history]
-    good = [r + 1 for r, drop in enumerate(drops) if drop <= 0.03]
-    assert drops[0] > 0.1 and good, drops  # round 1 costs 4+ images of 40; a later round is back within 0.03
+    for lr in (0.003, 0.004, 0.0025):
+        cfg = IBAUConfig(rounds=5, batch_size=25, outer_lr=lr, outer_lr_schedule="constant", seed=1, acc_guard=0.03,
+                         guard_mode="select", **NO_SIZE_RULES)  # 360 images unlearn: the rules off, so round 1 harms
+        kept, held_back = guard_split(len(x), cfg)
+        with torch.no_grad():
+            before = float((d["model"](x[held_back]).argmax(1) == y[held_back]).float().mean())
+        res = unlearn(copy.deepcopy(d["model"]), (x, y), cfg, progress=False)
+        drops = [before - h.guard_acc for h in res.history]
+        good = [r + 1 for r, drop in enumerate(drops) if drop <= 0.03]
+        if drops[0] > 0.1 and good:  # round 1 costs 4+ images of 40; a later round is back within 0.03
+            break
+    else:
+        pytest.fail(f"no step gave a harmful round 1 and a later round within the allowance (last: {drops})")
     assert res.selected_round == max(good) > 1
     assert held_metrics(d, res.model)["asr"] < 0.2 < d["before"]["asr"]
 
