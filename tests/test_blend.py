@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import NO_SIZE_RULES, learnt_task
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.blend import blend, blend_rate, blend_trigger, standout
+from ibau.unlearn.guard import guard_split
 from ibau.unlearn.inner import targeted_delta
 
 core = importlib.import_module("ibau.unlearn.core")
@@ -153,6 +155,56 @@ def test_a_gated_run_is_the_run_without_the_blend_search_and_its_records_say_why
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+def test_blend_stop_holds_a_slice_back_once_the_gate_opens_and_stops_carrying_when_a_round_costs_it_too_much(
+        monkeypatch):
+    """The gate opens (gate 0: any screen): from round 1's θ steps on, a guard_split slice is held back from the θ
+    steps and scored after each round. A round that lowers its accuracy by more than blend_stop ends the pattern:
+    the later rounds neither search nor carry it. A harsh constant step wrecks the fitted model's slice (12 images,
+    all right before; 5 of them after round 1)."""
+    model, x, y = learnt_task()
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1,
+                     blend_gate=0.0, outer_lr=0.1, outer_lr_schedule="constant", **NO_SIZE_RULES)
+    kept, held_back = guard_split(len(x), cfg)
+    seen: list[torch.Tensor] = []  # every image the θ steps are given
+    outer_pass = core._outer_pass
+
+    def spy(net, params, opts, solver, batches, *args, **kwargs):
+        seen.extend(images for images, *_ in batches())
+        return outer_pass(net, params, opts, solver, batches, *args, **kwargs)
+
+    monkeypatch.setattr(core, "_outer_pass", spy)  # the spy's draws move the run: it only shows which images
+    unlearn(model, (x, y), cfg.replace(blend_stop=1.0), progress=False)
+    monkeypatch.setattr(core, "_outer_pass", outer_pass)
+    given = torch.cat(seen)
+    assert not any(bool((given == image).all((1, 2, 3)).any()) for image in x[held_back])
+    assert all(bool((given == image).all((1, 2, 3)).any()) for image in x[kept])
+    never = unlearn(model, (x, y), cfg.replace(blend_stop=1.0), progress=False)
+    with torch.no_grad():
+        assert never.history[-1].guard_acc == float((never.model(x[held_back]).argmax(1) == y[held_back]).float().mean())
+    assert not any(h.blend_stopped for h in never.history)
+    assert all(h.blend_fooling is not None for h in never.history)  # searched and carried every round
+    drop = 1.0 - never.history[0].guard_acc
+    assert drop > 0.25, drop  # the harm the stop is for
+
+    stopped = unlearn(model, (x, y), cfg.replace(blend_stop=drop - 0.05), progress=False)
+    assert [h.blend_stopped for h in stopped.history] == [False, True, True]
+    assert stopped.history[0].blend_fooling is not None and stopped.history[1].blend_fooling is None
+    torch.testing.assert_close(stopped.history[0].delta, never.history[0].delta, rtol=0, atol=0)  # round 1 alike
+    assert stopped.history[0].guard_acc == never.history[0].guard_acc
+    kept_on = unlearn(model, (x, y), cfg.replace(blend_stop=drop), progress=False)  # at the bar: not over it
+    assert not kept_on.history[1].blend_stopped
+
+
+def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
+    model, x, y = tiny_task
+    cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1)
+    gated = unlearn(model, (x, y), cfg.replace(blend_gate=1.0, blend_stop=0.0), progress=False)
+    plain = unlearn(model, (x, y), cfg.replace(blend_search=None), progress=False)
+    assert all(h.guard_acc is None and h.blend_gated for h in gated.history)
+    for a, b in zip(gated.model.state_dict().values(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"blend_search": 0.0}, "blend_search must be a blend weight α in"),
     ({"blend_search": 1.0}, "blend_search must be a blend weight α in"),
@@ -164,6 +216,8 @@ def test_a_gated_run_is_the_run_without_the_blend_search_and_its_records_say_why
     ({"blend_gate": 0.3}, "blend_gate gates the blended search: set blend_search"),
     ({"blend_until": 1}, "blend_until must be a round >= 1 with blend_search set"),
     ({"blend_search": 0.1, "blend_until": 0}, "blend_until must be a round >= 1 with blend_search set"),
+    ({"blend_search": 0.1, "blend_stop": 0.02}, "blend_stop must be an accuracy drop in"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop": -0.1}, "blend_stop must be an accuracy drop in"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

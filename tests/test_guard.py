@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from conftest import NO_SIZE_RULES, held_metrics, one_line, tiny_net
+from conftest import NO_SIZE_RULES, held_metrics, learnt_task, one_line
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.guard import guard_split, scale_step
 
@@ -100,28 +100,12 @@ def test_a_guard_that_would_leave_nothing_to_unlearn_says_so(tiny_task):
     assert "leaves none to unlearn with" in str(err.value)
 
 
-def _learnt_task():
-    """120 random 8×8 images labelled by their brightest quadrant, and a tiny net fitted to them: the clean
-    accuracy it starts from is high, so rounds at a harsh step lose different amounts of it."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(120, 3, 8, 8, generator=g)
-    y = torch.stack([x[:, :, i:i + 4, j:j + 4].mean((1, 2, 3)) for i in (0, 4) for j in (0, 4)], 1).argmax(1)
-    torch.manual_seed(0)
-    model = tiny_net(4)
-    opt = torch.optim.Adam(model.parameters(), 0.05)
-    for _ in range(150):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval(), x, y
-
-
 def test_a_selecting_guard_changes_no_round_and_returns_the_latest_round_within_the_allowed_drop():
     """``guard_mode="select"`` never undoes a round: whatever ``acc_guard``, the rounds are those of a run on the
     images it does not hold back. It only chooses the model returned: the latest round whose accuracy on the
     held-back slice is within ``acc_guard`` of the start, with that round's weights and δ, or the model as
     handed over (round 0) when none is."""
-    model, x, y = _learnt_task()
+    model, x, y = learnt_task()
     cfg = _tiny(outer_lr=0.1, outer_lr_schedule="constant", guard_fraction=0.25, guard_mode="select").replace(rounds=5)
     kept, held_back = guard_split(len(x), cfg.replace(acc_guard=1.0))
     plain = unlearn(model, (x[kept], y[kept]), cfg, progress=False)

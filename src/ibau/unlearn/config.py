@@ -229,6 +229,12 @@ class IBAUConfig:
             accuracy down where the pattern is a natural direction of the data (CIFAR-10 Smooth: up to 3.6 points
             below the model before, where the default ends above it; docs/presets.md, stop 56), but the round-1
             pattern alone does not hold GTSRB ℓ2 inv (19.1% against 0.0% carried every round).
+        blend_stop: with ``blend_gate``, a rule from clean data for how long the pattern is carried: when the gate
+            opens, ``guard_fraction`` of the clean set is held back from the θ steps of every round (the δ search
+            of round 1 has already run on all of it; with ``acc_guard`` its slice is used), and a round carries the
+            pattern only while clean accuracy on that slice after every earlier round is within this drop of the
+            model as handed over (e.g. 0.02); once a round falls further, no later round searches or carries it
+            (default None: off). Where the gate stays closed nothing is held back and the run is the default's.
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
@@ -384,6 +390,7 @@ class IBAUConfig:
     blend_screen: int = 10
     blend_gate: float | None = None
     blend_until: int | None = None
+    blend_stop: float | None = None
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -526,6 +533,9 @@ class IBAUConfig:
         if self.blend_until is not None and (self.blend_search is None or self.blend_until < 1):
             raise ValueError(f"blend_until must be a round >= 1 with blend_search set (e.g. blend_search=0.1, "
                              f"blend_until=1), or None (every round), got {self.blend_until}")
+        if self.blend_stop is not None and (self.blend_gate is None or not 0 <= self.blend_stop <= 1):
+            raise ValueError(f"blend_stop must be an accuracy drop in [0, 1] with blend_gate set (e.g. blend_search=0.1, "
+                             f"blend_gate=0.45, blend_stop=0.02), or None (off), got {self.blend_stop}")
         if self.blend_gate is not None and self.blend_search is None:
             raise ValueError("blend_gate gates the blended search: set blend_search (e.g. 0.1) too, or leave "
                              "blend_gate None")

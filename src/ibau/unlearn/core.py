@@ -63,8 +63,9 @@ class RoundRecord:
     blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
     blend_screen: list[float] | None = None  # blend_search, round 1: each class's rate in the screen
     blend_gated: bool = False              # blend_gate: no class stood out in round 1's screen; no pattern carried
+    blend_stopped: bool = False            # blend_stop: an earlier round cost the slice too much; no pattern carried
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
-    guard_acc: float | None = None         # acc_guard: clean accuracy on the held-back slice after the round
+    guard_acc: float | None = None         # acc_guard or blend_stop: clean accuracy on the held-back slice after the round
     rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -246,8 +247,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     # the round probe draws from a generator of its own too: choosing a round never changes the rounds
     probe_gen = torch.Generator().manual_seed(cfg.seed + 2)
 
-    def probe_batches(labels=y_all):
-        return iterate_batches(x_all, labels, bs, probe_gen, shuffle=True)
+    def probe_batches(labels=None):  # x_all and y_all as they are when called (blend_stop may hold a slice back)
+        return iterate_batches(x_all, y_all if labels is None else labels, bs, probe_gen, shuffle=True)
 
     # and so does the smooth search (smooth_search): without it the run is the same as before the option
     smooth_gen = torch.Generator().manual_seed(cfg.seed + 3)
@@ -288,6 +289,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     smooth: torch.Tensor | None = None  # smooth_search: the round's smooth δ (with smooth_rounds "first": round 1's)
     blend_class: int | None = None  # blend_search: the class chosen by round 1's screen
     blend_gated = False  # blend_gate: round 1's screen found no class standing out, so no pattern is carried
+    blend_stopped = False  # blend_stop: a round cost the held-back slice more than allowed; no pattern from then on
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     last_stamp: tuple[tuple, int | None] | None = None  # patch_rounds "kept": the latest stamp found and its class
     with _flush_denormal(cfg.flush_denormal), rng:
@@ -312,8 +314,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     # every search of the round and the stamp's scoring share them
                     labels = predictions(net, x_all, ranks=ranks) if cfg.pseudo_labels else y_all
 
-                    def delta_batches(labels=labels):
-                        return iterate_batches(x_all, labels, bs, gen, shuffle=cfg.shuffle)
+                    def delta_batches(labels=labels, images=x_all):
+                        return iterate_batches(images, labels, bs, gen, shuffle=cfg.shuffle)
 
                     found = [solve_delta(net, delta_batches, tuple(x_all.shape[1:]), search, inner_steps,
                                          on_step=lambda *_: bar.update(1), start=start if i < cfg.inner_restarts else None,
@@ -335,15 +337,23 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=smooth_class, ranks=ranks, before=before)
                     carried = None if smooth is None else functools.partial(perturb, delta=smooth, clamp=True)
-                    blend_fooling = None
+                    blend_fooling, blend_carried = None, False
                     screen: dict[str, Any] = {}  # blend_search: round 1's rate of each class
-                    if cfg.blend_search is not None and not blend_gated and r < (cfg.blend_until or cfg.rounds):
+                    if cfg.blend_search is not None and not (blend_gated or blend_stopped) \
+                            and r < (cfg.blend_until or cfg.rounds):
                         pattern, blend_class, blend_fooling = blend_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=blend_class, ranks=ranks, before=before, notes=screen)
                         blend_gated = screen.get("gated", False)
                         if not blend_gated:
-                            carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search)
+                            carried, blend_carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search), True
+                        if not blend_gated and cfg.blend_stop is not None and not len(x_guard):
+                            # the gate opened: from here on a slice watches what carrying the pattern costs
+                            kept, held_back = guard_split(len(x_all), cfg)
+                            (x_guard, y_guard), (x_all, y_all) = ((x_all[held_back], y_all[held_back]),
+                                                                  (x_all[kept], y_all[kept]))
+                            teacher = None if teacher is None else teacher[kept]
+                            guard_before = guard_accuracy()  # θ has not moved yet: the model as handed over
                         elif ranks.is_main:
                             logger.info("blend gate: no class stands out in the blend screen (class %d sent %.1f%% "
                                         "of the clean images; the gate asks %.1f points above the median of the "
@@ -359,8 +369,10 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                              distill_weight=distill_weight, augment=augment)
                     net.eval()
                     guard_acc, rolled_back, eligible = None, False, True
-                    if cfg.acc_guard is not None:
-                        guard_acc = acc = guard_accuracy()
+                    if len(x_guard):
+                        guard_acc = guard_accuracy()
+                    if cfg.acc_guard is not None and guard_acc is not None:
+                        acc = guard_acc
                         eligible = guard_before - acc <= cfg.acc_guard
                         rolled_back = not eligible and cfg.guard_mode == "rollback"
                         if rolled_back:  # undo the round's θ steps; the rounds left step more gently
@@ -384,7 +396,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          smooth_fooling=smooth_fooling,
                                          blend_class=blend_class, blend_fooling=blend_fooling,
                                          blend_screen=screen.get("rates"), blend_gated=blend_gated,
+                                         blend_stopped=blend_stopped,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
+                if cfg.blend_stop is not None and blend_carried and guard_acc is not None and guard_before - guard_acc > cfg.blend_stop:
+                    blend_stopped = True  # the pattern costs the clean accuracy the rounds should win back
+                    if ranks.is_main:
+                        logger.info("blend stop: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
+                                    "slice; no later round carries the blended pattern", r + 1, 100 * guard_before,
+                                    100 * guard_acc)
                 if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
                                 "slice; %s", r + 1, 100 * guard_before, 100 * (guard_acc or 0.0),
