@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from ibau import IBAUConfig
 from ibau.metrics import EffectMonitor, evaluate
 
 
@@ -59,6 +60,12 @@ def tiny_net(num_classes: int = 4) -> nn.Module:
     """conv-BN-ELU-pool-linear: the small VGG's layer types at a size the CPU tests can afford."""
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ELU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(4 * 4 * 4, num_classes))
+
+
+def tiny_config(**options):
+    """A 3-round config for the tiny tasks, the small-set rules off: tests of the guard need a step large enough to
+    harm the model on a few dozen images."""
+    return IBAUConfig(rounds=3, batch_size=20, patch_threshold=0, min_steps=0, **{**NO_SIZE_RULES, **options})
 
 
 def learnt_task():

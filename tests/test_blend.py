@@ -181,6 +181,7 @@ def test_blend_stop_holds_a_slice_back_once_the_gate_opens_and_stops_carrying_wh
     never = unlearn(model, (x, y), cfg.replace(blend_stop=1.0), progress=False)
     with torch.no_grad():
         assert never.history[-1].guard_acc == float((never.model(x[held_back]).argmax(1) == y[held_back]).float().mean())
+    assert all(h.guard_start == 1.0 for h in never.history)  # the slice's accuracy before round 1: all 12 right
     assert not any(h.blend_stopped for h in never.history)
     assert all(h.blend_fooling is not None for h in never.history)  # searched and carried every round
     drop = 1.0 - never.history[0].guard_acc

@@ -32,8 +32,11 @@ DEFINITIONS = {
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, device=None) -> torch.Tensor:
-    """Predicted classes for ``images``, in eval mode (the model's mode is restored afterwards)."""
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 100, device=None) -> torch.Tensor:
+    """Predicted classes for ``images``, in eval mode (the model's mode is restored afterwards).
+
+    Batches of 100 by default: on a CPU a small VGG's forward pass is about 1.4× faster per image than in batches
+    of 512 (its activations stay in cache), with the same predictions (``benchmarks/predict_batch.py``)."""
     dev = device or next(model.parameters()).device
     with eval_mode(model):
         preds = [model(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)]

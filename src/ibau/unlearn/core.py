@@ -66,6 +66,7 @@ class RoundRecord:
     blend_stopped: bool = False            # blend_stop: an earlier round cost the slice too much; no pattern carried
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
     guard_acc: float | None = None         # acc_guard or blend_stop: clean accuracy on the held-back slice after the round
+    guard_start: float | None = None       # ... and the handed-over model's, which the drop is measured from
     rolled_back: bool = False              # acc_guard: the round cost too much of it and its θ steps were undone
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -397,7 +398,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          blend_class=blend_class, blend_fooling=blend_fooling,
                                          blend_screen=screen.get("rates"), blend_gated=blend_gated,
                                          blend_stopped=blend_stopped,
-                                         probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back)
+                                         probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back,
+                                         guard_start=None if guard_acc is None else guard_before)
                 if cfg.blend_stop is not None and blend_carried and guard_acc is not None and guard_before - guard_acc > cfg.blend_stop:
                     blend_stopped = True  # the pattern costs the clean accuracy the rounds should win back
                     if ranks.is_main:
