@@ -65,14 +65,30 @@ def _blended(row: dict) -> str:
     return f"gated: {found}" if row.get("blend_gated") else found
 
 
-def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool = False, blend: bool = False) -> str:
+def _slice(record: dict) -> str:
+    """The held-back slice's clean accuracy (acc_guard, blend_stop): ``start: round 1 → round 2 …``, a round
+    whose θ steps carried no pattern because blend_stop ended it marked ``·``; – where no slice was held back."""
+    rows = record["rounds"]
+    if not rows or rows[-1].get("guard_acc") is None:
+        return "–"
+    start = rows[-1].get("guard_start")
+    head = "?" if start is None else f"{100 * start:.1f}"
+    return head + ": " + " → ".join(f"{100 * x['guard_acc']:.1f}" + ("·" if x.get("blend_stopped") else "")
+                                    for x in rows if x.get("guard_acc") is not None)
+
+
+def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool = False, blend: bool = False,
+                 held_back: bool = False) -> str:
     """One row per variant and seed; ``classes``: with δ's top class per round (and the trigger's target);
     ``stamp_classes``: each stamp with the class whose targeted search gave it (none: δ's own stamp); ``blend``:
-    with the class of each round's blended pattern and the share of the clean images it sends there."""
+    with the class of each round's blended pattern and the share of the clean images it sends there;
+    ``held_back``: with the held-back slice's clean accuracy, before round 1 and after each round."""
     extra = (" δ's class per round (target) |" if classes else "") + (" blended pattern's class per round |"
                                                                        if blend else "")
+    extra += " held-back slice ACC %: start: per round (· no pattern) |" if held_back else ""
     lines = [f"| variant | seed | held-out ASR % per round | stamp pixels per round |{extra} ACC drop | ASR % |",
-             "|---|---:|---|---|" + ("---|" if classes else "") + ("---|" if blend else "") + "---:|---:|"]
+             "|---|---:|---|---|" + ("---|" if classes else "") + ("---|" if blend else "")
+             + ("---|" if held_back else "") + "---:|---:|"]
     for c in sorted(cells, key=lambda c: (c["name"], c["seed"])):
         r = c["record"]
         asr = " → ".join(f"{100 * x['asr']:.1f}" for x in r["rounds"])
@@ -83,6 +99,8 @@ def rounds_table(cells: list[dict], classes: bool = False, stamp_classes: bool =
             where = " " + " → ".join(_top_class(x["fooling"]) for x in r["rounds"]) + f" ({target}) |"
         if blend:
             where += " " + " → ".join(_blended(x) for x in r["rounds"]) + " |"
+        if held_back:
+            where += f" {_slice(r)} |"
         drop = 100 * (r["before"]["acc"] - r["after"]["acc"])
         lines.append(f"| {c['name']} | {c['seed']} | {asr} | {stamps} |{where} {drop:.2f} | "
                      f"{100 * r['after']['asr']:.2f} |")
@@ -110,9 +128,12 @@ def main() -> None:
                     help="each stamp with the class whose search gave it (c2: class 2's; none: δ's own)")
     ap.add_argument("--blend", action="store_true",
                     help="the rows with each round's blended pattern (blend_search): its class and rate")
+    ap.add_argument("--held-back", action="store_true",
+                    help="the rows with the held-back slice's clean accuracy per round (acc_guard, blend_stop)")
     args = ap.parse_args()
     cells = finished_cells(args.folder, args.suite)
-    print(summary_table(cells) if args.summary else rounds_table(cells, args.classes, args.stamp_classes, args.blend))
+    print(summary_table(cells) if args.summary
+          else rounds_table(cells, args.classes, args.stamp_classes, args.blend, args.held_back))
 
 
 if __name__ == "__main__":
