@@ -542,3 +542,33 @@ def test_the_stop56_tables_in_presets_are_generated_from_their_records():
         for c in cells:
             config = c["record"]["config"]
             assert (config.get("blend_search"), config.get("blend_gate"), config.get("blend_until")) == ran[c["variant"]]
+
+
+
+def test_the_stop57_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-57 tables (the slice's stop for the carried pattern) are variant_rounds.py of their
+    suites with the held-back slice, and each variant ran what its name says."""
+    module = _benchmark("variant_rounds")
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    ran = {"default": (None, None, None), "bstop": (0.1, 0.45, 0.02)}
+    blocks = {"stop57_stop_dev_cifar": root / "issue17" / "cifar", "stop57_stop_dev_gtsrb": root / "issue17" / "gtsrb",
+              "stop57_stop_confirm_cifar": root / "issue19" / "confirm" / "cifar",
+              "stop57_stop_confirm_gtsrb": root / "issue19" / "confirm" / "gtsrb"}
+    shown = [name for name in blocks if f"<!-- table:{name} -->" in presets]
+    assert {"stop57_stop_dev_cifar", "stop57_stop_dev_gtsrb"} <= set(shown)
+    for name in shown:
+        cells = module.finished_cells(blocks[name], name)
+        assert cells and _presets_block(name, module.rounds_table(cells, classes=True, blend=True, held_back=True)
+                                        + "\n\n" + module.summary_table(cells)), name
+        for c in cells:
+            config = c["record"]["config"]
+            assert (config.get("blend_search"), config.get("blend_gate"), config.get("blend_stop")) == ran[c["variant"]]
+            rows = c["record"]["rounds"]
+            if c["variant"] != "bstop" or rows[0].get("guard_start") is None:  # records before guard_start: unchecked
+                continue
+            stopped = False  # no round after one that cost the slice more than 2 points carries the pattern
+            for row in rows:
+                assert row["blend_stopped"] == stopped and (row["blend_fooling"] is None) == (stopped or row["round"] > 1
+                                                                                            and rows[0]["blend_gated"])
+                stopped = stopped or (not row["blend_gated"] and row["guard_start"] - row["guard_acc"] > 0.02)
