@@ -21,9 +21,10 @@ demo: $(STAMP)
 	$(BIN)/ibau demo
 
 # two workers, one torch thread each (two threads each would oversubscribe 2 cores); a test file stays on one
-# worker (--dist loadfile), so module fixtures such as the smoke grid run once
+# worker (--dist loadfile), so module fixtures such as the smoke grid run once; files go out in collection order,
+# which tests/conftest.py starts with the long ones (LONG_FILES)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
 
 # the same suite without the tests marked slow (models trained or defended for more than a few seconds)
 test-fast: $(STAMP)
