@@ -348,13 +348,13 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                         blend_gated = screen.get("gated", False)
                         if not blend_gated:
                             carried, blend_carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search), True
-                        if not blend_gated and cfg.blend_stop is not None and not len(x_guard):
-                            # the gate opened: from here on a slice watches what carrying the pattern costs
-                            kept, held_back = guard_split(len(x_all), cfg)
-                            (x_guard, y_guard), (x_all, y_all) = ((x_all[held_back], y_all[held_back]),
-                                                                  (x_all[kept], y_all[kept]))
-                            teacher = None if teacher is None else teacher[kept]
-                            guard_before = guard_accuracy()  # θ has not moved yet: the model as handed over
+                            if cfg.blend_stop is not None and not len(x_guard):
+                                # the gate opened: from here on a slice watches what carrying the pattern costs
+                                kept, held_back = guard_split(len(x_all), cfg)
+                                (x_guard, y_guard), (x_all, y_all) = ((x_all[held_back], y_all[held_back]),
+                                                                      (x_all[kept], y_all[kept]))
+                                teacher = None if teacher is None else teacher[kept]
+                                guard_before = guard_accuracy()  # θ has not moved yet: the model as handed over
                         elif ranks.is_main:
                             logger.info("blend gate: no class stands out in the blend screen (class %d sent %.1f%% "
                                         "of the clean images; the gate asks %.1f points above the median of the "
@@ -373,8 +373,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     if len(x_guard):
                         guard_acc = guard_accuracy()
                     if cfg.acc_guard is not None and guard_acc is not None:
-                        acc = guard_acc
-                        eligible = guard_before - acc <= cfg.acc_guard
+                        eligible = guard_before - guard_acc <= cfg.acc_guard
                         rolled_back = not eligible and cfg.guard_mode == "rollback"
                         if rolled_back:  # undo the round's θ steps; the rounds left step more gently
                             net.load_state_dict(snapshot)
