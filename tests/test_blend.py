@@ -196,6 +196,36 @@ def test_blend_stop_holds_a_slice_back_once_the_gate_opens_and_stops_carrying_wh
     assert not kept_on.history[1].blend_stopped
 
 
+@pytest.mark.parametrize("rule, slice_acc, previous, stops", [
+    ("drop", 0.70, None, True),     # 10 points down on the first carried round: the drop rule stops at once
+    ("trend", 0.70, None, False),   # ... the trend rule lets the later rounds win it back
+    ("trend", 0.72, 0.70, False),   # still over the bar, but rising: carry on
+    ("trend", 0.70, 0.70, True),    # over the bar and no higher than the round before: stop
+    ("trend", 0.79, 0.90, False),   # fell, but within the bar of the model as handed over: carry on
+    ("drop", 0.79, 0.90, False),
+])
+def test_the_stop_rules_read_the_slice_as_documented(rule, slice_acc, previous, stops):
+    cfg = IBAUConfig(blend_search=0.1, blend_gate=0.45, blend_stop=0.02, blend_stop_rule=rule)
+    assert core._blend_stops(cfg, True, 0.80, slice_acc, previous) is stops
+    assert core._blend_stops(cfg, False, 0.80, slice_acc, previous) is False  # a round that carried nothing
+
+
+def test_the_trend_rule_lets_round_1_cost_the_slice_and_stops_once_a_round_does_not_win_it_back():
+    """The harsh step of the test above: round 1 costs the slice more than the bar, which ends the pattern under
+    the drop rule. Under the trend rule round 2 still carries it; whether round 3 does follows from the slice."""
+    model, x, y = learnt_task()
+    cfg = IBAUConfig(rounds=3, batch_size=20, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1,
+                     blend_gate=0.0, outer_lr=0.1, outer_lr_schedule="constant", **NO_SIZE_RULES)
+    never = unlearn(model, (x, y), cfg.replace(blend_stop=1.0), progress=False)
+    bar = (1.0 - never.history[0].guard_acc) - 0.05
+    trend = unlearn(model, (x, y), cfg.replace(blend_stop=bar, blend_stop_rule="trend"), progress=False)
+    first, second, third = trend.history
+    assert first.guard_acc == never.history[0].guard_acc and first.guard_start - first.guard_acc > bar
+    assert not second.blend_stopped and second.blend_fooling is not None  # carried after a costly round 1
+    ends = first.guard_start - second.guard_acc > bar and second.guard_acc <= first.guard_acc
+    assert third.blend_stopped is ends and (third.blend_fooling is None) is ends
+
+
 def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
     model, x, y = tiny_task
     cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1)
@@ -219,6 +249,9 @@ def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
     ({"blend_search": 0.1, "blend_until": 0}, "blend_until must be a round >= 1 with blend_search set"),
     ({"blend_search": 0.1, "blend_stop": 0.02}, "blend_stop must be an accuracy drop in"),
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop": -0.1}, "blend_stop must be an accuracy drop in"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop": 0.02, "blend_stop_rule": "slope"},
+     "blend_stop_rule must be 'drop'"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop_rule": "trend"}, "refines blend_stop: set blend_stop"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -235,6 +235,11 @@ class IBAUConfig:
             pattern only while clean accuracy on that slice after every earlier round is within this drop of the
             model as handed over (e.g. 0.02); once a round falls further, no later round searches or carries it
             (default None: off). Where the gate stays closed nothing is held back and the run is the default's.
+        blend_stop_rule: when ``blend_stop`` ends the pattern. ``"drop"`` (default): the first carried round that
+            leaves the slice more than ``blend_stop`` below the model as handed over. ``"trend"``: such a round ends
+            it only if the slice also did not rise since the carried round before it (round 1 never ends it): on
+            CIFAR-10 Blend round 1 costs the slice 5-8 points that the later carried rounds win back, where on
+            Smooth the slice stays down (docs/presets.md, stop 58).
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
@@ -391,6 +396,7 @@ class IBAUConfig:
     blend_gate: float | None = None
     blend_until: int | None = None
     blend_stop: float | None = None
+    blend_stop_rule: str = "drop"
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -536,6 +542,12 @@ class IBAUConfig:
         if self.blend_stop is not None and (self.blend_gate is None or not 0 <= self.blend_stop <= 1):
             raise ValueError(f"blend_stop must be an accuracy drop in [0, 1] with blend_gate set (e.g. blend_search=0.1, "
                              f"blend_gate=0.45, blend_stop=0.02), or None (off), got {self.blend_stop}")
+        if self.blend_stop_rule not in ("drop", "trend"):
+            raise ValueError(f"blend_stop_rule must be 'drop' (stop at the first round over the bar) or 'trend' (and "
+                             f"only once the slice stops rising), got {self.blend_stop_rule!r}")
+        if self.blend_stop_rule != "drop" and self.blend_stop is None:
+            raise ValueError(f"blend_stop_rule={self.blend_stop_rule!r} refines blend_stop: set blend_stop (e.g. 0.02) "
+                             f"too, or leave the rule 'drop'")
         if self.blend_gate is not None and self.blend_search is None:
             raise ValueError("blend_gate gates the blended search: set blend_search (e.g. 0.1) too, or leave "
                              "blend_gate None")

@@ -291,6 +291,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     blend_class: int | None = None  # blend_search: the class chosen by round 1's screen
     blend_gated = False  # blend_gate: round 1's screen found no class standing out, so no pattern is carried
     blend_stopped = False  # blend_stop: a round cost the held-back slice more than allowed; no pattern from then on
+    carried_slice: float | None = None  # blend_stop_rule "trend": the slice's accuracy after the last carried round
     replay: list[tuple[torch.Tensor, str, float | None]] = []  # delta_memory: earlier rounds' δs, latest first
     last_stamp: tuple[tuple, int | None] | None = None  # patch_rounds "kept": the latest stamp found and its class
     with _flush_denormal(cfg.flush_denormal), rng:
@@ -399,12 +400,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          blend_stopped=blend_stopped,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back,
                                          guard_start=None if guard_acc is None else guard_before)
-                if cfg.blend_stop is not None and blend_carried and guard_acc is not None and guard_before - guard_acc > cfg.blend_stop:
+                if _blend_stops(cfg, blend_carried, guard_before, guard_acc, carried_slice):
                     blend_stopped = True  # the pattern costs the clean accuracy the rounds should win back
                     if ranks.is_main:
                         logger.info("blend stop: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
                                     "slice; no later round carries the blended pattern", r + 1, 100 * guard_before,
                                     100 * guard_acc)
+                if blend_carried:
+                    carried_slice = guard_acc
                 if not eligible and ranks.is_main:
                     logger.info("accuracy guard: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
                                 "slice; %s", r + 1, 100 * guard_before, 100 * (guard_acc or 0.0),
@@ -490,6 +493,17 @@ def _searches(cfg: IBAUConfig) -> list[IBAUConfig]:
     main = cfg.replace(pseudo_labels=False)
     bounded = [] if cfg.bounded_search is None else [main.replace(norm="l2", norm_bound=cfg.bounded_search)]
     return [main] * cfg.inner_restarts + bounded
+
+
+def _blend_stops(cfg: IBAUConfig, carried: bool, start: float, slice_acc: float | None,
+                 previous: float | None) -> bool:
+    """Whether ``blend_stop`` ends the blended pattern after a round: the round ``carried`` it and left the held-back
+    slice at ``slice_acc``, more than ``cfg.blend_stop`` below ``start`` (the model as handed over); with
+    ``blend_stop_rule="trend"`` also no higher than ``previous``, the slice after the carried round before it (None
+    for the first carried round, which never stops it: the later rounds may win its cost back)."""
+    if cfg.blend_stop is None or not carried or slice_acc is None or start - slice_acc <= cfg.blend_stop:
+        return False
+    return cfg.blend_stop_rule == "drop" or (previous is not None and slice_acc <= previous)
 
 
 def _class_search_due(cfg: IBAUConfig, history: list[RoundRecord]) -> bool:
