@@ -405,7 +405,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     if ranks.is_main:
                         logger.info("blend stop: round %d took clean accuracy from %.1f%% to %.1f%% on the held-back "
                                     "slice; no later round carries the blended pattern", r + 1, 100 * guard_before,
-                                    100 * guard_acc)
+                                    100 * (guard_acc or 0.0))
                 if blend_carried:
                     carried_slice = guard_acc
                 if not eligible and ranks.is_main:
