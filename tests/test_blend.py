@@ -226,6 +226,26 @@ def test_the_trend_rule_lets_round_1_cost_the_slice_and_stops_once_a_round_does_
     assert third.blend_stopped is ends and (third.blend_fooling is None) is ends
 
 
+def test_blend_rounds_sets_the_number_of_rounds_where_the_gate_opens_as_a_run_of_that_many(tiny_task):
+    """Round 1's screen decides the run's length before any θ step: an open gate gives blend_rounds rounds, the θ
+    step's cosine planned over them (the very run of rounds=blend_rounds); a closed gate keeps ``rounds``."""
+    model, x, y = tiny_task
+    cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1)
+    opened = unlearn(model, (x, y), cfg.replace(blend_gate=0.0, blend_rounds=4), progress=False)
+    four = unlearn(model, (x, y), cfg.replace(blend_gate=0.0, rounds=4), progress=False)
+    assert len(opened.history) == 4
+    torch.testing.assert_close(opened.delta, four.delta, rtol=0, atol=0)
+    for a, b in zip(opened.model.state_dict().values(), four.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    closed = unlearn(model, (x, y), cfg.replace(blend_gate=1.0, blend_rounds=4), progress=False)
+    two = unlearn(model, (x, y), cfg.replace(blend_gate=1.0), progress=False)
+    assert len(closed.history) == 2 and closed.history[0].blend_gated
+    for a, b in zip(closed.model.state_dict().values(), two.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    one = unlearn(model, (x, y), cfg.replace(blend_gate=0.0, blend_rounds=1), progress=False)  # fewer rounds too
+    assert len(one.history) == 1
+
+
 def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
     model, x, y = tiny_task
     cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1)
@@ -252,6 +272,8 @@ def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop": 0.02, "blend_stop_rule": "slope"},
      "blend_stop_rule must be 'drop'"),
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop_rule": "trend"}, "refines blend_stop: set blend_stop"),
+    ({"blend_search": 0.1, "blend_rounds": 5}, "blend_rounds must be a number of rounds >= 1 with blend_gate"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_rounds": 0}, "blend_rounds must be a number of rounds >= 1"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

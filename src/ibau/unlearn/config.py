@@ -235,6 +235,11 @@ class IBAUConfig:
             pattern only while clean accuracy on that slice after every earlier round is within this drop of the
             model as handed over (e.g. 0.02); once a round falls further, no later round searches or carries it
             (default None: off). Where the gate stays closed nothing is held back and the run is the default's.
+        blend_rounds: with ``blend_gate``, the number of rounds where round 1's screen opens the gate, in place of
+            ``rounds`` (default None: ``rounds``). Set before round 1's θ steps, so the run is one of that many rounds
+            (the θ step's schedule included); where the gate stays closed the run keeps ``rounds``. The carried
+            pattern costs clean accuracy that its later rounds win back (CIFAR-10 Blend: 2.8 points down after 3
+            rounds; docs/presets.md, stop 58).
         blend_stop_rule: when ``blend_stop`` ends the pattern. ``"drop"`` (default): the first carried round that
             leaves the slice more than ``blend_stop`` below the model as handed over. ``"trend"``: such a round ends
             it only if the slice also did not rise since the carried round before it (round 1 never ends it): on
@@ -397,6 +402,7 @@ class IBAUConfig:
     blend_until: int | None = None
     blend_stop: float | None = None
     blend_stop_rule: str = "drop"
+    blend_rounds: int | None = None
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -548,6 +554,9 @@ class IBAUConfig:
         if self.blend_stop_rule != "drop" and self.blend_stop is None:
             raise ValueError(f"blend_stop_rule={self.blend_stop_rule!r} refines blend_stop: set blend_stop (e.g. 0.02) "
                              f"too, or leave the rule 'drop'")
+        if self.blend_rounds is not None and (self.blend_gate is None or self.blend_rounds < 1):
+            raise ValueError(f"blend_rounds must be a number of rounds >= 1 with blend_gate set (e.g. blend_search=0.1, "
+                             f"blend_gate=0.45, blend_rounds=5), or None (rounds), got {self.blend_rounds}")
         if self.blend_gate is not None and self.blend_search is None:
             raise ValueError("blend_gate gates the blended search: set blend_search (e.g. 0.1) too, or leave "
                              "blend_gate None")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import itertools
 import logging
 import math
 import time
@@ -305,8 +306,11 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                 logger.info("round probe: a δ of ℓ2 norm %g sends %.1f%% of the clean images to class %d, the suspect",
                             cfg.probe_bound, 100 * share, suspect)
         guard_before = guard_accuracy() if guarded else math.nan
+        rounds = cfg.rounds  # blend_rounds: where the gate opens, round 1 sets another number before any θ step
         try:
-            for r in range(cfg.rounds):
+            for r in itertools.count():
+                if r == rounds:
+                    break
                 t0 = time.perf_counter()
                 # the round in the asked precision; the callback then sees the model as deployed
                 with _precision(device, cfg.precision):
@@ -342,7 +346,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                     blend_fooling, blend_carried = None, False
                     screen: dict[str, Any] = {}  # blend_search: round 1's rate of each class
                     if cfg.blend_search is not None and not (blend_gated or blend_stopped) \
-                            and r < (cfg.blend_until or cfg.rounds):
+                            and r < (cfg.blend_until or rounds):
                         pattern, blend_class, blend_fooling = blend_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=blend_class, ranks=ranks, before=before, notes=screen)
@@ -356,6 +360,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                                                       (x_all[kept], y_all[kept]))
                                 teacher = None if teacher is None else teacher[kept]
                                 guard_before = guard_accuracy()  # θ has not moved yet: the model as handed over
+                            if cfg.blend_rounds is not None and r == 0:
+                                # the pattern's rounds win back what it costs (CIFAR-10 Blend): plan the θ steps'
+                                # schedule over them, as a run of that many rounds would
+                                rounds = cfg.blend_rounds
+                                schedules = [_outer_schedule(o, cfg, math.ceil(rounds * outer_steps / states))
+                                             for o in opts]
+                                bar.total = rounds * (len(searches) * inner_steps + outer_steps)
+                                bar.refresh()
                         elif ranks.is_main:
                             logger.info("blend gate: no class stands out in the blend screen (class %d sent %.1f%% "
                                         "of the clean images; the gate asks %.1f points above the median of the "
