@@ -577,3 +577,36 @@ def test_the_stop57_tables_in_presets_are_generated_from_their_records():
             stopped = stopped or (not row["blend_gated"] and row["guard_start"] - row["guard_acc"] > 0.02)
         checked += 1
     assert checked >= 3  # GTSRB l2 inv's three seeds at least
+
+
+def test_the_stop58_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-58 tables (the slice's stop read as a trend) are variant_rounds.py of their suites with
+    the held-back slice, each variant ran what its name says, and the trend rule held in every run: a carried round
+    stopped the pattern only when it left the slice more than 2 points below the start and no higher than the carried
+    round before it (round 1 never)."""
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    blocks = {"stop58_trend_dev_cifar": root / "issue17" / "cifar", "stop58_trend_dev_gtsrb": root / "issue17" / "gtsrb",
+              "stop58_trend5_dev_cifar": root / "issue17" / "cifar",
+              "stop58_trend_confirm_cifar": root / "issue19" / "confirm" / "cifar"}
+    stop = (0.1, 0.45, 0.02)
+    cells = _blend_blocks(blocks, {"stop58_trend_dev_cifar", "stop58_trend_dev_gtsrb", "stop58_trend_confirm_cifar"},
+                          ("blend_search", "blend_gate", "blend_stop"),
+                          {"default": (None, None, None), "bstop": stop, "btrend": stop, "btrend5": stop},
+                          held_back=True)
+    checked = 0
+    for c in cells:
+        config, rows = c["record"]["config"], c["record"]["rounds"]
+        if not c["variant"].startswith("btrend"):
+            continue
+        assert config["blend_stop_rule"] == "trend" and len(rows) == config["rounds"]
+        assert config["rounds"] == (5 if c["variant"] == "btrend5" or "model seed 1" in c["attack_label"] else 3)
+        stopped, previous = False, None
+        for row in rows:
+            assert row["blend_stopped"] == stopped
+            assert (row["blend_fooling"] is None) == (stopped or (row["round"] > 1 and rows[0]["blend_gated"]))
+            if not (stopped or row["blend_gated"]):  # a carried round
+                over = row["guard_start"] - row["guard_acc"] > 0.02
+                stopped = over and previous is not None and row["guard_acc"] <= previous
+                previous = row["guard_acc"]
+        checked += 1
+    assert checked >= 9  # the development rows' three seeds at least
