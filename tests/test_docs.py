@@ -586,7 +586,7 @@ def test_the_stop58_tables_in_presets_are_generated_from_their_records():
     round before it (round 1 never)."""
     root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
     blocks = {"stop58_trend_dev_cifar": root / "issue17" / "cifar", "stop58_trend_dev_gtsrb": root / "issue17" / "gtsrb",
-              "stop58_trend5_dev_cifar": root / "issue17" / "cifar",
+              "stop58_trend5_dev_cifar": root / "issue17" / "cifar", "stop58_trend5_dev_gtsrb": root / "issue17" / "gtsrb",
               "stop58_trend_confirm_cifar": root / "issue19" / "confirm" / "cifar"}
     stop = (0.1, 0.45, 0.02)
     cells = _blend_blocks(blocks, {"stop58_trend_dev_cifar", "stop58_trend_dev_gtsrb", "stop58_trend_confirm_cifar"},
