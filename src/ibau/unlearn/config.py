@@ -235,16 +235,16 @@ class IBAUConfig:
             pattern only while clean accuracy on that slice after every earlier round is within this drop of the
             model as handed over (e.g. 0.02); once a round falls further, no later round searches or carries it
             (default None: off). Where the gate stays closed nothing is held back and the run is the default's.
-        blend_rounds: with ``blend_gate``, the number of rounds where round 1's screen opens the gate, in place of
-            ``rounds`` (default None: ``rounds``). Set before round 1's θ steps, so the run is one of that many rounds
-            (the θ step's schedule included); where the gate stays closed the run keeps ``rounds``. The carried
-            pattern costs clean accuracy that its later rounds win back (CIFAR-10 Blend: 2.8 points down after 3
-            rounds; docs/presets.md, stop 58).
         blend_stop_rule: when ``blend_stop`` ends the pattern. ``"drop"`` (default): the first carried round that
             leaves the slice more than ``blend_stop`` below the model as handed over. ``"trend"``: such a round ends
             it only if the slice also did not rise since the carried round before it (round 1 never ends it): on
             CIFAR-10 Blend round 1 costs the slice 5-8 points that the later carried rounds win back, where on
             Smooth the slice stays down (docs/presets.md, stop 58).
+        blend_rounds: with ``blend_gate``, the number of rounds where round 1's screen opens the gate, in place of
+            ``rounds`` (default None: ``rounds``). Set before round 1's θ steps, so the run is one of that many rounds
+            (the θ step's schedule included); where the gate stays closed the run keeps ``rounds``. The carried
+            pattern costs clean accuracy that its later rounds win back (CIFAR-10 Blend: 2.8 points down after 3
+            rounds; docs/presets.md, stop 58).
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;

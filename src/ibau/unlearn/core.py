@@ -264,17 +264,22 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     params = [p for p in net.parameters() if p.requires_grad]
     opt_cls = torch.optim.Adam if cfg.outer_optimizer == "adam" else torch.optim.SGD
     # one optimiser state for all δs, or one per δ of a round (per_delta_optimizer), each on its share of steps
-    states = len(_searches(cfg)) if cfg.per_delta_optimizer else 1
+    searches = _searches(cfg)
+    states = len(searches) if cfg.per_delta_optimizer else 1
     opts = [opt_cls(params, lr=cfg.step_size(len(x_all))) for _ in range(states)]
-    schedules = [_outer_schedule(o, cfg, math.ceil(cfg.rounds * outer_steps / states)) for o in opts]
+
+    def planned(rounds: int) -> list:  # the θ step's schedule of each optimiser, over a run of that many rounds
+        return [_outer_schedule(o, cfg, math.ceil(rounds * outer_steps / states)) for o in opts]
+
+    schedules = planned(cfg.rounds)
     solver = cfg.make_solver()
     history: list[RoundRecord] = []
     delta = torch.zeros(x_all.shape[1:], device=device, dtype=x_all.dtype)
     snapshot = copy.deepcopy(net.state_dict())
     opt_snapshot = [copy.deepcopy(o.state_dict()) for o in opts] if guarded else []
     interrupted, total_seconds = False, 0.0
-    searches = _searches(cfg)
-    bar = tqdm(total=cfg.rounds * (len(searches) * inner_steps + outer_steps), desc="I-BAU",
+    bar_steps = len(searches) * inner_steps + outer_steps  # the progress bar's steps a round
+    bar = tqdm(total=cfg.rounds * bar_steps, desc="I-BAU",
                disable=not (progress and ranks.is_main), leave=False)
     # Dropout in train mode draws from the global RNG: fork it, seeded from cfg.seed, so the same seed
     # gives the same weights and the caller's RNG state is left as it was (each rank its own stream, so
@@ -364,9 +369,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                 # the pattern's rounds win back what it costs (CIFAR-10 Blend): plan the θ steps'
                                 # schedule over them, as a run of that many rounds would
                                 rounds = cfg.blend_rounds
-                                schedules = [_outer_schedule(o, cfg, math.ceil(rounds * outer_steps / states))
-                                             for o in opts]
-                                bar.total = rounds * (len(searches) * inner_steps + outer_steps)
+                                schedules, bar.total = planned(rounds), rounds * bar_steps
                                 bar.refresh()
                         elif ranks.is_main:
                             logger.info("blend gate: no class stands out in the blend screen (class %d sent %.1f%% "
