@@ -58,10 +58,13 @@ def _stamp(row: dict, stamp_classes: bool) -> str:
 
 def _blended(row: dict) -> str:
     """A round's blended pattern (blend_search): ``class (share %)`` it sends the clean images to, – for none;
-    with blend_gate, round 1's screen pick that was not carried reads ``gated: class (share %)``, later rounds –."""
+    with blend_gate, round 1's screen pick that was not carried reads ``gated: class (share %)``, later rounds –; the
+    further classes of blend_also follow as `` + class (share %)``."""
     if row.get("blend_class") is None or row.get("blend_fooling") is None:
         return "–"
     found = f"{row['blend_class']} ({100 * row['blend_fooling']:.0f}%)"
+    for c, rate in zip(row.get("blend_also") or [], row.get("blend_also_fooling") or []):  # blend_also's classes
+        found += f" + {c} ({100 * rate:.0f}%)"
     return f"gated: {found}" if row.get("blend_gated") else found
 
 

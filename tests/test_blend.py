@@ -7,7 +7,7 @@ from torch import nn
 
 from conftest import NO_SIZE_RULES, learnt_task
 from ibau import IBAUConfig, unlearn
-from ibau.unlearn.blend import blend, blend_rate, blend_trigger, standout
+from ibau.unlearn.blend import also_classes, blend, blend_rate, blend_trigger, standout
 from ibau.unlearn.guard import guard_split
 from ibau.unlearn.inner import targeted_delta
 
@@ -256,6 +256,87 @@ def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+class _TwoBlends(nn.Module):
+    """Clean images go to class 0; blending ``b1`` in at α = 0.1 sends them to class 1, ``b2`` to class 2 (each logit
+    reads how much of its centred pattern the image carries beyond mid-grey, as :class:`_BlendAndBrightness`); classes
+    3 and 4 are never reached: a model with two blended backdoors."""
+
+    def __init__(self, b1: torch.Tensor, b2: torch.Tensor):
+        super().__init__()
+        self.register_buffer("u", torch.stack([b1 - 0.5, b2 - 0.5]))
+
+    def forward(self, x):
+        along = ((x - 0.5).unsqueeze(1) * self.u).sum((2, 3, 4)) / self.u.pow(2).sum((1, 2, 3))
+        low = torch.full((len(x), 2), -100.0, dtype=x.dtype)
+        return torch.cat([torch.zeros(len(x), 1, dtype=x.dtype), 200 * (along - 0.05), low], 1)
+
+
+def test_also_classes_keeps_every_further_class_that_stands_out_above_the_median():
+    # the seven-trigger screens of docs/presets.md (stop 59): Blend's target 3 kept, Smooth's target 1 stands out too
+    confirm = [0.27, 0.82, 0.46, 0.97, 0.48, 0.61, 0.30, 0.21, 0.45, 0.34]
+    assert also_classes(confirm, kept=3, bar=0.3) == [1]  # 82 against a median of 45: 37 points
+    assert also_classes(confirm, kept=3, bar=0.4) == []
+    # a single blended backdoor (CIFAR-10 Smooth, model trained afterwards): the runner-up stands out by 23 points
+    smooth = [0.30, 0.33, 0.35, 0.31, 0.40, 0.20, 0.97, 0.15, 0.17, 0.12]
+    assert also_classes(smooth, kept=6, bar=0.3) == []
+    # several: the highest rate first, ties to the lowest class; the kept class is never among them
+    assert also_classes([0.9, 0.1, 0.8, 0.1, 0.8, 0.1, 0.1], kept=0, bar=0.5) == [2, 4]
+    assert also_classes([0.9, 0.6, 0.6, 0.1], kept=0, bar=0.0) == [1, 2]  # a bar of 0: at or above the others' median
+
+
+def test_blend_also_finds_the_second_blended_backdoor_and_its_pattern():
+    g = torch.Generator().manual_seed(0)
+    b1, b2 = ((torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64) > 0.5).to(torch.float64))
+    x = 0.3 + 0.4 * torch.rand(200, 3, 8, 8, generator=g, dtype=torch.float64)
+    model, y = _TwoBlends(b1, b2).eval(), torch.zeros(200, dtype=torch.long)
+    cfg = IBAUConfig(blend_search=ALPHA, blend_screen=15, blend_gate=0.3, blend_also=0.3)
+    notes = {}
+    _, kept, rate = blend_trigger(model, _batches(x, y), x, cfg, 30, 5, notes=notes)
+    assert kept in (1, 2) and rate > 0.9 and "gated" not in notes
+    (other,) = also_classes(notes["rates"], kept, cfg.blend_also)
+    assert other == 3 - kept  # the other backdoor's class, and only it (classes 3 and 4 are never reached)
+    pattern, target, rate = blend_trigger(model, _batches(x, y), x, cfg, 30, 5, target=other)
+    assert target == other and rate > 0.9
+    u, p = ((b1 if other == 1 else b2) - 0.5).flatten(), (pattern - 0.5).flatten()
+    assert float(u @ p / (u.norm() * p.norm())) > 0.9  # the second trigger's own pattern
+
+
+def test_blend_also_carries_each_further_pattern_in_turn_and_nothing_changes_where_no_class_qualifies(
+        tiny_task, monkeypatch):
+    model, x, y = tiny_task
+    cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.0, blend_search=0.2, blend_screen=1,
+                     blend_gate=0.0)
+    carried: list[torch.Tensor] = []  # the pattern each θ step's carried rows get
+    real_blend = core.blend
+
+    def watching_blend(images, pattern, alpha):
+        carried.append(pattern)
+        return real_blend(images, pattern, alpha)
+
+    monkeypatch.setattr(core, "blend", watching_blend)
+    result = unlearn(model, (x, y), cfg.replace(blend_also=0.0), progress=False)
+    monkeypatch.setattr(core, "blend", real_blend)
+    first, second = result.history
+    assert first.blend_also and first.blend_also == second.blend_also  # round 1 picks them; every round searches them
+    assert first.blend_class not in first.blend_also
+    assert first.blend_also == also_classes(first.blend_screen, first.blend_class, 0.0)
+    assert len(first.blend_also_fooling) == len(first.blend_also) and all(0 <= f <= 1 for f in first.blend_also_fooling)
+    k = 1 + len(first.blend_also)
+    _, outer = core.round_steps(cfg, len(x))
+    assert len(carried) == 2 * outer
+    for r in range(2):  # within a round, step t carries pattern t mod k: k distinct patterns in turn
+        steps = carried[r * outer:(r + 1) * outer]
+        assert len({id(p) for p in steps}) == min(k, outer)
+        assert all(steps[t] is steps[t % k] for t in range(outer))
+    # a bar no class reaches: the run is the run without the option, bit for bit, and the records say none
+    none = unlearn(model, (x, y), cfg.replace(blend_also=1.0), progress=False)
+    plain = unlearn(model, (x, y), cfg, progress=False)
+    assert all(h.blend_also is None and h.blend_also_fooling is None for h in none.history)
+    torch.testing.assert_close(none.delta, plain.delta, rtol=0, atol=0)
+    for a, b in zip(none.model.state_dict().values(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"blend_search": 0.0}, "blend_search must be a blend weight α in"),
     ({"blend_search": 1.0}, "blend_search must be a blend weight α in"),
@@ -274,6 +355,9 @@ def test_blend_stop_holds_nothing_back_where_the_gate_stays_closed(tiny_task):
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_stop_rule": "trend"}, "refines blend_stop: set blend_stop"),
     ({"blend_search": 0.1, "blend_rounds": 5}, "blend_rounds must be a number of rounds >= 1 with blend_gate"),
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_rounds": 0}, "blend_rounds must be a number of rounds >= 1"),
+    ({"blend_search": 0.1, "blend_also": 0.3}, "blend_also must be a share of the clean images in"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_also": 1.5}, "blend_also must be a share of the clean images in"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_also": float("nan")}, "blend_also must be a share"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

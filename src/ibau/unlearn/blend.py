@@ -67,6 +67,21 @@ def standout(rates: list[float]) -> float:
     return ordered[0] - statistics.median(ordered[1:])
 
 
+def also_classes(rates: list[float], kept: int, bar: float) -> list[int]:
+    """The classes other than ``kept`` whose screen rate exceeds the median of the other classes' rates by at least
+    ``bar`` (``blend_also``), the highest rate first (ties: the lowest class). A model with several blended backdoors
+    has several such classes (CIFAR-10's seven triggers: 96 and 92% against a median of 37%); one backdoor's
+    runner-up stands out by 11-23 points on the development and confirmation models (docs/presets.md, stop 59).
+
+    >>> also_classes([0.2, 0.9, 0.3, 0.95, 0.25], kept=3, bar=0.3)
+    [1]
+    """
+    def stands_out(c: int) -> float:
+        return rates[c] - statistics.median(r for i, r in enumerate(rates) if i != c)
+
+    return sorted((c for c in range(len(rates)) if c != kept and stands_out(c) >= bar), key=lambda c: (-rates[c], c))
+
+
 def blend_trigger(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
                   x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, target: int | None = None,
                   ranks: Ranks = SINGLE, before: torch.Tensor | None = None,

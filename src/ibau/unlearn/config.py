@@ -245,6 +245,13 @@ class IBAUConfig:
             (the θ step's schedule included); where the gate stays closed the run keeps ``rounds``. The carried
             pattern costs clean accuracy that its later rounds win back (CIFAR-10 Blend: 2.8 points down after 3
             rounds; docs/presets.md, stop 58).
+        blend_also: with ``blend_gate``, where round 1's screen opens the gate, every other class whose screen rate
+            also stands out by at least this share of the clean images (its rate minus the median of the other
+            classes' rates; e.g. 0.3) gets a pattern of its own, searched every round like the kept class's, and the
+            carried rows take the patterns in turn, row by row (default None: the kept class's pattern alone). A model
+            with several blended backdoors has several classes far above the rest (CIFAR-10's seven triggers: Blend's
+            target 52-59 points above the median, Smooth's 38-55), where one backdoor's runner-up stands out by 11-23
+            points (docs/presets.md, stop 59). Each further class costs one more pattern search a round.
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
@@ -403,6 +410,7 @@ class IBAUConfig:
     blend_stop: float | None = None
     blend_stop_rule: str = "drop"
     blend_rounds: int | None = None
+    blend_also: float | None = None
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -557,6 +565,9 @@ class IBAUConfig:
         if self.blend_rounds is not None and (self.blend_gate is None or self.blend_rounds < 1):
             raise ValueError(f"blend_rounds must be a number of rounds >= 1 with blend_gate set (e.g. blend_search=0.1, "
                              f"blend_gate=0.45, blend_rounds=5), or None (rounds), got {self.blend_rounds}")
+        if self.blend_also is not None and (self.blend_gate is None or not 0 <= self.blend_also <= 1):
+            raise ValueError(f"blend_also must be a share of the clean images in [0, 1] with blend_gate set (e.g. "
+                             f"blend_search=0.1, blend_gate=0.45, blend_also=0.3), or None (off), got {self.blend_also}")
         if self.blend_gate is not None and self.blend_search is None:
             raise ValueError("blend_gate gates the blended search: set blend_search (e.g. 0.1) too, or leave "
                              "blend_gate None")

@@ -21,7 +21,7 @@ from ..data.arrays import check_images, check_labels
 from ..training import augment_images, cycle_batches, iterate_batches
 from ..utils import eval_mode, resolve_device
 from . import distributed
-from .blend import blend, blend_trigger
+from .blend import also_classes, blend, blend_trigger
 from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
 from .guard import guard_split, restore_optimizers, scale_step
@@ -63,6 +63,8 @@ class RoundRecord:
     blend_class: int | None = None         # blend_search: the class the round's blended pattern is aimed at
     blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
     blend_screen: list[float] | None = None  # blend_search, round 1: each class's rate in the screen
+    blend_also: list[int] | None = None    # blend_also: the further classes whose patterns the round carried too
+    blend_also_fooling: list[float] | None = None  # ... and the share of other-class clean images each sends there
     blend_gated: bool = False              # blend_gate: no class stood out in round 1's screen; no pattern carried
     blend_stopped: bool = False            # blend_stop: an earlier round cost the slice too much; no pattern carried
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
@@ -295,6 +297,7 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
     smooth_class: int | None = None  # smooth_search: the class chosen by round 1's screen
     smooth: torch.Tensor | None = None  # smooth_search: the round's smooth δ (with smooth_rounds "first": round 1's)
     blend_class: int | None = None  # blend_search: the class chosen by round 1's screen
+    blend_also: list[int] = []  # blend_also: the further classes of round 1's screen whose patterns are carried too
     blend_gated = False  # blend_gate: round 1's screen found no class standing out, so no pattern is carried
     blend_stopped = False  # blend_stop: a round cost the held-back slice more than allowed; no pattern from then on
     carried_slice: float | None = None  # blend_stop_rule "trend": the slice's accuracy after the last carried round
@@ -347,8 +350,9 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                         smooth, smooth_class, smooth_fooling = smooth_trigger(
                             net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps, num_classes,
                             target=smooth_class, ranks=ranks, before=before)
-                    carried = None if smooth is None else functools.partial(perturb, delta=smooth, clamp=True)
-                    blend_fooling, blend_carried = None, False
+                    carried: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (
+                        () if smooth is None else (functools.partial(perturb, delta=smooth, clamp=True),))
+                    blend_fooling, blend_carried, also_fooling = None, False, None
                     screen: dict[str, Any] = {}  # blend_search: round 1's rate of each class
                     if cfg.blend_search is not None and not (blend_gated or blend_stopped) \
                             and r < (cfg.blend_until or rounds):
@@ -357,7 +361,14 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                             target=blend_class, ranks=ranks, before=before, notes=screen)
                         blend_gated = screen.get("gated", False)
                         if not blend_gated:
-                            carried, blend_carried = functools.partial(blend, pattern=pattern, alpha=cfg.blend_search), True
+                            if cfg.blend_also is not None and r == 0:
+                                blend_also = also_classes(screen["rates"], blend_class, cfg.blend_also)
+                            also = [blend_trigger(net, smooth_batches, x_all[:FOOLING_SAMPLE], cfg, inner_steps,
+                                                  num_classes, target=c, ranks=ranks, before=before) for c in blend_also]
+                            also_fooling = [sent for *_, sent in also] if blend_also else None
+                            carried = tuple(functools.partial(blend, pattern=p, alpha=cfg.blend_search)
+                                            for p in [pattern] + [p for p, *_ in also])
+                            blend_carried = True
                             if cfg.blend_stop is not None and not len(x_guard):
                                 # the gate opened: from here on a slice watches what carrying the pattern costs
                                 kept, held_back = guard_split(len(x_all), cfg)
@@ -411,6 +422,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          smooth_class=smooth_class,
                                          smooth_fooling=smooth_fooling,
                                          blend_class=blend_class, blend_fooling=blend_fooling,
+                                         blend_also=(blend_also or None) if blend_carried else None,
+                                         blend_also_fooling=also_fooling,
                                          blend_screen=screen.get("rates"), blend_gated=blend_gated,
                                          blend_stopped=blend_stopped,
                                          probe_rate=rate, guard_acc=guard_acc, rolled_back=rolled_back,
@@ -631,15 +644,16 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 
 def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
                 cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
-                carried: Callable[[torch.Tensor], torch.Tensor] | None = None, schedules=None, ranks: Ranks = SINGLE,
+                carried: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (), schedules=None, ranks: Ranks = SINGLE,
                 distill_weight: float = 0.0, augment: tuple[str, torch.Generator | None] = ("none", None)) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
     searched under, which its KKT system needs) stay fixed, step t uses δ[t mod len].
     Returns the mean L_out. Across ``ranks`` the hyper batch, the images that carry δ or its stamp and
     every draw are chosen on the global batch; each rank computes the losses on its share of them and the
-    hypergradient is summed over the ranks. ``carried``: a trigger found beside δ, as the map that puts it on
-    images (smooth_search's smooth δ added and clamped, blend_search's pattern blended), applied to
-    ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp).
+    hypergradient is summed over the ranks. ``carried``: the triggers found beside δ, each as the map that puts it
+    on images (smooth_search's smooth δ added and clamped, blend_search's patterns blended), applied to
+    ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp); step t
+    carries trigger t mod len (the same rows on every rank).
     ``distill_weight``: the weight of the distillation term (``cfg.distill_weight`` of the clean set's size).
     ``augment``: ``(name, generator)``, the augmentation of each batch's clean images (``outer_augment``) before
     δ, its stamp or the carried trigger go on them; the hyper batch is taken before it."""
@@ -661,7 +675,8 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         n_stamped = max(1, round(cfg.patch_fraction * n))
         stamped = slice(n - n_stamped, n) if patch is not None and k + n_stamped <= n else None
         end = n if stamped is None else n - n_stamped
-        smoothed = slice(end - n_stamped, end) if carried is not None and k + n_stamped <= end else None
+        smoothed = slice(end - n_stamped, end) if carried and k + n_stamped <= end else None
+        carry = carried[done % len(carried)] if carried else None
         chosen_rows = ranks.local_rows(chosen, n, x_all.device)  # this rank's rows among them
         stamped_rows = None if stamped is None else ranks.local_rows(stamped, n, x_all.device)
         smoothed_rows = None if smoothed is None else ranks.local_rows(smoothed, n, x_all.device)
@@ -679,13 +694,13 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
                 return -objective(net, xh, yh, d, cfg, ranks=ranks, total=n_hyper)
 
         def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows, smoothed=smoothed_rows,
-                       teacher=teacher, noise=noise):
+                       teacher=teacher, noise=noise, carry=carry):
             mixed = x.clone()  # CE with δ on the chosen images (and the stamp on the stamped ones)
             if stamped is not None:
                 mask, pattern = patch[0], (patch[1] if noise is None else noise[stamped])
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
-            if smoothed is not None:
-                mixed[smoothed] = carried(x[smoothed])
+            if smoothed is not None and carry is not None:
+                mixed[smoothed] = carry(x[smoothed])
             mixed[chosen] = perturb(x[chosen], d, cfg.clamp)
             logits = ranks.forward(net, mixed)
             loss = ranks.cross_entropy(logits, y, n)
