@@ -9,6 +9,7 @@ docs/presets.md's stop-51 to stop-55 tables.
     python benchmarks/variant_rounds.py docs/measurements/issue19/confirm/gtsrb confirm_kept_gtsrb --classes
     python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop53_l1kept_gtsrb --classes --stamp-classes
     python benchmarks/variant_rounds.py docs/measurements/issue17/gtsrb stop55_blend_dev_gtsrb --blend
+    python benchmarks/variant_rounds.py docs/measurements/issue17/cifar stop59_also_dev_cifar --triggers
 """
 from __future__ import annotations
 
@@ -121,6 +122,22 @@ def summary_table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def triggers_table(cells: list[dict]) -> str:
+    """A multi-trigger row's ASR per trigger after the defense (``asr:NAME`` of the record), one row per variant
+    and seed, with the mean over the triggers (the row's ASR) and the ACC drop; the cells without per-trigger
+    ASR are left out."""
+    cells = [c for c in cells if any(k.startswith("asr:") for k in c["record"]["after"])]
+    names = [k[4:] for k in cells[0]["record"]["after"] if k.startswith("asr:")] if cells else []
+    lines = ["| variant | seed | " + " | ".join(names) + " | mean ASR % | ACC drop |",
+             "|---|---:|" + "---:|" * (len(names) + 2)]
+    for c in sorted(cells, key=lambda c: (c["name"], c["seed"])):
+        after, before = c["record"]["after"], c["record"]["before"]
+        each = " | ".join(f"{100 * after[f'asr:{n}']:.1f}" for n in names)
+        lines.append(f"| {c['name']} | {c['seed']} | {each} | {100 * after['asr']:.2f} | "
+                     f"{100 * (before['acc'] - after['acc']):.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="a folder written by `ibau bench`")
@@ -133,8 +150,13 @@ def main() -> None:
                     help="the rows with each round's blended pattern (blend_search): its class and rate")
     ap.add_argument("--held-back", action="store_true",
                     help="the rows with the held-back slice's clean accuracy per round (acc_guard, blend_stop)")
+    ap.add_argument("--triggers", action="store_true",
+                    help="a multi-trigger row's ASR per trigger after the defense, instead of the rows per round")
     args = ap.parse_args()
     cells = finished_cells(args.folder, args.suite)
+    if args.triggers:
+        print(triggers_table(cells))
+        return
     print(summary_table(cells) if args.summary
           else rounds_table(cells, args.classes, args.stamp_classes, args.blend, args.held_back))
 
