@@ -9,7 +9,7 @@ from conftest import NO_SIZE_RULES, learnt_task
 from ibau import IBAUConfig, unlearn
 from ibau.unlearn.blend import also_classes, blend, blend_rate, blend_trigger, standout
 from ibau.unlearn.guard import guard_split
-from ibau.unlearn.inner import targeted_delta
+from ibau.unlearn.inner import class_stamps, targeted_delta
 
 core = importlib.import_module("ibau.unlearn.core")
 blend_module = importlib.import_module("ibau.unlearn.blend")
@@ -337,6 +337,67 @@ def test_blend_also_carries_each_further_pattern_in_turn_and_nothing_changes_whe
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+class _TwoPatches(nn.Module):
+    """Class 0 for clean images (pixels in [0.3, 0.7]); a bright 2×2 corner sends an image to class 1 (top left) or to
+    class 2 (bottom right); class 3 is never reached: two patch backdoors, one stamp of 4 pixels each."""
+
+    def forward(self, x):
+        corner = [x[:, :, :2, :2].mean((1, 2, 3)), x[:, :, -2:, -2:].mean((1, 2, 3))]
+        return torch.stack([torch.zeros(len(x), dtype=x.dtype), *(60 * (c - 0.85) for c in corner),
+                            torch.full((len(x),), -100.0, dtype=x.dtype)], 1)
+
+
+def test_class_stamps_reads_a_stamp_for_every_class_a_patch_reaches():
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.4 * torch.rand(100, 3, 8, 8, generator=g, dtype=torch.float64)
+    model, y = _TwoPatches().eval(), torch.zeros(100, dtype=torch.long)
+    cfg = IBAUConfig()
+    found = class_stamps(model, _batches(x, y), x, cfg, 20, 4)
+    assert [c for *_, c in found] == [1, 2]  # class 3 is never reached, class 0 is every image's already
+    for mask, pattern, rate, c in found:
+        corner = (slice(0, 2), slice(0, 2)) if c == 1 else (slice(6, 8), slice(6, 8))
+        assert int(mask.sum()) == 4 and bool((mask[0][corner] == 1).all()) and rate == 1.0
+        assert bool((pattern[:, corner[0], corner[1]] == 1).all())  # the stamp's pattern is the bright corner
+    assert [c for *_, c in class_stamps(model, _batches(x, y), x, cfg, 20, 4, skip=1)] == [2]
+
+
+def test_patch_also_stamps_every_class_stamp_in_turn_in_round_1_only_where_blend_also_found_further_classes(
+        tiny_task, monkeypatch):
+    model, x, y = tiny_task
+    masks = [torch.zeros(1, 8, 8) for _ in range(2)]
+    masks[0][0, 0, 0] = 1
+    masks[1][0, 7, 7] = 1
+    fake = [(masks[0], torch.ones(3, 8, 8), 1.0, 2), (masks[1], torch.ones(3, 8, 8), 0.999, 3)]
+    calls, inputs = [], []
+    monkeypatch.setattr(core, "class_stamps", lambda *a, **k: calls.append(k["skip"]) or fake)
+    monkeypatch.setattr(core, "delta_patch", lambda *a, **k: None)  # δ gives no stamp of its own
+    monkeypatch.setattr(core, "class_patch", lambda *a, **k: None)  # nor the class search: only patch_also's
+    cfg = IBAUConfig(rounds=2, batch_size=30, min_steps=0, patch_threshold=0.5, blend_search=0.2, blend_screen=1,
+                     blend_gate=0.0, blend_also=0.0, patch_also=True)
+    hook = model.register_forward_pre_hook(lambda _, args: inputs.append(args[0].detach().clone()))
+    result = unlearn(model, (x, y), cfg, progress=False)
+    hook.remove()
+    first, second = result.history
+    assert first.blend_also and calls == [None]  # once, in round 1, where blend_also found further classes
+    assert first.patch_also == [2, 3] and first.patch_also_pixels == [1, 1]
+    assert second.patch_also is None and second.patch_also_pixels is None
+    # the θ steps' batches of round 1 (30 images; the hyper batch has 20) stamp the two stamps in turn on their
+    # last patch_fraction (6) rows: step 0 the top-left pixel, step 1 the bottom-right one
+    _, outer = core.round_steps(cfg, len(x))
+    batches = [b for b in inputs if len(b) == 30]
+    assert outer >= 2 and len(batches) >= 2
+    stamped_rows = [b[-6:] for b in batches]
+    theta = [rows for rows in stamped_rows if bool((rows[:, :, 0, 0] == 1).all()) != bool((rows[:, :, 7, 7] == 1).all())]
+    assert [bool((rows[:, :, 0, 0] == 1).all()) for rows in theta[:2]] == [True, False]
+    # where blend_also finds nothing, patch_also changes nothing: no search, the same run bit for bit
+    monkeypatch.setattr(core, "class_stamps", lambda *a, **k: pytest.fail("no further class: no stamp search"))
+    quiet = unlearn(model, (x, y), cfg.replace(blend_also=1.0), progress=False)
+    plain = unlearn(model, (x, y), cfg.replace(blend_also=1.0, patch_also=False), progress=False)
+    assert all(h.patch_also is None for h in quiet.history)
+    for a, b in zip(quiet.model.state_dict().values(), plain.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"blend_search": 0.0}, "blend_search must be a blend weight α in"),
     ({"blend_search": 1.0}, "blend_search must be a blend weight α in"),
@@ -358,6 +419,9 @@ def test_blend_also_carries_each_further_pattern_in_turn_and_nothing_changes_whe
     ({"blend_search": 0.1, "blend_also": 0.3}, "blend_also must be a share of the clean images in"),
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_also": 1.5}, "blend_also must be a share of the clean images in"),
     ({"blend_search": 0.1, "blend_gate": 0.45, "blend_also": float("nan")}, "blend_also must be a share"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "patch_also": True}, "patch_also acts where blend_also finds"),
+    ({"blend_search": 0.1, "blend_gate": 0.45, "blend_also": 0.3, "patch_also": True, "patch_threshold": 0.0},
+     "patch_also acts where blend_also finds"),
 ])
 def test_impossible_blend_options_are_one_line_errors(options, message):
     with pytest.raises(ValueError, match=message) as err:

@@ -944,9 +944,10 @@ def test_patch_rounds_kept_stamps_the_latest_stamp_found_in_the_rounds_that_find
     used = []
     real = core._outer_pass
 
-    def spy(*args, patch=None, **kw):
-        used.append(None if patch is None else int(patch[0].sum()))
-        return real(*args, patch=patch, **kw)
+    def spy(*args, stamps=(), **kw):
+        used.append(int(stamps[0][0].sum()) if stamps else None)
+        assert len(stamps) <= 1  # one stamp a round without patch_also
+        return real(*args, stamps=stamps, **kw)
 
     monkeypatch.setattr(core, "_outer_pass", spy)
     monkeypatch.setattr(core, "class_patch", lambda *a, **k: pytest.fail("round 1 found a stamp: no class search"))

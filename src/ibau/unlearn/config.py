@@ -252,6 +252,12 @@ class IBAUConfig:
             with several blended backdoors has several classes far above the rest (CIFAR-10's seven triggers: Blend's
             target 52-59 points above the median, Smooth's 38-55), where one backdoor's runner-up stands out by 11-23
             points (docs/presets.md, stop 59). Each further class costs one more pattern search a round.
+        patch_also: with ``blend_also``, where round 1's screen finds further classes (a model with several
+            backdoors), round 1 also searches a stamp for every class (:func:`ibau.unlearn.inner.class_stamps`) and
+            its stamped rows take, step by step in turn, the round's own stamp and each class's that reaches
+            ``patch_threshold`` for that class (default False). Elsewhere nothing changes. CIFAR-10's seven triggers
+            keep Trojan WM where round 1's one stamp goes to a smaller trigger (docs/presets.md, stop 59). The search
+            costs ``patch_steps`` steps per class.
         patch_screen: when > 0, the class search first runs this many steps for every class and continues
             only the ``patch_candidates`` classes whose δ looks most like a trigger already (the highest rate
             of its 16- and 64-pixel stamps towards its class, on 200 clean images) to ``patch_steps`` steps;
@@ -411,6 +417,7 @@ class IBAUConfig:
     blend_stop_rule: str = "drop"
     blend_rounds: int | None = None
     blend_also: float | None = None
+    patch_also: bool = False
     inner_optimizer: str = "sgd"
     inner_lr: float = 10.0
     inner_penalty: float = 0.001
@@ -568,6 +575,9 @@ class IBAUConfig:
         if self.blend_also is not None and (self.blend_gate is None or not 0 <= self.blend_also <= 1):
             raise ValueError(f"blend_also must be a share of the clean images in [0, 1] with blend_gate set (e.g. "
                              f"blend_search=0.1, blend_gate=0.45, blend_also=0.3), or None (off), got {self.blend_also}")
+        if self.patch_also and (self.blend_also is None or self.patch_threshold <= 0):
+            raise ValueError("patch_also acts where blend_also finds further classes: set blend_also (e.g. 0.3) and "
+                             "keep patch_threshold > 0, or leave patch_also False")
         if self.blend_gate is not None and self.blend_search is None:
             raise ValueError("blend_gate gates the blended search: set blend_search (e.g. 0.1) too, or leave "
                              "blend_gate None")

@@ -26,7 +26,7 @@ from .config import IBAUConfig
 from .distributed import SINGLE, Ranks
 from .guard import guard_split, restore_optimizers, scale_step
 from .hypergrad import implicit_hypergradient
-from .inner import OutlierStamp, class_patch, delta_patch, objective, perturb, solve_delta, stamp_rate
+from .inner import OutlierStamp, class_patch, class_stamps, delta_patch, objective, perturb, solve_delta, stamp_rate
 from .probe import probe_rate, suspect_class
 from .smooth import smooth_trigger
 from .solvers import SolveStats
@@ -64,6 +64,8 @@ class RoundRecord:
     blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
     blend_screen: list[float] | None = None  # blend_search, round 1: each class's rate in the screen
     blend_also: list[int] | None = None    # blend_also: the further classes whose patterns the round carried too
+    patch_also: list[int] | None = None    # patch_also: the classes whose stamps the round stamped beside its own
+    patch_also_pixels: list[int] | None = None  # ... and each one's size in pixels
     blend_also_fooling: list[float] | None = None  # ... and the share of other-class clean images each sends there
     blend_gated: bool = False              # blend_gate: no class stood out in round 1's screen; no pattern carried
     blend_stopped: bool = False            # blend_stop: an earlier round cost the slice too much; no pattern carried
@@ -387,12 +389,16 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                         "of the clean images; the gate asks %.1f points above the median of the "
                                         "other classes); no blended pattern is carried", blend_class,
                                         100 * blend_fooling, 100 * (cfg.blend_gate or 0.0))
+                    further = class_stamps(net, search_batches, x_all[:FOOLING_SAMPLE], cfg, cfg.patch_steps,
+                                           num_classes, ranks=ranks, before=before, skip=patch_class) \
+                        if cfg.patch_also and r == 0 and blend_carried and blend_also else []
+                    stamps = (() if patch is None else (patch,)) + tuple(stamp[:3] for stamp in further)
                     inner_seconds = time.perf_counter() - t0
                     net.train(cfg.model_mode == "train")
                     stats: list[SolveStats] = []
                     round_deltas = [(d, search.norm, search.norm_bound) for (d, _), search in zip(found, searches)]
                     outer_loss = _outer_pass(net, params, opts, solver, outer_batches, round_deltas + replay, cfg,
-                                             outer_steps, gen, stats, on_step=lambda *_: bar.update(1), patch=patch,
+                                             outer_steps, gen, stats, on_step=lambda *_: bar.update(1), stamps=stamps,
                                              carried=carried, schedules=schedules, ranks=ranks,
                                              distill_weight=distill_weight, augment=augment)
                     net.eval()
@@ -417,6 +423,8 @@ def unlearn(model: nn.Module, clean_data, config: IBAUConfig | None = None, call
                                          patch_pixels=None if patch is None else int(patch[0].sum()),
                                          patch_fooling=None if patch is None else patch[2], patch_class=patch_class,
                                          patch_suspect=notes.get("suspect"), patch_anomaly=notes.get("anomaly"),
+                                         patch_also=[c for *_, c in further] or None,
+                                         patch_also_pixels=[int(m.sum()) for m, *_ in further] or None,
                                          patch_fooling_after=None if patch is None else stamp_rate(
                                              net, x_all[:FOOLING_SAMPLE], patch[0], patch[1], ranks=ranks),
                                          smooth_class=smooth_class,
@@ -643,7 +651,7 @@ def _outer_schedule(opt, cfg: IBAUConfig, total_steps: int):
 
 
 def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Tensor, str, float | None]],
-                cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, patch=None,
+                cfg: IBAUConfig, steps: int, gen: torch.Generator, stats: list[SolveStats], on_step, stamps=(),
                 carried: tuple[Callable[[torch.Tensor], torch.Tensor], ...] = (), schedules=None, ranks: Ranks = SINGLE,
                 distill_weight: float = 0.0, augment: tuple[str, torch.Generator | None] = ("none", None)) -> float:
     """``steps`` θ updates with the implicit hypergradient; the δs (each with the norm and bound it was
@@ -653,7 +661,8 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
     hypergradient is summed over the ranks. ``carried``: the triggers found beside δ, each as the map that puts it
     on images (smooth_search's smooth δ added and clamped, blend_search's patterns blended), applied to
     ``patch_fraction`` of each batch, the rows before the stamp's (the last rows when there is no stamp); step t
-    carries trigger t mod len (the same rows on every rank).
+    carries trigger t mod len (the same rows on every rank). ``stamps``: the round's stamps ``(mask, pattern, rate)``,
+    on the last ``patch_fraction`` of each batch; step t stamps stamp t mod len (none: no rows stamped).
     ``distill_weight``: the weight of the distillation term (``cfg.distill_weight`` of the clean set's size).
     ``augment``: ``(name, generator)``, the augmentation of each batch's clean images (``outer_augment``) before
     δ, its stamp or the carried trigger go on them; the hyper batch is taken before it."""
@@ -673,7 +682,8 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
         chosen = slice(0, k) if cfg.shuffle else torch.randperm(n, generator=gen)[:k].to(x_all.device)
         # δ's stamp (patch_threshold) goes on the last patch_fraction of the batch
         n_stamped = max(1, round(cfg.patch_fraction * n))
-        stamped = slice(n - n_stamped, n) if patch is not None and k + n_stamped <= n else None
+        stamped = slice(n - n_stamped, n) if stamps and k + n_stamped <= n else None
+        stamp = stamps[done % len(stamps)] if stamps else None
         end = n if stamped is None else n - n_stamped
         smoothed = slice(end - n_stamped, end) if carried and k + n_stamped <= end else None
         carry = carried[done % len(carried)] if carried else None
@@ -694,10 +704,10 @@ def _outer_pass(net, params, opts, solver, batches, deltas: list[tuple[torch.Ten
                 return -objective(net, xh, yh, d, cfg, ranks=ranks, total=n_hyper)
 
         def outer_loss(d, x=x, y=y, n=n, chosen=chosen_rows, stamped=stamped_rows, smoothed=smoothed_rows,
-                       teacher=teacher, noise=noise, carry=carry):
+                       teacher=teacher, noise=noise, carry=carry, stamp=stamp):
             mixed = x.clone()  # CE with δ on the chosen images (and the stamp on the stamped ones)
-            if stamped is not None:
-                mask, pattern = patch[0], (patch[1] if noise is None else noise[stamped])
+            if stamped is not None and stamp is not None:
+                mask, pattern = stamp[0], (stamp[1] if noise is None else noise[stamped])
                 mixed[stamped] = (1 - mask) * x[stamped] + mask * pattern
             if smoothed is not None and carry is not None:
                 mixed[smoothed] = carry(x[smoothed])

@@ -320,6 +320,35 @@ def class_patch(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Ten
     return best
 
 
+def class_stamps(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+                 x: torch.Tensor, cfg: IBAUConfig, steps: int, num_classes: int, *, ranks: Ranks = SINGLE,
+                 before: torch.Tensor | None = None, skip: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor,
+                                                                                          float, int]]:
+    """Every class's stamp that sends at least ``cfg.patch_threshold`` of the other-class clean images ``x`` to that
+    class (``patch_also``): one sparse targeted δ per class (:func:`targeted_delta`, ``steps`` steps) read as
+    :func:`delta_patch` reads δ; the found ones as ``(mask, pattern, rate, class)``, smallest first (then the highest
+    rate), ``skip``'s left out (the class whose stamp the round already has). A model with several patch backdoors
+    has several, where one stamp a round takes only the smallest (docs/presets.md, stop 59). Clean data only; across
+    ``ranks`` as :func:`class_patch`."""
+    if before is None:
+        with torch.no_grad():
+            before = ranks.forward(model, ranks.shard(x)).argmax(1)
+    found = []
+    for target in range(num_classes):
+        if target == skip:
+            continue
+        delta = targeted_delta(model, batches, x[0], target, cfg, steps, ranks=ranks)
+        stamp = delta_patch(model, x, delta, cfg.patch_threshold, before=before, ranks=ranks)
+        if stamp is None:
+            continue
+        mask, pattern, _ = stamp  # its rate is for the class it sends most images to: it must be this one
+        rate = sent_rate(model, x, before, lambda images, m=mask, p=pattern: (1 - m) * images + m * p, target,
+                         ranks=ranks)
+        if rate >= cfg.patch_threshold:
+            found.append((mask, pattern, rate, target))
+    return sorted(found, key=lambda s: (int(s[0].sum()), -s[2], s[3]))
+
+
 def margin_patch(model: nn.Module, x: torch.Tensor, deltas: dict[int, torch.Tensor], margin: float, floor: float,
                  before: torch.Tensor, sizes: tuple[int, ...] = PATCH_SIZES, chunk: int = 50, *,
                  ranks: Ranks = SINGLE) -> tuple[torch.Tensor, torch.Tensor, float, int] | None:
