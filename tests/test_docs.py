@@ -610,3 +610,39 @@ def test_the_stop58_tables_in_presets_are_generated_from_their_records():
                 previous = row["guard_acc"]
         checked += 1
     assert checked >= 9  # the development rows' three seeds at least
+
+
+def test_the_stop59_tables_in_presets_are_generated_from_their_records():
+    """docs/presets.md's stop-59 tables (blend_also on the seven-trigger models) are variant_rounds.py of their suites,
+    with each trigger's ASR; each variant ran what its name says, and every round that carried the pattern carried a
+    pattern for exactly the further classes that round 1's screen singles out by 30 points."""
+    from ibau.unlearn.blend import also_classes
+
+    module = _benchmark("variant_rounds")
+    root = Path(__file__).resolve().parents[1] / "docs" / "measurements"
+    blocks = {"stop59_also_dev_cifar": root / "issue17" / "cifar", "stop59_also_dev_gtsrb": root / "issue17" / "gtsrb",
+              "stop59_also_confirm_cifar": root / "issue19" / "confirm" / "cifar"}
+    presets = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    shown = [name for name in blocks if f"<!-- table:{name} -->" in presets]
+    assert {"stop59_also_dev_cifar", "stop59_also_dev_gtsrb"} <= set(shown)
+    checked = 0
+    for name in shown:
+        cells = module.finished_cells(blocks[name], name)
+        text = (module.rounds_table(cells, classes=True, blend=True, held_back=True) + "\n\n"
+                + module.triggers_table(cells) + "\n\n" + module.summary_table(cells))
+        assert _presets_block(name, text), name
+        for c in cells:
+            config, rows = c["record"]["config"], c["record"]["rounds"]
+            assert config.get("blend_also") == (0.3 if "also" in c["variant"] else None), (name, c["variant"])
+            assert config.get("patch_also", False) == c["variant"].endswith("patch"), (name, c["variant"])
+            if config.get("blend_also") is None:
+                assert all(row.get("blend_also") is None for row in rows)
+                continue
+            assert not rows[0]["blend_gated"]  # the gate opens on every seven-trigger model shown
+            further = also_classes(rows[0]["blend_screen"], rows[0]["blend_class"], 0.3) or None
+            for row in rows:
+                carried = row["blend_fooling"] is not None
+                assert row["blend_also"] == (further if carried else None)
+                assert row["blend_class"] == rows[0]["blend_class"]
+            checked += 1
+    assert checked >= 3  # the blend_also runs of both development models
