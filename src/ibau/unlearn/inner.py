@@ -342,8 +342,11 @@ def class_stamps(model: nn.Module, batches: Callable[[], Iterator[tuple[torch.Te
         if stamp is None:
             continue
         mask, pattern, _ = stamp  # its rate is for the class it sends most images to: it must be this one
-        rate = sent_rate(model, x, before, lambda images, m=mask, p=pattern: (1 - m) * images + m * p, target,
-                         ranks=ranks)
+
+        def stamped(images: torch.Tensor, m: torch.Tensor = mask, p: torch.Tensor = pattern) -> torch.Tensor:
+            return (1 - m) * images + m * p
+
+        rate = sent_rate(model, x, before, stamped, target, ranks=ranks)
         if rate >= cfg.patch_threshold:
             found.append((mask, pattern, rate, target))
     return sorted(found, key=lambda s: (int(s[0].sum()), -s[2], s[3]))
