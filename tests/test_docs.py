@@ -645,4 +645,4 @@ def test_the_stop59_tables_in_presets_are_generated_from_their_records():
                 assert row["blend_also"] == (further if carried else None)
                 assert row["blend_class"] == rows[0]["blend_class"]
             checked += 1
-    assert checked >= 3  # the blend_also runs of both development models
+    assert checked >= 6  # the blend_also runs: three seeds on CIFAR-10, two on GTSRB, patch_also once
