@@ -64,9 +64,9 @@ class RoundRecord:
     blend_fooling: float | None = None     # blend_search: share of other-class clean images it sends there
     blend_screen: list[float] | None = None  # blend_search, round 1: each class's rate in the screen
     blend_also: list[int] | None = None    # blend_also: the further classes whose patterns the round carried too
+    blend_also_fooling: list[float] | None = None  # ... and the share of other-class clean images each sends there
     patch_also: list[int] | None = None    # patch_also: the classes whose stamps the round stamped beside its own
     patch_also_pixels: list[int] | None = None  # ... and each one's size in pixels
-    blend_also_fooling: list[float] | None = None  # ... and the share of other-class clean images each sends there
     blend_gated: bool = False              # blend_gate: no class stood out in round 1's screen; no pattern carried
     blend_stopped: bool = False            # blend_stop: an earlier round cost the slice too much; no pattern carried
     probe_rate: float | None = None        # round_selection "probe": share of clean images the probe sends to the suspect
