@@ -24,7 +24,7 @@ demo: $(STAMP)
 # worker (--dist loadfile), so module fixtures such as the smoke grid run once; files go out in collection order,
 # which tests/conftest.py starts with the long ones (LONG_FILES)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=40
 
 # the same suite without the tests marked slow (models trained or defended for more than a few seconds)
 test-fast: $(STAMP)
